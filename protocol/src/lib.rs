@@ -1,1 +1,23 @@
-//! wip
+//! fleetcast's sans-IO core.
+//!
+//! Everything that decides what a fleetcast node does lives here, and none of it touches the
+//! outside world: no clock (time arrives as an argument), no socket, no file, no global RNG.
+//! Cargo enforces it: this crate depends on none of tokio, quinn, sled, wasmtime or hyper.
+//!
+//! - [`release`]: what a component is (app, version, digest, size, chunk map).
+//! - [`head`]: the signed statement that moves an app, and its verification rules.
+//! - [`wire`]: the message enum peers exchange and its framing limits.
+//! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`).
+//!
+//! The agent (`fleetcast-agent`) and the publisher (`fleetcast`) are thin IO shells around it.
+
+pub mod head;
+pub mod node;
+pub mod release;
+pub mod sim;
+pub mod wire;
+
+pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
+pub use node::{Activation, AppRecord, Event, Input, Node, NodeConfig, Output};
+pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError};
+pub use wire::{AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, Report};

@@ -1,0 +1,385 @@
+//! The agent: binds the QUIC and HTTP listeners, restores the cache, and runs the node actor.
+//!
+//! The node actor owns the protocol [`Node`] and is the only task that touches it. It shuttles:
+//! network events become [`Input`]s, [`Output`]s become frames, store reads and activations,
+//! and the node's timer is a `sleep_until`. Activations run off the async threads
+//! (`spawn_blocking`): compile (or load the agent's own cached artifact), persist and flush,
+//! then swap the runtime slot; the result comes back to the actor as an input.
+//!
+//! Shutdown is by drop guard: dropping the [`AgentHandle`] (or calling
+//! [`AgentHandle::shutdown`]) stops the actor and the HTTP server; the QUIC endpoint closes when
+//! the last net handle drops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use fleetcast_protocol::node::{Activation, Input, Node, NodeConfig, Output};
+use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus};
+use fleetcast_protocol::{AppRecord, Event, TrustPolicy};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::AgentConfig;
+use crate::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
+use crate::runtime::{DeployedMeta, Prepared, Runtime, RuntimeStatsSnapshot};
+use crate::store::Store;
+use crate::tls::Identity;
+
+/// A running agent. Dropping it shuts the agent down.
+pub struct AgentHandle {
+    node_id: NodeId,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+    runtime: Arc<Runtime>,
+    store: Store,
+    status_tx: mpsc::Sender<oneshot::Sender<NodeStatus>>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+    /// The agent's store (for inspection; the node actor is its only writer).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// Runtime counters (compiles, cache loads, requests…).
+    pub fn runtime_stats(&self) -> RuntimeStatsSnapshot {
+        self.runtime.stats()
+    }
+    /// The node's status, as peers would see it.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.status_tx
+            .send(tx)
+            .await
+            .context("agent has stopped")?;
+        rx.await.context("agent has stopped")
+    }
+    /// Stops the agent and waits for its tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Starts an agent from `cfg`: opens the store, restores and serves the active releases from
+/// the cache (before the network is even up), then binds QUIC and HTTP.
+pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
+    cfg.validate()?;
+    let trust = TrustPolicy {
+        fleet: cfg.fleet.clone(),
+        keys: cfg
+            .trusted_keys
+            .iter()
+            .map(|p| crate::keys::read_public(p))
+            .collect::<Result<_>>()?,
+    };
+    let identity = Identity::load_or_create(&cfg.data_dir.join("node.key"))?;
+    let node_id = identity.node_id();
+    let store = Store::open(&cfg.data_dir)?;
+    let runtime = Runtime::new(&cfg.runtime)?;
+
+    let (records, blobs) = {
+        let (store, runtime, trust) = (store.clone(), runtime.clone(), trust.clone());
+        tokio::task::spawn_blocking(move || restore(&store, &runtime, &trust))
+            .await
+            .context("restore task panicked")??
+    };
+
+    let http = tokio::net::TcpListener::bind(cfg.http)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http))?;
+    let http_addr = http.local_addr()?;
+    let (net, events) = Net::bind(cfg.listen, &identity, NetConfig::default())
+        .with_context(|| format!("cannot listen for QUIC on {}", cfg.listen))?;
+    let quic_addr = net.local_addr();
+    for p in &cfg.peers {
+        net.keep_dialing(*p);
+    }
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let rt = runtime.clone();
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::http::serve(http, rt, stopped).await {
+                tracing::error!("http server failed: {e:#}");
+            }
+        }));
+    }
+    let (status_tx, status_rx) = mpsc::channel(16);
+    let node = Node::new(NodeConfig::new(node_id, trust), records, blobs);
+    let actor = Actor {
+        node,
+        net,
+        store: store.clone(),
+        runtime: runtime.clone(),
+        events,
+        status_rx,
+        done_tx: mpsc::unbounded_channel().0,
+    };
+    tasks.push(tokio::spawn(actor.run(shutdown_rx)));
+    tracing::info!(node = %node_id.short(), %quic_addr, %http_addr, fleet = %cfg.fleet, "agent started");
+    Ok(AgentHandle {
+        node_id,
+        quic_addr,
+        http_addr,
+        runtime,
+        store,
+        status_tx,
+        shutdown,
+        tasks,
+    })
+}
+
+/// Loads the app records, re-verifies their heads (the disk is untrusted) and deploys each
+/// active release from the agent's own compiled cache, compiling only if that is missing.
+fn restore(
+    store: &Store,
+    runtime: &Runtime,
+    trust: &TrustPolicy,
+) -> Result<(Vec<AppRecord>, Vec<fleetcast_protocol::Digest>)> {
+    let mut records = Vec::new();
+    for rec in store.records()? {
+        let h = &rec.head.head;
+        if let Err(e) = rec.head.verify(trust) {
+            tracing::error!(app = %h.app, seq = h.seq, "stored head no longer verifies, not serving it: {e}");
+            continue;
+        }
+        match prepare(store, runtime, &rec.head.head.release, None) {
+            Ok(p) => {
+                runtime.deploy(meta(&rec), &p);
+                tracing::info!(app = %h.app, version = %h.release.version, seq = h.seq, "serving from cache");
+            }
+            Err(e) => {
+                tracing::error!(app = %h.app, seq = h.seq, "cannot serve the cached release: {e:#}")
+            }
+        }
+        // The seq is held either way: it must never go backwards.
+        records.push(rec);
+    }
+    Ok((records, store.complete_blobs()?))
+}
+
+fn meta(rec: &AppRecord) -> DeployedMeta {
+    let h = &rec.head.head;
+    DeployedMeta {
+        app: h.app.to_string(),
+        version: h.release.version.to_string(),
+        digest: h.release.digest.to_hex(),
+        seq: h.seq,
+    }
+}
+
+/// The compiled release: from the agent's own artifact cache when present, else compiled from
+/// `content` (just fetched and verified) or from the verified stored blob.
+fn prepare(
+    store: &Store,
+    runtime: &Runtime,
+    release: &fleetcast_protocol::Release,
+    content: Option<&[u8]>,
+) -> Result<Prepared> {
+    let compat = runtime.compat_hash();
+    if let Some(artifact) = store.get_compiled(&release.digest, &compat)? {
+        // SAFETY: the artifact was produced by this agent's own engine (same compatibility
+        // hash), stored in its private data directory, and its checksum was verified on read.
+        // Compiled code from the network is never loaded: peers only ever send source bytes.
+        match unsafe { runtime.load(&artifact) } {
+            Ok(p) => return Ok(p),
+            Err(e) => tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}"),
+        }
+    }
+    let stored;
+    let bytes = match content {
+        Some(c) => c,
+        None => {
+            stored = store.read_blob(release)?;
+            &stored
+        }
+    };
+    let prepared = runtime.compile(bytes)?;
+    store.put_compiled(&release.digest, &compat, &prepared.artifact)?;
+    Ok(prepared)
+}
+
+fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
+    let release = &act.head.head.release;
+    let prepared = prepare(store, runtime, release, act.content.as_deref())?;
+    if let Some(content) = &act.content
+        && !store.has_blob(&release.digest)?
+    {
+        store.put_blob(release, content)?;
+    }
+    // Durable before it serves: a crash after this restarts into this release, and the seq can
+    // never be accepted again.
+    store.commit(&act.record)?;
+    let old = runtime.deploy(meta(&act.record), &prepared);
+    tracing::info!(
+        app = %act.head.head.app,
+        seq = act.head.head.seq,
+        kind = %act.head.head.kind,
+        version = %release.version,
+        digest = %release.digest.short(),
+        from = old.as_ref().map(|d| d.meta.version.clone()).unwrap_or_default(),
+        "swapped"
+    );
+    Ok(())
+}
+
+struct Done {
+    app: fleetcast_protocol::AppName,
+    seq: u64,
+    result: Result<(), String>,
+}
+
+struct Actor {
+    node: Node<ConnId>,
+    net: NetHandle,
+    store: Store,
+    runtime: Arc<Runtime>,
+    events: mpsc::Receiver<NetEvent>,
+    status_rx: mpsc::Receiver<oneshot::Sender<NodeStatus>>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl Actor {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        self.done_tx = done_tx;
+        self.drain();
+        loop {
+            let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let input = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                Some(d) = done_rx.recv() => Input::Activated { app: d.app, seq: d.seq, result: d.result },
+                Some(tx) = self.status_rx.recv() => {
+                    let _ = tx.send(self.node.status());
+                    continue;
+                }
+                ev = self.events.recv() => match ev {
+                    Some(ev) => match self.net_input(ev) {
+                        Some(i) => i,
+                        None => continue,
+                    },
+                    None => break,
+                },
+                _ = timer => Input::Timeout,
+            };
+            self.node.handle(Instant::now(), input);
+            self.drain();
+        }
+        let _ = self.store.flush();
+        tracing::debug!("node actor stopped");
+    }
+
+    fn net_input(&mut self, ev: NetEvent) -> Option<Input<ConnId>> {
+        match ev {
+            NetEvent::Connected { conn, node, addr, .. } => {
+                tracing::info!(peer = %node.short(), %addr, "peer connected");
+                Some(Input::PeerUp(conn))
+            }
+            NetEvent::Disconnected { conn, node, reason } => {
+                tracing::info!(peer = %node.short(), %reason, "peer disconnected");
+                Some(Input::PeerDown(conn))
+            }
+            NetEvent::Frame { conn, bytes } => match wire::decode(&bytes) {
+                Ok(msg) => Some(Input::Message(conn, msg)),
+                Err(e) => {
+                    tracing::warn!(%conn, "disconnecting peer: {e}");
+                    self.net.close(conn, &e.to_string());
+                    None
+                }
+            },
+        }
+    }
+
+    fn send(&self, to: ConnId, msg: &Message) {
+        match wire::encode(msg) {
+            Ok(bytes) => {
+                if let Err(e) = self.net.send(to, bytes) {
+                    tracing::debug!(%to, kind = msg.kind(), "send dropped: {e}");
+                }
+            }
+            Err(e) => tracing::error!(kind = msg.kind(), "cannot encode message: {e}"),
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.node.poll_output() {
+            match out {
+                Output::Send { to, msg } => self.send(to, &msg),
+                Output::ServeChunk { to, digest, index } => {
+                    let msg = match self.store.read_chunk(&digest, index) {
+                        Ok(Some(data)) => Message::Chunk { digest, index, data },
+                        Ok(None) => Message::NoChunk { digest, index },
+                        Err(e) => {
+                            tracing::error!("cannot serve chunk: {e:#}");
+                            Message::NoChunk { digest, index }
+                        }
+                    };
+                    self.send(to, &msg);
+                }
+                Output::Activate(act) => {
+                    let (store, runtime, done) =
+                        (self.store.clone(), self.runtime.clone(), self.done_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let result = activate(&store, &runtime, &act).map_err(|e| format!("{e:#}"));
+                        let _ = done.send(Done {
+                            app: act.head.head.app.clone(),
+                            seq: act.head.head.seq,
+                            result,
+                        });
+                    });
+                }
+                Output::Disconnect { peer, reason } => {
+                    tracing::warn!(%peer, %reason, "disconnecting peer");
+                    self.net.close(peer, &reason);
+                }
+                Output::Event(e) => log_event(&e),
+            }
+        }
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::Accepted { app, seq, version, cached } => {
+            tracing::info!(%app, seq, %version, cached, "head accepted")
+        }
+        Event::Rejected { app, seq, reason } => tracing::warn!(%app, seq, %reason, "head rejected"),
+        Event::Activated { app, seq, version } => tracing::info!(%app, seq, %version, "active"),
+        Event::ActivationFailed { app, seq, reason } => {
+            tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")
+        }
+    }
+}

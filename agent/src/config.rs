@@ -1,0 +1,129 @@
+//! Agent configuration: a TOML file, with command-line flags that override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::RuntimeConfig;
+
+/// Everything `fleetcast-agent run` needs. See `deploy/agent.example.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Fleet name; heads for another fleet are refused.
+    #[serde(default = "default_fleet")]
+    pub fleet: String,
+    /// QUIC listen address for the mesh.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// HTTP listen address for the apps.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// Where the node identity and the sled store live.
+    pub data_dir: PathBuf,
+    /// Publisher public key files (`fleetcast keygen` writes them). At least one.
+    #[serde(default)]
+    pub trusted_keys: Vec<PathBuf>,
+    /// Peers to keep a connection to.
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
+    /// `text` or `json`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+fn default_fleet() -> String {
+    "default".into()
+}
+fn default_listen() -> SocketAddr {
+    "0.0.0.0:7401".parse().expect("valid")
+}
+fn default_http() -> SocketAddr {
+    "0.0.0.0:8401".parse().expect("valid")
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+
+impl AgentConfig {
+    /// Parses a config file; relative paths inside it are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut cfg: AgentConfig = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid agent config", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.data_dir = base.join(&cfg.data_dir);
+        for k in &mut cfg.trusted_keys {
+            *k = base.join(&*k);
+        }
+        Ok(cfg)
+    }
+
+    /// A config with defaults and the given data directory (for flags-only use and tests).
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        AgentConfig {
+            fleet: default_fleet(),
+            listen: default_listen(),
+            http: default_http(),
+            data_dir,
+            trusted_keys: Vec::new(),
+            peers: Vec::new(),
+            log_format: default_log_format(),
+            runtime: RuntimeConfig::default(),
+        }
+    }
+
+    /// Checks what can be checked before binding anything.
+    pub fn validate(&self) -> Result<()> {
+        if self.trusted_keys.is_empty() {
+            bail!(
+                "no trusted publisher keys: add trusted_keys = [\"ops.pub\"] to the config or pass --trusted-key ops.pub (create keys with `fleetcast keygen`)"
+            );
+        }
+        if self.fleet.is_empty() || self.fleet.len() > fleetcast_protocol::head::MAX_FLEET_LEN {
+            bail!("fleet name must be 1-64 characters");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be \"text\" or \"json\", not {:?}", self.log_format);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_example_and_resolves_relative_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("edge1.toml");
+        std::fs::write(
+            &p,
+            "fleet = \"prod\"\nlisten = \"127.0.0.1:7401\"\nhttp = \"127.0.0.1:8401\"\ndata_dir = \"data\"\ntrusted_keys = [\"ops.pub\"]\npeers = [\"127.0.0.1:7402\"]\n[runtime]\nmax_instances = 16\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.fleet, "prod");
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.trusted_keys, vec![dir.path().join("ops.pub")]);
+        assert_eq!(c.runtime.max_instances, 16);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_trust_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(&p, "data_dir = \"d\"\ntrusted_key = [\"x\"]\n").unwrap();
+        let err = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+        assert!(err.contains("unknown field"), "{err}");
+        let c = AgentConfig::with_data_dir("d".into());
+        assert!(c.validate().unwrap_err().to_string().contains("--trusted-key"));
+    }
+}

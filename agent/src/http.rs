@@ -1,0 +1,595 @@
+//! The agent's HTTP front: accepts connections (HTTP/1.1 and h2), routes each
+//! request to an app by its Host header and runs it in a fresh guest instance
+//! of that app's active version.
+//!
+//! Invariant kept here: **a swap never fails a request.** A request resolves
+//! its app to one `Arc<Deployed>` exactly once, before anything else, and then
+//! runs entirely on it; [`crate::runtime::Runtime::deploy`] only changes what
+//! later requests resolve to. Errors are reported per request (404 unknown
+//! app, 500 guest trap/timeout, 503 no instance slot) and never take the
+//! listener or other connections down.
+//!
+//! Routing: the app is the first DNS label of the request authority (Host
+//! header, or the URI authority for h2 / absolute-form requests), port
+//! stripped, lowercased. When exactly one app is deployed it serves every host.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+use wasmtime_wasi_http::WasiHttpView as _;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+
+use crate::runtime::{Deployed, Runtime};
+
+/// How long [`serve`] lets in-flight connections finish after shutdown.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting, asks
+/// every connection to close after its in-flight requests, and waits for them
+/// up to [`DEFAULT_DRAIN_TIMEOUT`].
+pub async fn serve(
+    listener: TcpListener,
+    rt: Arc<Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_with_drain(listener, rt, shutdown, DEFAULT_DRAIN_TIMEOUT).await
+}
+
+/// [`serve`] with an explicit drain timeout; connections still open when it
+/// expires are aborted.
+pub async fn serve_with_drain(
+    listener: TcpListener,
+    rt: Arc<Runtime>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> anyhow::Result<()> {
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "set_nodelay failed");
+                    }
+                    conns.spawn(connection(builder.clone(), stream, rt.clone(), stop_rx.clone()));
+                }
+                Err(e) => {
+                    // e.g. EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let in_flight = conns.len();
+    let drained =
+        tokio::time::timeout(drain, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            in_flight,
+            remaining = conns.len(),
+            ?drain,
+            "connections still open after the drain timeout; aborting them"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn connection(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    rt: Arc<Runtime>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        let rt = rt.clone();
+        async move { Ok::<_, Infallible>(handle(&rt, req).await) }
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let finished = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        () = async { let _ = stop.wait_for(|stop| *stop).await; } => None,
+    };
+    let result = match finished {
+        Some(result) => result,
+        None => {
+            // Finish the requests in flight, then close (idle connections close now).
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// Handles one request end to end; always produces a response.
+pub async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    rt.count_request();
+    let Some(app) = app_name(&req) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the request has no Host header; the agent routes requests by host name\n".into(),
+        );
+    };
+    let deployed = match rt.route(Some(&app)) {
+        Ok(deployed) => deployed,
+        Err(names) => {
+            rt.count_not_found();
+            let list = if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            };
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("no app named {app:?} is deployed on this agent (deployed: {list})\n"),
+            );
+        }
+    };
+    match invoke(rt, &deployed, req).await {
+        Ok(resp) => {
+            if resp.status().is_server_error() {
+                rt.count_error();
+            }
+            resp
+        }
+        Err(failure) => {
+            rt.count_error();
+            let meta = &deployed.meta;
+            tracing::error!(
+                app = %meta.app, version = %meta.version, seq = meta.seq,
+                reason = %failure.reason, "request failed"
+            );
+            text(
+                failure.status,
+                format!(
+                    "app {:?} version {} failed to handle the request: {}\n",
+                    meta.app, meta.version, failure.reason
+                ),
+            )
+        }
+    }
+}
+
+struct Failure {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Failure {
+    fn internal(reason: String) -> Self {
+        Failure {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            reason,
+        }
+    }
+}
+
+/// Runs the request in a fresh instance, the way `wasmtime serve` does: the
+/// guest runs in its own task (it may keep streaming the body after the
+/// response head is sent) and we wait for the response-outparam to be set.
+async fn invoke(
+    rt: &Runtime,
+    deployed: &Arc<Deployed>,
+    req: Request<Incoming>,
+) -> Result<Response<HyperOutgoingBody>, Failure> {
+    let timeout = rt.request_timeout();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let Some(permit) = rt.acquire_instance().await else {
+        return Err(Failure {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: format!(
+                "all {} instance slots stayed busy for {timeout:?}",
+                rt.config().max_instances
+            ),
+        });
+    };
+    let mut store = rt.new_store();
+    let (tx, rx) = oneshot::channel();
+    let (req, out) = {
+        let mut http = store.data_mut().http();
+        let req = http.new_incoming_request(Scheme::Http, req).map_err(|e| {
+            Failure::internal(format!("could not pass the request to the guest: {e:#}"))
+        })?;
+        let out = http
+            .new_response_outparam(tx)
+            .map_err(|e| Failure::internal(format!("could not create the response slot: {e:#}")))?;
+        (req, out)
+    };
+    let pre = deployed.pre().clone();
+    let task = tokio::spawn(async move {
+        let _permit = permit; // the instance slot is held as long as the store lives
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, req, out)
+            .await
+    });
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(Ok(resp))) => Ok(resp),
+        Ok(Ok(Err(code))) => Err(Failure::internal(format!(
+            "the guest responded with error {code:?}"
+        ))),
+        // The outparam was dropped unset: the guest task is over, ask it why.
+        Ok(Err(_)) => Err(Failure::internal(match task.await {
+            Ok(Ok(())) => "the guest returned without setting a response".to_string(),
+            Ok(Err(e)) if is_interrupt(&e) => {
+                format!("the guest did not respond within {timeout:?} (interrupted while running)")
+            }
+            Ok(Err(e)) => format!("the guest trapped: {e:#}"),
+            Err(e) => format!("the guest task failed: {e}"),
+        })),
+        Err(_) => {
+            task.abort();
+            Err(Failure::internal(format!(
+                "the guest did not respond within {timeout:?}"
+            )))
+        }
+    }
+}
+
+fn is_interrupt(e: &wasmtime::Error) -> bool {
+    matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    )
+}
+
+/// First label of the request's host, port stripped, lowercased.
+fn app_name(req: &Request<Incoming>) -> Option<String> {
+    let host = match req.uri().authority() {
+        Some(authority) => authority.host().to_string(),
+        None => req.headers().get(HOST)?.to_str().ok()?.to_string(),
+    };
+    Some(host_to_app(&host))
+}
+
+fn host_to_app(host: &str) -> String {
+    let host = if host.starts_with('[') {
+        // IPv6 literal: no DNS labels, keep it whole.
+        host.split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        let host = host.split(':').next().unwrap_or_default();
+        host.split('.').next().unwrap_or_default().to_string()
+    };
+    host.to_ascii_lowercase()
+}
+
+fn text(status: StatusCode, body: String) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(body))
+        .map_err(Into::into)
+        .boxed_unsync();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::runtime::RuntimeConfig;
+    use crate::runtime::testutil::*;
+
+    fn rt_with_timeout(request_timeout_ms: u64) -> Arc<Runtime> {
+        runtime_with(RuntimeConfig {
+            max_instances: 16,
+            request_timeout_ms,
+            ..RuntimeConfig::default()
+        })
+    }
+
+    /// Waits, without sleeping, until `cond` holds (deadline: [`DEADLINE`]).
+    async fn until(mut cond: impl FnMut() -> bool) {
+        tokio::time::timeout(DEADLINE, async {
+            while !cond() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("condition not reached before the deadline");
+    }
+
+    #[test]
+    fn host_to_app_takes_the_first_label() {
+        assert_eq!(host_to_app("Hello.Example.com:8080"), "hello");
+        assert_eq!(host_to_app("api"), "api");
+        assert_eq!(host_to_app("127.0.0.1:80"), "127");
+        assert_eq!(host_to_app("[::1]:8080"), "[::1]");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_hello_v1() {
+        let rt = small_runtime();
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let c = client();
+        let r = get(&c, server.addr, "hello.example.com", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body, "hello from fleetcast 1.0.0\n");
+        assert_eq!(r.header("x-hello-version"), Some("1.0.0"));
+        let r = get(&c, server.addr, "hello", "/health?probe=1")
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ok\n"));
+        let stats = rt.stats();
+        assert_eq!((stats.requests, stats.errors, stats.not_found), (2, 0, 0));
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn serves_http2_prior_knowledge() {
+        let rt = small_runtime();
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let h2 = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        let r = get(&h2, server.addr, "hello", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-hello-version"), Some("1.0.0"));
+        server.stop().await.unwrap();
+    }
+
+    /// Several clients hammer the app while v1 is swapped for v2: no request
+    /// fails, and once a client has seen v2 it never sees v1 again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hot_swap_under_load_never_fails_a_request() {
+        const CLIENTS: usize = 4;
+        let rt = small_runtime();
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen_tx, mut seen_rx) = watch::channel((0usize, 0usize)); // (v1, v2) responses
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut tasks = JoinSet::new();
+        for _ in 0..CLIENTS {
+            let (stop, seen_tx, failures) = (stop.clone(), seen_tx.clone(), failures.clone());
+            let addr = server.addr;
+            tasks.spawn(async move {
+                let c = client();
+                let mut versions = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match get(&c, addr, "hello", "/").await {
+                        Ok(r) if r.status == StatusCode::OK => {
+                            let v = r.header("x-hello-version").unwrap_or("?").to_string();
+                            seen_tx.send_modify(|(v1, v2)| match v.as_str() {
+                                "1.0.0" => *v1 += 1,
+                                _ => *v2 += 1,
+                            });
+                            versions.push(v);
+                        }
+                        Ok(r) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {}", r.status, r.body)),
+                        Err(e) => failures.lock().unwrap().push(format!("{e:#}")),
+                    }
+                }
+                versions
+            });
+        }
+        let wait = |rx: &mut watch::Receiver<(usize, usize)>, f: fn(&(usize, usize)) -> bool| {
+            let mut rx = rx.clone();
+            async move {
+                tokio::time::timeout(DEADLINE, rx.wait_for(f))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .0
+            }
+        };
+        wait(&mut seen_rx, |(v1, _)| *v1 >= 20).await;
+        // Compile while serving, then swap.
+        let v2 = compile(&rt, HELLO_V2).await;
+        let old = rt.deploy(meta("hello", "2.0.0", 2), &v2).unwrap();
+        assert_eq!(old.meta.version, "1.0.0");
+        let v2_before = seen_rx.borrow().1;
+        assert_eq!(v2_before, 0, "nobody can see v2 before it is deployed");
+        wait(&mut seen_rx, |(_, v2)| *v2 >= 40).await;
+        stop.store(true, Ordering::Relaxed);
+
+        let mut total = 0;
+        while let Some(versions) = tasks.join_next().await {
+            let versions = versions.unwrap();
+            total += versions.len();
+            let first_v2 = versions.iter().position(|v| v == "2.0.0");
+            if let Some(i) = first_v2 {
+                assert!(
+                    versions[i..].iter().all(|v| v == "2.0.0"),
+                    "a client saw v1 after v2: {versions:?}"
+                );
+            }
+            assert_eq!(versions.last().map(String::as_str), Some("2.0.0"));
+        }
+        let failures = failures.lock().unwrap().clone();
+        assert!(
+            failures.is_empty(),
+            "{} failed requests: {failures:?}",
+            failures.len()
+        );
+        let (v1, v2) = *seen_rx.borrow();
+        assert!(
+            v1 >= 20 && v2 >= 40 && v1 + v2 == total,
+            "v1={v1} v2={v2} total={total}"
+        );
+        assert_eq!(rt.stats().errors, 0);
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn routes_by_host_and_404s_unknown_apps() {
+        let rt = small_runtime();
+        rt.deploy(meta("alpha", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        rt.deploy(meta("beta", "2.0.0", 2), &compile(&rt, HELLO_V2).await);
+        let server = TestServer::start(rt.clone()).await;
+        let c = client();
+        let version = |r: &Reply| r.header("x-hello-version").map(str::to_string);
+        let r = get(&c, server.addr, "alpha.edge.example:8080", "/")
+            .await
+            .unwrap();
+        assert_eq!(version(&r).as_deref(), Some("1.0.0"));
+        let r = get(&c, server.addr, "BETA.edge.example", "/")
+            .await
+            .unwrap();
+        assert_eq!(version(&r).as_deref(), Some("2.0.0"));
+
+        let r = get(&c, server.addr, "gamma.edge.example", "/")
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+        assert_eq!(
+            r.body,
+            "no app named \"gamma\" is deployed on this agent (deployed: alpha, beta)\n"
+        );
+        assert_eq!(rt.stats().not_found, 1);
+
+        // With exactly one app left, it serves every host.
+        rt.undeploy("beta");
+        for host in ["gamma.edge.example", "beta", "localhost:1234"] {
+            let r = get(&c, server.addr, host, "/").await.unwrap();
+            assert_eq!(version(&r).as_deref(), Some("1.0.0"), "host {host}");
+        }
+        rt.undeploy("alpha");
+        let r = get(&c, server.addr, "alpha", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert!(r.body.ends_with("(deployed: none)\n"), "{}", r.body);
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_artifact_round_trip_serves_without_compiling() {
+        let compiler = small_runtime();
+        let artifact = compile(&compiler, HELLO_V1).await.artifact;
+        let rt = small_runtime();
+        // SAFETY: produced by `compile` on an engine with the same configuration.
+        let loaded = unsafe { rt.load(&artifact) }.unwrap();
+        rt.deploy(meta("hello", "1.0.0", 1), &loaded);
+        let server = TestServer::start(rt.clone()).await;
+        let r = get(&client(), server.addr, "hello", "/").await.unwrap();
+        assert_eq!(r.body, "hello from fleetcast 1.0.0\n");
+        let stats = rt.stats();
+        assert_eq!((stats.compiles, stats.cache_loads), (0, 1));
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn guest_failures_are_500s_naming_app_and_version() {
+        let rt = rt_with_timeout(300);
+        let cases = [
+            ("trap", "unreachable", "the guest trapped"),
+            ("spin", "(loop $l (br $l))", "did not respond within 300ms"),
+            ("silent", "", "returned without setting a response"),
+        ];
+        for (app, body, _) in cases {
+            rt.deploy(
+                meta(app, "0.1.0", 1),
+                &prepare_wat(&rt, &handler_wat(body)).unwrap(),
+            );
+        }
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let c = client();
+        for (app, _, reason) in cases {
+            let r = get(&c, server.addr, app, "/").await.unwrap();
+            assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{app}");
+            assert!(r.header("content-type").unwrap().starts_with("text/plain"));
+            let prefix = format!("app \"{app}\" version 0.1.0 failed to handle the request: ");
+            assert!(
+                r.body.starts_with(&prefix) && r.body.contains(reason),
+                "{}",
+                r.body
+            );
+        }
+        // The agent keeps serving.
+        let r = get(&c, server.addr, "hello", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(rt.stats().errors, 3);
+        server.stop().await.unwrap();
+    }
+
+    /// On a single-threaded executor a spinning guest must still yield at
+    /// every epoch tick, so other requests are served before it times out.
+    #[tokio::test(flavor = "current_thread")]
+    async fn spinning_guest_does_not_starve_other_requests() {
+        let rt = rt_with_timeout(20_000);
+        rt.deploy(
+            meta("spin", "0.1.0", 1),
+            &prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap(),
+        );
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let addr = server.addr;
+        let spin = tokio::spawn(async move { get(&client(), addr, "spin", "/").await });
+        until(|| rt.instances_in_use() == 1).await;
+        let r = get(&client(), addr, "hello", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(
+            !spin.is_finished(),
+            "hello was served only after the spinning guest ended"
+        );
+        spin.abort();
+        server.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_lets_in_flight_requests_finish() {
+        let rt = rt_with_timeout(500);
+        rt.deploy(
+            meta("spin", "0.1.0", 1),
+            &prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap(),
+        );
+        let server = TestServer::start(rt.clone()).await;
+        let addr = server.addr;
+        let in_flight = tokio::spawn(async move { get(&client(), addr, "spin", "/").await });
+        until(|| rt.instances_in_use() == 1).await;
+        server.stop().await.unwrap();
+        // The request that was running when shutdown began got its response.
+        let r = in_flight.await.unwrap().unwrap();
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            r.body.contains("did not respond within 500ms"),
+            "{}",
+            r.body
+        );
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "listener closed"
+        );
+    }
+}

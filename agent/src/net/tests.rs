@@ -1,0 +1,285 @@
+//! Transport tests on real quinn endpoints bound to 127.0.0.1:0. Synchronisation only waits
+//! on events with deadlines (the one poll loop waits for the OS to release a UDP port).
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn listen(cfg: NetConfig) -> (NetHandle, Receiver<NetEvent>) {
+    Net::bind(localhost(), &Identity::generate(), cfg).unwrap()
+}
+
+async fn next(rx: &mut Receiver<NetEvent>) -> NetEvent {
+    timeout(DEADLINE, rx.recv())
+        .await
+        .expect("timed out waiting for a net event")
+        .expect("event channel closed")
+}
+
+async fn connected(rx: &mut Receiver<NetEvent>) -> (ConnId, NodeId, bool) {
+    match next(rx).await {
+        NetEvent::Connected {
+            conn,
+            node,
+            outbound,
+            ..
+        } => (conn, node, outbound),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+async fn frame(rx: &mut Receiver<NetEvent>) -> (ConnId, Vec<u8>) {
+    match next(rx).await {
+        NetEvent::Frame { conn, bytes } => (conn, bytes),
+        other => panic!("expected Frame, got {other:?}"),
+    }
+}
+
+async fn disconnected(rx: &mut Receiver<NetEvent>) -> (ConnId, NodeId, String) {
+    loop {
+        match next(rx).await {
+            NetEvent::Disconnected { conn, node, reason } => return (conn, node, reason),
+            NetEvent::Frame { .. } => continue,
+            other => panic!("expected Disconnected, got {other:?}"),
+        }
+    }
+}
+
+/// A listener and a dialer, connected. Returns (a, a_rx, a's conn, b, b_rx, b's conn).
+async fn pair(
+    cfg_a: NetConfig,
+    cfg_b: NetConfig,
+) -> (
+    NetHandle,
+    Receiver<NetEvent>,
+    ConnId,
+    NetHandle,
+    Receiver<NetEvent>,
+    ConnId,
+) {
+    let (a, mut a_rx) = listen(cfg_a);
+    let (b, mut b_rx) = Net::client(&Identity::generate(), cfg_b).unwrap();
+    let b_conn = b.dial(a.local_addr()).await.unwrap();
+    let (conn, node, outbound) = connected(&mut b_rx).await;
+    assert_eq!((conn, node, outbound), (b_conn, a.node_id(), true));
+    let (a_conn, node, outbound) = connected(&mut a_rx).await;
+    assert_eq!((node, outbound), (b.node_id(), false));
+    (a, a_rx, a_conn, b, b_rx, b_conn)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test]
+async fn frames_both_ways() {
+    let (a, mut a_rx, a_conn, b, mut b_rx, b_conn) =
+        pair(NetConfig::default(), NetConfig::default()).await;
+    assert_eq!(
+        a.connections(),
+        vec![(a_conn, b.node_id(), a.connections()[0].2)]
+    );
+    assert_eq!(b.connections()[0].1, a.node_id());
+
+    b.send(b_conn, b"hello".to_vec()).unwrap();
+    assert_eq!(frame(&mut a_rx).await, (a_conn, b"hello".to_vec()));
+    a.send(a_conn, Vec::new()).unwrap();
+    assert_eq!(frame(&mut b_rx).await, (b_conn, Vec::new()));
+
+    let big = pattern(1024 * 1024, 3);
+    a.send(a_conn, big.clone()).unwrap();
+    assert_eq!(frame(&mut b_rx).await.1, big);
+    b.send(b_conn, big.clone()).unwrap();
+    assert_eq!(frame(&mut a_rx).await.1, big);
+}
+
+#[tokio::test]
+async fn big_frame_does_not_block_small_ones_and_many_arrive() {
+    let cfg = NetConfig {
+        max_inflight_sends_per_conn: 1024,
+        ..NetConfig::default()
+    };
+    let (_a, mut a_rx, _, b, _b_rx, b_conn) = pair(cfg.clone(), cfg).await;
+    b.send(b_conn, pattern(256 * 1024, 9)).unwrap();
+    let mut expected = HashSet::new();
+    for i in 0..500u32 {
+        b.send(b_conn, i.to_be_bytes().to_vec()).unwrap();
+        expected.insert(i.to_be_bytes().to_vec());
+    }
+    let mut got = HashSet::new();
+    let mut big_seen = false;
+    while got.len() < expected.len() || !big_seen {
+        let (_, bytes) = frame(&mut a_rx).await;
+        if bytes.len() == 256 * 1024 {
+            assert_eq!(bytes, pattern(256 * 1024, 9));
+            big_seen = true;
+        } else {
+            assert!(got.insert(bytes), "duplicate frame");
+        }
+    }
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn send_errors() {
+    let cfg = NetConfig {
+        max_inflight_sends_per_conn: 1,
+        ..NetConfig::default()
+    };
+    let max = cfg.max_frame;
+    let (_a, _a_rx, _, b, _b_rx, b_conn) = pair(NetConfig::default(), cfg).await;
+    assert_eq!(
+        b.send(b_conn, vec![0; max + 1]),
+        Err(SendError::TooLarge { len: max + 1, max })
+    );
+    b.send(b_conn, vec![1]).unwrap();
+    // The first send holds the only permit until the peer acknowledges it.
+    assert_eq!(b.send(b_conn, vec![2]), Err(SendError::Busy));
+    assert_eq!(b.send(ConnId(9999), vec![3]), Err(SendError::Closed));
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_the_connection_on_both_sides() {
+    let small = NetConfig {
+        max_frame: 1000,
+        ..NetConfig::default()
+    };
+    let (_a, mut a_rx, a_conn, b, mut b_rx, b_conn) = pair(small, NetConfig::default()).await;
+    b.send(b_conn, vec![0; 1001]).unwrap();
+    let (conn, node, reason) = disconnected(&mut a_rx).await;
+    assert_eq!((conn, node), (a_conn, b.node_id()));
+    assert!(
+        reason.contains("frame of 1001 bytes exceeds the maximum of 1000 bytes"),
+        "{reason}"
+    );
+    let (conn, _, reason) = disconnected(&mut b_rx).await;
+    assert_eq!(conn, b_conn);
+    assert!(reason.contains("exceeds the maximum"), "{reason}");
+    assert_eq!(b.send(b_conn, vec![1]), Err(SendError::Closed));
+    assert!(b.connections().is_empty());
+}
+
+#[tokio::test]
+async fn close_carries_the_reason() {
+    let (a, mut a_rx, a_conn, _b, mut b_rx, _) =
+        pair(NetConfig::default(), NetConfig::default()).await;
+    a.close(a_conn, "go away");
+    assert!(disconnected(&mut a_rx).await.2.contains("go away"));
+    assert!(disconnected(&mut b_rx).await.2.contains("go away"));
+}
+
+#[tokio::test]
+async fn expected_node_id_is_enforced() {
+    let (a, mut a_rx) = listen(NetConfig::default());
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    let wrong = Identity::generate().node_id();
+    let err = b.dial_expecting(a.local_addr(), wrong).await.unwrap_err();
+    assert!(format!("{err:#}").contains("does not match"), "{err:#}");
+    let conn = b.dial_expecting(a.local_addr(), a.node_id()).await.unwrap();
+    // The failed attempt produced no events on either side.
+    assert_eq!(connected(&mut b_rx).await.0, conn);
+    assert_eq!(connected(&mut a_rx).await.1, b.node_id());
+}
+
+#[tokio::test]
+async fn dropping_all_handles_closes_the_endpoint() {
+    let (a, mut a_rx, a_conn, b, mut b_rx, b_conn) =
+        pair(NetConfig::default(), NetConfig::default()).await;
+    let a_id = a.node_id();
+    let a2 = a.clone();
+    drop(a);
+    b.send(b_conn, b"still up".to_vec()).unwrap();
+    assert_eq!(frame(&mut a_rx).await.1, b"still up");
+    drop(a2);
+    let (conn, node, reason) = disconnected(&mut b_rx).await;
+    assert_eq!((conn, node), (b_conn, a_id));
+    assert!(reason.contains("endpoint shut down"), "{reason}");
+    assert_eq!(disconnected(&mut a_rx).await.0, a_conn);
+    // Every task of the dropped endpoint ended: the event channel closes.
+    assert!(timeout(DEADLINE, a_rx.recv()).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn keep_dialing_reconnects_after_close() {
+    let (a, mut a_rx) = listen(NetConfig::default());
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.keep_dialing(a.local_addr());
+    b.keep_dialing(a.local_addr()); // idempotent
+    let (b1, node, _) = connected(&mut b_rx).await;
+    assert_eq!(node, a.node_id());
+    let (a1, _, _) = connected(&mut a_rx).await;
+    a.close(a1, "rotate");
+    assert!(disconnected(&mut b_rx).await.2.contains("rotate"));
+    assert_eq!(disconnected(&mut a_rx).await.0, a1);
+    let (b2, node, outbound) = connected(&mut b_rx).await;
+    assert!(b2 != b1 && node == a.node_id() && outbound);
+    let (a2, node, _) = connected(&mut a_rx).await;
+    assert!(a2 != a1 && node == b.node_id());
+    assert_eq!(b.connections().len(), 1);
+}
+
+#[tokio::test]
+async fn keep_dialing_reconnects_to_a_rebound_listener() {
+    let (a, mut a_rx) = listen(NetConfig::default());
+    let addr = a.local_addr();
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.keep_dialing(addr);
+    connected(&mut b_rx).await;
+    connected(&mut a_rx).await;
+    drop(a);
+    assert!(
+        disconnected(&mut b_rx)
+            .await
+            .2
+            .contains("endpoint shut down")
+    );
+    // Wait for the old endpoint's tasks to end, then for the OS to release the port.
+    while timeout(DEADLINE, a_rx.recv()).await.unwrap().is_some() {}
+    let identity = Identity::generate();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (a2, mut a2_rx) = loop {
+        match Net::bind(addr, &identity, NetConfig::default()) {
+            Ok(bound) => break bound,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("port {addr} not yet released: {e:#}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("port {addr} never released: {e:#}"),
+        }
+    };
+    let (_, node, _) = connected(&mut b_rx).await;
+    assert_eq!(node, a2.node_id());
+    assert_eq!(connected(&mut a2_rx).await.1, b.node_id());
+}
+
+#[tokio::test]
+async fn slow_consumer_loses_nothing() {
+    let tiny = NetConfig {
+        event_capacity: 1,
+        ..NetConfig::default()
+    };
+    let (_a, mut a_rx, _, b, _b_rx, b_conn) = pair(tiny, NetConfig::default()).await;
+    for i in 0..60u8 {
+        b.send(b_conn, vec![i; 1000]).unwrap();
+    }
+    // Readers block on the full channel (no unbounded buffering); draining releases them.
+    let mut got: Vec<u8> = Vec::new();
+    while got.len() < 60 {
+        got.push(frame(&mut a_rx).await.1[0]);
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..60).collect::<Vec<u8>>());
+}

@@ -1,0 +1,518 @@
+//! The agent's WebAssembly runtime: compiles `wasi:http/proxy` components,
+//! keeps one pre-instantiated version per app, and atomically swaps versions.
+//!
+//! Shape: one [`wasmtime::Engine`] (pooling allocator, epoch interruption),
+//! one [`Linker<Host>`] with all of WASI 0.2 plus `wasi:http` added once, and a
+//! per-app [`ArcSwapOption<Deployed>`] slot. Every request gets a fresh
+//! [`Store<Host>`] (see [`Runtime::new_store`]); the HTTP front lives in
+//! [`crate::http`].
+//!
+//! Invariants:
+//! * **A swap never fails a request.** [`Runtime::deploy`] replaces the slot's
+//!   `Arc<Deployed>` in one atomic store. A request clones the `Arc` once at its
+//!   start ([`Runtime::active`]) and runs to completion on that version, so
+//!   requests in flight keep the old code alive and new ones see the new code.
+//! * **Compiled code is never accepted from the network.** [`Runtime::compile`]
+//!   takes only wasm bytes and rejects precompiled artifacts; the only way to
+//!   load native code is the `unsafe` [`Runtime::load`], reserved for the
+//!   agent's own local cache of artifacts produced by `compile`.
+//!
+//! Guest environment: no preopened directories, no environment variables, no
+//! arguments, no network sockets (WASI's default deny-all address check), stdin
+//! closed. Guest stdout and stderr both go to the agent's stderr (stdout stays
+//! clean for the agent's own output). Outgoing `wasi:http` requests use
+//! wasmtime's default client.
+
+mod engine;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Precompiled, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use self::engine::{EpochTicker, build_engine, to_anyhow};
+
+/// The export every deployable component must provide.
+pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
+
+/// `[runtime]` section of the agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Use wasmtime's pooling allocator (falls back to on-demand allocation,
+    /// with a warning, when the host cannot reserve the virtual memory).
+    pub pooling: bool,
+    /// Maximum number of guest instances alive at once (= concurrent requests
+    /// being executed; further requests wait for a slot).
+    pub max_instances: u32,
+    /// Linear-memory limit per instance, in MiB (1..=4096).
+    pub max_memory_mib: u64,
+    /// A request whose guest has not produced a response in this time gets a 500.
+    pub request_timeout_ms: u64,
+    /// Epoch tick period; the granularity of timeouts and of guest yields.
+    pub epoch_tick_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            pooling: true,
+            max_instances: 128,
+            max_memory_mib: 128,
+            request_timeout_ms: 30_000,
+            epoch_tick_ms: 10,
+        }
+    }
+}
+
+/// Per-request store data.
+pub struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl Host {
+    fn new(max_memory_bytes: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .stdout(std::io::stderr())
+            .stderr(std::io::stderr())
+            .build();
+        Self {
+            wasi,
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(max_memory_bytes)
+                .build(),
+        }
+    }
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: wasmtime_wasi_http::default_hooks(),
+        }
+    }
+}
+
+/// What is deployed in an app slot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeployedMeta {
+    pub app: String,
+    pub version: String,
+    /// Hex digest of the component bytes.
+    pub digest: String,
+    /// Monotonic deployment sequence number chosen by the caller.
+    pub seq: u64,
+}
+
+/// A deployed version: metadata plus the pre-instantiated component.
+pub struct Deployed {
+    pub meta: DeployedMeta,
+    pre: ProxyPre<Host>,
+}
+
+impl Deployed {
+    /// The pre-instantiated component; instantiate it into a store from
+    /// [`Runtime::new_store`].
+    pub fn pre(&self) -> &ProxyPre<Host> {
+        &self.pre
+    }
+}
+
+/// A compiled, linked component ready to [`Runtime::deploy`].
+pub struct Prepared {
+    pub pre: ProxyPre<Host>,
+    /// `Component::serialize()` bytes, for the agent's local artifact cache
+    /// (reload with [`Runtime::load`]).
+    pub artifact: Vec<u8>,
+}
+
+/// Why a component was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "input is not WebAssembly (it does not start with the \\0asm magic bytes); \
+         publish a wasi:http component built for wasm32-wasip2"
+    )]
+    NotWasm,
+    #[error(
+        "input is a core WebAssembly module, not a component; build for wasm32-wasip2 \
+         (or wrap the module with `wasm-tools component new`) so that it exports {INCOMING_HANDLER}"
+    )]
+    CoreModuleNotComponent,
+    #[error(
+        "input is a precompiled wasmtime artifact; compiled code is never accepted from the \
+         network, publish the original .wasm component instead"
+    )]
+    Precompiled,
+    #[error("invalid WebAssembly component: {0}; rebuild the component")]
+    Invalid(String),
+    #[error(
+        "the component imports something this agent does not provide: {0}; the agent provides \
+         WASI 0.2 (cli, clocks, filesystem, random, sockets, io) and wasi:http 0.2"
+    )]
+    MissingImports(String),
+    #[error(
+        "the component is not a wasi:http/proxy component: {0}; build it against the \
+         wasi:http/proxy world so that it exports {INCOMING_HANDLER}"
+    )]
+    WrongWorld(String),
+    #[error("compiling the component failed: {0}")]
+    Compile(String),
+    #[error(
+        "loading a cached compiled artifact failed: {0}; delete the cache entry and recompile \
+         from the original .wasm"
+    )]
+    Load(String),
+}
+
+/// Counters, see [`Runtime::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuntimeStatsSnapshot {
+    /// Components compiled from wasm bytes.
+    pub compiles: u64,
+    /// Components loaded from a cached artifact.
+    pub cache_loads: u64,
+    /// HTTP requests received.
+    pub requests: u64,
+    /// 5xx responses, whether produced by the agent or by the guest.
+    pub errors: u64,
+    /// 404 responses for hosts naming no deployed app.
+    pub not_found: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    compiles: AtomicU64,
+    cache_loads: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    not_found: AtomicU64,
+}
+
+type Slot = Arc<ArcSwapOption<Deployed>>;
+
+/// The runtime: one engine, one linker, per-app slots, an epoch ticker, stats.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<Host>,
+    cfg: RuntimeConfig,
+    pooling: bool,
+    apps: RwLock<HashMap<String, Slot>>,
+    instances: Arc<tokio::sync::Semaphore>,
+    stats: Stats,
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Creates the engine (pooling allocator unless disabled or unavailable),
+    /// the linker, and starts the epoch ticker.
+    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+        let (engine, pooling) = build_engine(cfg)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        let ticker = EpochTicker::spawn(engine.clone(), Duration::from_millis(cfg.epoch_tick_ms))?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cfg: cfg.clone(),
+            pooling,
+            apps: RwLock::default(),
+            instances: Arc::new(tokio::sync::Semaphore::new(cfg.max_instances as usize)),
+            stats: Stats::default(),
+            _ticker: ticker,
+        }))
+    }
+
+    /// The configuration this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    /// Whether the pooling allocator is in use (false after a fallback).
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Identifies which compiled artifacts this engine can load: artifacts from
+    /// an engine with a different hash must be recompiled.
+    pub fn compat_hash(&self) -> [u8; 32] {
+        struct Blake3Hasher(blake3::Hasher);
+        impl std::hash::Hasher for Blake3Hasher {
+            fn finish(&self) -> u64 {
+                unreachable!("only write() is used")
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.update(bytes);
+            }
+        }
+        let mut hasher = Blake3Hasher(blake3::Hasher::new());
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
+        *hasher.0.finalize().as_bytes()
+    }
+
+    /// Validates, compiles and links a component, and serializes the compiled
+    /// code. CPU-heavy and blocking: call it from `spawn_blocking`.
+    pub fn compile(&self, wasm: &[u8]) -> Result<Prepared, RuntimeError> {
+        check_header(wasm)?;
+        let component = Component::from_binary(&self.engine, wasm).map_err(|e| {
+            // Translation/validation errors carry this context (wasmtime's compile.rs).
+            if e.to_string() == "failed to parse WebAssembly module" {
+                RuntimeError::Invalid(format!("{e:#}"))
+            } else {
+                RuntimeError::Compile(format!("{e:#}"))
+            }
+        })?;
+        let pre = self.link(&component)?;
+        let artifact = component.serialize().map_err(|e| {
+            RuntimeError::Compile(format!("serializing the compiled component: {e:#}"))
+        })?;
+        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
+        Ok(Prepared { pre, artifact })
+    }
+
+    /// Loads an artifact produced by [`Runtime::compile`] (`Prepared::artifact`).
+    ///
+    /// # Safety
+    ///
+    /// `artifact` is native machine code that wasmtime maps executable after
+    /// only a header check; arbitrary bytes here mean arbitrary code execution.
+    /// The caller must guarantee that `artifact` is exactly what
+    /// `Prepared::artifact` contained when this agent compiled it, read back
+    /// from the agent's own local cache, and verified against a checksum
+    /// recorded at write time. Never pass bytes received from the network.
+    /// (It is an `unsafe fn`, rather than a safe fn with a doc comment, because
+    /// that precondition is a memory-safety one the compiler cannot check.)
+    /// Artifacts from an engine with a different [`Runtime::compat_hash`] are
+    /// rejected with [`RuntimeError::Load`] rather than loaded.
+    pub unsafe fn load(&self, artifact: &[u8]) -> Result<Prepared, RuntimeError> {
+        match Engine::detect_precompiled(artifact) {
+            Some(Precompiled::Component) => {}
+            Some(Precompiled::Module) => {
+                return Err(RuntimeError::Load(
+                    "the artifact is a precompiled core module, not a component".into(),
+                ));
+            }
+            None => {
+                return Err(RuntimeError::Load(
+                    "the bytes are not a wasmtime precompiled artifact".into(),
+                ));
+            }
+        }
+        // SAFETY: forwarded to the caller, see `# Safety`.
+        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
+        let pre = self.link(&component)?;
+        self.stats.cache_loads.fetch_add(1, Ordering::Relaxed);
+        Ok(Prepared {
+            pre,
+            artifact: artifact.to_vec(),
+        })
+    }
+
+    fn link(&self, component: &Component) -> Result<ProxyPre<Host>, RuntimeError> {
+        let ty = component.component_type();
+        let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let exports_handler = exports.iter().any(|name| {
+            *name == INCOMING_HANDLER || name.starts_with(&format!("{INCOMING_HANDLER}@"))
+        });
+        if !exports_handler {
+            let list = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            };
+            return Err(RuntimeError::WrongWorld(format!(
+                "it does not export {INCOMING_HANDLER} (it exports: {list})"
+            )));
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| RuntimeError::MissingImports(format!("{e:#}")))?;
+        ProxyPre::new(instance_pre).map_err(|e| {
+            RuntimeError::WrongWorld(format!(
+                "its {INCOMING_HANDLER} export does not match: {e:#}"
+            ))
+        })
+    }
+
+    /// Makes `prepared` the active version of `meta.app` in one atomic swap and
+    /// returns the version it replaced. Requests already running on the old
+    /// version finish on it.
+    pub fn deploy(&self, meta: DeployedMeta, prepared: &Prepared) -> Option<Arc<Deployed>> {
+        let slot = self.slot(&meta.app);
+        let deployed = Arc::new(Deployed {
+            meta,
+            pre: prepared.pre.clone(),
+        });
+        slot.swap(Some(deployed))
+    }
+
+    /// Removes the app; returns what was deployed. In-flight requests finish.
+    pub fn undeploy(&self, app: &str) -> Option<Arc<Deployed>> {
+        let slot = self
+            .apps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned();
+        slot.and_then(|slot| slot.swap(None))
+    }
+
+    fn slot(&self, app: &str) -> Slot {
+        if let Some(slot) = self.apps.read().unwrap_or_else(|p| p.into_inner()).get(app) {
+            return slot.clone();
+        }
+        let mut apps = self.apps.write().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app.to_string()).or_default().clone()
+    }
+
+    /// The active version of `app`.
+    pub fn active(&self, app: &str) -> Option<Arc<Deployed>> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.get(app).and_then(|slot| slot.load_full())
+    }
+
+    /// Routes a request: the app named `app` if deployed; otherwise, if exactly
+    /// one app is deployed, that one; otherwise the sorted deployed app names.
+    pub fn route(&self, app: Option<&str>) -> Result<Arc<Deployed>, Vec<String>> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = app.and_then(|a| apps.get(a)).and_then(|s| s.load_full()) {
+            return Ok(d);
+        }
+        let mut active: Vec<Arc<Deployed>> = apps.values().filter_map(|s| s.load_full()).collect();
+        if active.len() == 1 {
+            return Ok(active.remove(0));
+        }
+        let mut names: Vec<String> = active.into_iter().map(|d| d.meta.app.clone()).collect();
+        names.sort();
+        Err(names)
+    }
+
+    /// Metadata of every deployed app, sorted by app name.
+    pub fn apps(&self) -> Vec<DeployedMeta> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        let mut metas: Vec<DeployedMeta> = apps
+            .values()
+            .filter_map(|s| s.load_full())
+            .map(|d| d.meta.clone())
+            .collect();
+        metas.sort_by(|a, b| a.app.cmp(&b.app));
+        metas
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> RuntimeStatsSnapshot {
+        let s = &self.stats;
+        RuntimeStatsSnapshot {
+            compiles: s.compiles.load(Ordering::Relaxed),
+            cache_loads: s.cache_loads.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            not_found: s.not_found.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Per-request guest timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.request_timeout_ms)
+    }
+
+    /// Waits (up to the request timeout) for one of `max_instances` instance
+    /// slots; the permit must live as long as the store. `None` on timeout.
+    pub async fn acquire_instance(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let acquire = self.instances.clone().acquire_owned();
+        match tokio::time::timeout(self.request_timeout(), acquire).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => None,
+        }
+    }
+
+    /// Number of guest instances currently alive (requests being executed).
+    pub fn instances_in_use(&self) -> usize {
+        (self.cfg.max_instances as usize).saturating_sub(self.instances.available_permits())
+    }
+
+    /// A fresh store for one request: memory limit applied, and an epoch
+    /// deadline of `request_timeout / epoch_tick` ticks. The guest yields to
+    /// the async executor at every tick (so a busy guest cannot starve other
+    /// requests) and traps when the ticks run out.
+    pub fn new_store(&self) -> Store<Host> {
+        let max_memory = usize::try_from(self.cfg.max_memory_mib << 20).unwrap_or(usize::MAX);
+        let mut store = Store::new(&self.engine, Host::new(max_memory));
+        store.limiter(|host| &mut host.limits);
+        let mut ticks_left = (self.cfg.request_timeout_ms / self.cfg.epoch_tick_ms).max(1);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            ticks_left = ticks_left.saturating_sub(1);
+            if ticks_left == 0 {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store
+    }
+
+    pub(crate) fn count_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_error(&self) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_not_found(&self) {
+        self.stats.not_found.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Classifies the input by its 8-byte header before spending time compiling.
+fn check_header(wasm: &[u8]) -> Result<(), RuntimeError> {
+    if Engine::detect_precompiled(wasm).is_some() {
+        return Err(RuntimeError::Precompiled);
+    }
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
+        return Err(RuntimeError::NotWasm);
+    }
+    match [wasm[4], wasm[5], wasm[6], wasm[7]] {
+        // version 1, layer 0: a core module
+        [1, 0, 0, 0] => Err(RuntimeError::CoreModuleNotComponent),
+        // layer 1: a component (any encoding version; the parser judges it)
+        [_, _, 1, 0] => Ok(()),
+        [a, b, c, d] => Err(RuntimeError::Invalid(format!(
+            "unknown WebAssembly header version/layer bytes {a:#04x} {b:#04x} {c:#04x} {d:#04x}"
+        ))),
+    }
+}

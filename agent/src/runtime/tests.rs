@@ -1,0 +1,227 @@
+//! Runtime unit tests: real wasmtime, real guest components.
+
+use super::testutil::*;
+use super::*;
+
+#[test]
+fn config_defaults_and_unknown_fields() {
+    let cfg: RuntimeConfig = toml::from_str("").unwrap();
+    assert_eq!(cfg, RuntimeConfig::default());
+    assert!(cfg.pooling);
+    assert_eq!(
+        (
+            cfg.max_instances,
+            cfg.max_memory_mib,
+            cfg.request_timeout_ms,
+            cfg.epoch_tick_ms
+        ),
+        (128, 128, 30_000, 10)
+    );
+    let cfg: RuntimeConfig = toml::from_str("max_instances = 4\npooling = false").unwrap();
+    assert_eq!((cfg.max_instances, cfg.pooling), (4, false));
+    let err = toml::from_str::<RuntimeConfig>("max_instance = 4").unwrap_err();
+    assert!(err.to_string().contains("max_instance"), "{err}");
+}
+
+#[test]
+fn invalid_config_is_refused() {
+    for cfg in [
+        RuntimeConfig {
+            max_instances: 0,
+            ..Default::default()
+        },
+        RuntimeConfig {
+            epoch_tick_ms: 0,
+            ..Default::default()
+        },
+        RuntimeConfig {
+            max_memory_mib: 5000,
+            ..Default::default()
+        },
+        RuntimeConfig {
+            request_timeout_ms: 5,
+            epoch_tick_ms: 10,
+            ..Default::default()
+        },
+    ] {
+        let err = Runtime::new(&cfg).err().expect("must fail");
+        assert!(err.to_string().starts_with("runtime."), "{err}");
+    }
+}
+
+#[test]
+fn pooling_falls_back_to_on_demand_when_the_reservation_is_impossible() {
+    // Four billion instance slots cannot be reserved on any host.
+    let rt = runtime_with(RuntimeConfig {
+        max_instances: u32::MAX,
+        ..Default::default()
+    });
+    assert!(!rt.is_pooling());
+    rt.compile(HELLO_V1)
+        .expect("the fallback engine still compiles");
+
+    assert!(small_runtime().is_pooling());
+    assert!(
+        !runtime_with(RuntimeConfig {
+            pooling: false,
+            ..Default::default()
+        })
+        .is_pooling()
+    );
+}
+
+#[test]
+fn garbage_is_not_wasm() {
+    let err = small_runtime().compile(GARBAGE).err().expect("must fail");
+    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+    assert!(err.to_string().contains("not WebAssembly"), "{err}");
+    let err = small_runtime().compile(b"").err().expect("must fail");
+    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+}
+
+#[test]
+fn core_module_is_not_a_component() {
+    let err = small_runtime()
+        .compile(NOT_A_COMPONENT)
+        .err()
+        .expect("must fail");
+    assert!(
+        matches!(err, RuntimeError::CoreModuleNotComponent),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("core WebAssembly module, not a component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cli_command_is_the_wrong_world() {
+    let rt = small_runtime();
+    let err = rt.compile(WRONG_WORLD).err().expect("must fail");
+    let msg = err.to_string();
+    assert!(matches!(err, RuntimeError::WrongWorld(_)), "{err:?}");
+    assert!(
+        msg.contains("does not export wasi:http/incoming-handler"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("wasi:cli/run"),
+        "names what it does export: {msg}"
+    );
+    assert_eq!(rt.stats().compiles, 0);
+}
+
+#[test]
+fn truncated_component_is_invalid() {
+    let err = small_runtime()
+        .compile(&HELLO_V1[..HELLO_V1.len() / 2])
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, RuntimeError::Invalid(_)), "{err:?}");
+    assert!(
+        err.to_string().starts_with("invalid WebAssembly component"),
+        "{err}"
+    );
+}
+
+#[test]
+fn precompiled_artifacts_are_never_compiled() {
+    let rt = small_runtime();
+    let prepared = rt.compile(HELLO_V1).unwrap();
+    let err = rt.compile(&prepared.artifact).err().expect("must fail");
+    assert!(matches!(err, RuntimeError::Precompiled), "{err:?}");
+    assert!(
+        err.to_string().contains("never accepted from the network"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_import_is_reported_as_missing() {
+    let wat = br#"(component
+        (import "fleetcast:test/nope@1.0.0" (instance (export "f" (func))))
+        (instance $empty)
+        (export "wasi:http/incoming-handler@0.2.12" (instance $empty)))"#;
+    let err = prepare_wat(&small_runtime(), wat).err().expect("must fail");
+    assert!(matches!(err, RuntimeError::MissingImports(_)), "{err:?}");
+    assert!(err.to_string().contains("fleetcast:test/nope"), "{err}");
+}
+
+#[test]
+fn compile_counts_and_links_the_handler() {
+    let rt = small_runtime();
+    rt.compile(HELLO_V1).unwrap();
+    prepare_wat(&rt, &handler_wat("unreachable")).expect("a bare handler links");
+    assert_eq!(rt.stats().compiles, 1, "prepare_wat bypasses compile()");
+}
+
+#[test]
+fn load_round_trip_needs_a_compatible_engine() {
+    let a = small_runtime();
+    let b = small_runtime();
+    assert_eq!(a.compat_hash(), b.compat_hash());
+    let prepared = a.compile(HELLO_V1).unwrap();
+    // SAFETY: the artifact was produced by `compile` just above.
+    let loaded = unsafe { b.load(&prepared.artifact) }.unwrap();
+    assert_eq!(loaded.artifact, prepared.artifact);
+    assert_eq!((b.stats().compiles, b.stats().cache_loads), (0, 1));
+
+    // SAFETY: not an artifact; `load` must reject it before deserializing.
+    let err = unsafe { b.load(HELLO_V1) }.err().expect("must fail");
+    assert!(matches!(err, RuntimeError::Load(_)), "{err:?}");
+    assert!(err.to_string().contains("recompile"), "{err}");
+    assert_eq!(b.stats().cache_loads, 1);
+}
+
+#[test]
+fn deploy_swaps_and_returns_the_previous_version() {
+    let rt = small_runtime();
+    let v1 = rt.compile(HELLO_V1).unwrap();
+    let v2 = rt.compile(HELLO_V2).unwrap();
+    assert!(rt.active("hello").is_none());
+    assert!(rt.deploy(meta("hello", "1.0.0", 1), &v1).is_none());
+    let held = rt.active("hello").unwrap();
+    let prev = rt.deploy(meta("hello", "2.0.0", 2), &v2).unwrap();
+    assert_eq!(prev.meta.version, "1.0.0");
+    assert_eq!(held.meta.version, "1.0.0", "a held version stays usable");
+    assert_eq!(rt.active("hello").unwrap().meta.version, "2.0.0");
+
+    rt.deploy(meta("api", "1.0.0", 3), &v1);
+    let apps: Vec<_> = rt.apps().into_iter().map(|m| (m.app, m.version)).collect();
+    assert_eq!(
+        apps,
+        [
+            ("api".to_string(), "1.0.0".to_string()),
+            ("hello".into(), "2.0.0".into())
+        ]
+    );
+    assert_eq!(rt.route(Some("api")).unwrap().meta.app, "api");
+    assert_eq!(rt.route(Some("zzz")).err().unwrap(), ["api", "hello"]);
+
+    assert_eq!(rt.undeploy("api").unwrap().meta.app, "api");
+    assert!(rt.active("api").is_none());
+    assert_eq!(
+        rt.route(Some("zzz")).unwrap().meta.app,
+        "hello",
+        "single app serves all"
+    );
+}
+
+#[test]
+fn compat_hash_is_stable_across_runtimes_with_equal_code_settings() {
+    let a = small_runtime();
+    let c = runtime_with(RuntimeConfig {
+        max_instances: 16,
+        request_timeout_ms: 1000,
+        ..Default::default()
+    });
+    assert_eq!(
+        a.compat_hash(),
+        c.compat_hash(),
+        "timeouts do not affect code"
+    );
+    assert_eq!(a.compat_hash(), a.compat_hash());
+    assert_ne!(a.compat_hash(), [0; 32]);
+}

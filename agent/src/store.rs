@@ -1,0 +1,262 @@
+//! The agent's cache: one sled database in the data directory.
+//!
+//! Trees:
+//! - `blobs`: `digest ‖ chunk index (u32 BE)` → chunk bytes.
+//! - `releases`: `digest` → the [`Release`] (postcard). Written after every chunk of the blob,
+//!   so its presence marks the content complete.
+//! - `compiled`: `digest ‖ engine compatibility hash` → `BLAKE3(artifact) ‖ artifact`.
+//! - `apps`: app name → [`AppRecord`] (postcard): the signed head in force and its history.
+//!
+//! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
+//! when read, compiled artifacts against the checksum recorded when this agent compiled them,
+//! and records' heads are re-verified by the caller. [`Store::commit`] flushes before it
+//! returns, and sled's log is ordered, so a durable record implies its blob and artifact are
+//! durable too, and a crash never lets an older seq be accepted again.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fleetcast_protocol::{AppRecord, Digest, Release};
+
+/// The sled-backed cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    blobs: sled::Tree,
+    releases: sled::Tree,
+    compiled: sled::Tree,
+    apps: sled::Tree,
+}
+
+fn chunk_key(digest: &Digest, index: u32) -> [u8; 36] {
+    let mut k = [0u8; 36];
+    k[..32].copy_from_slice(&digest.0);
+    k[32..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&digest.0);
+    k[32..].copy_from_slice(compat);
+    k
+}
+
+impl Store {
+    /// Opens (or creates) the store under `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        let path = dir.join("store");
+        let db = sled::open(&path).with_context(|| {
+            format!(
+                "cannot open the sled store at {} (is another agent using this data_dir?)",
+                path.display()
+            )
+        })?;
+        Ok(Store {
+            blobs: db.open_tree("blobs")?,
+            releases: db.open_tree("releases")?,
+            compiled: db.open_tree("compiled")?,
+            apps: db.open_tree("apps")?,
+            db,
+        })
+    }
+
+    /// Digests whose content is completely stored.
+    pub fn complete_blobs(&self) -> Result<Vec<Digest>> {
+        self.releases
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k?;
+                let d: [u8; 32] = k.as_ref().try_into().map_err(|_| anyhow!("bad release key"))?;
+                Ok(Digest(d))
+            })
+            .collect()
+    }
+
+    /// Whether the content of `digest` is completely stored.
+    pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.releases.contains_key(digest.0)?)
+    }
+
+    /// Stores verified `content` of `release` (the caller verified it).
+    pub fn put_blob(&self, release: &Release, content: &[u8]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (i, chunk) in content.chunks(release.chunk_size as usize).enumerate() {
+            batch.insert(&chunk_key(&release.digest, i as u32)[..], chunk);
+        }
+        self.blobs.apply_batch(batch)?;
+        self.releases
+            .insert(release.digest.0, postcard::to_stdvec(release)?)?;
+        Ok(())
+    }
+
+    fn release(&self, digest: &Digest) -> Result<Option<Release>> {
+        match self.releases.get(digest.0)? {
+            Some(v) => Ok(Some(postcard::from_bytes(&v).with_context(|| {
+                format!("stored release {} is damaged", digest.short())
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One chunk of stored content, verified against its chunk map; `None` if absent.
+    pub fn read_chunk(&self, digest: &Digest, index: u32) -> Result<Option<Vec<u8>>> {
+        let Some(release) = self.release(digest)? else {
+            return Ok(None);
+        };
+        let Some(data) = self.blobs.get(chunk_key(digest, index))? else {
+            return Ok(None);
+        };
+        release
+            .verify_chunk(index, &data)
+            .with_context(|| format!("stored chunk {index} of {} is damaged", digest.short()))?;
+        Ok(Some(data.to_vec()))
+    }
+
+    /// The whole content of `release`, verified chunk by chunk and as a whole.
+    pub fn read_blob(&self, release: &Release) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(release.size as usize);
+        for i in 0..release.chunk_count() {
+            let data = self
+                .blobs
+                .get(chunk_key(&release.digest, i))?
+                .ok_or_else(|| anyhow!("chunk {i} of {} is missing from the store", release.digest.short()))?;
+            release.verify_chunk(i, &data).with_context(|| {
+                format!("stored chunk {i} of {} is damaged", release.digest.short())
+            })?;
+            out.extend_from_slice(&data);
+        }
+        release.verify_content(&out)?;
+        Ok(out)
+    }
+
+    /// Caches a compiled artifact this agent produced.
+    pub fn put_compiled(&self, digest: &Digest, compat: &[u8; 32], artifact: &[u8]) -> Result<()> {
+        let mut v = Vec::with_capacity(32 + artifact.len());
+        v.extend_from_slice(Digest::of(artifact).0.as_slice());
+        v.extend_from_slice(artifact);
+        self.compiled.insert(compiled_key(digest, compat), v)?;
+        Ok(())
+    }
+
+    /// A cached artifact for `digest` compiled by an engine with `compat`, if present and intact.
+    /// A damaged one is removed and reported as absent, so the caller recompiles.
+    pub fn get_compiled(&self, digest: &Digest, compat: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let key = compiled_key(digest, compat);
+        let Some(v) = self.compiled.get(key)? else {
+            return Ok(None);
+        };
+        if v.len() >= 32 && Digest::of(&v[32..]).0[..] == v[..32] {
+            return Ok(Some(v[32..].to_vec()));
+        }
+        tracing::warn!(digest = %digest.short(), "cached compiled artifact is damaged; removing it and recompiling");
+        self.compiled.remove(key)?;
+        Ok(None)
+    }
+
+    /// Persists `record` as the app's state and flushes everything to disk before returning.
+    pub fn commit(&self, record: &AppRecord) -> Result<()> {
+        self.apps.insert(
+            record.head.head.app.as_str().as_bytes(),
+            postcard::to_stdvec(record)?,
+        )?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// All app records, decoded (not yet verified: the caller checks their signatures).
+    /// A record that does not decode is an error naming the app.
+    pub fn records(&self) -> Result<Vec<AppRecord>> {
+        let mut out = Vec::new();
+        for kv in self.apps.iter() {
+            let (k, v) = kv?;
+            let rec: AppRecord = postcard::from_bytes(&v).with_context(|| {
+                format!(
+                    "stored record of app {:?} is damaged",
+                    String::from_utf8_lossy(&k)
+                )
+            })?;
+            if rec.head.head.app.as_str().as_bytes() != k.as_ref() {
+                bail!("stored record under {:?} names another app", String::from_utf8_lossy(&k));
+            }
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Flushes outstanding writes.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetcast_protocol::{AppName, Head, HeadKind};
+
+    fn release(content: &[u8]) -> Release {
+        Release::build(AppName::new("a").unwrap(), "1.0.0".parse().unwrap(), content, 4096).unwrap()
+    }
+
+    #[test]
+    fn blobs_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let content: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let r = release(&content);
+        assert!(!s.has_blob(&r.digest).unwrap());
+        s.put_blob(&r, &content).unwrap();
+        assert!(s.has_blob(&r.digest).unwrap());
+        assert_eq!(s.read_blob(&r).unwrap(), content);
+        assert_eq!(s.read_chunk(&r.digest, 1).unwrap().unwrap(), &content[4096..8192]);
+        assert_eq!(s.complete_blobs().unwrap(), vec![r.digest]);
+        // Damage one chunk on disk: reads refuse it.
+        s.blobs.insert(chunk_key(&r.digest, 2), &b"evil"[..]).unwrap();
+        assert!(format!("{:#}", s.read_blob(&r).unwrap_err()).contains("damaged"));
+        assert!(s.read_chunk(&r.digest, 2).is_err());
+    }
+
+    #[test]
+    fn compiled_artifacts_are_checksummed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"x");
+        let compat = [7u8; 32];
+        s.put_compiled(&d, &compat, b"artifact").unwrap();
+        assert_eq!(s.get_compiled(&d, &compat).unwrap().unwrap(), b"artifact");
+        assert_eq!(s.get_compiled(&d, &[8u8; 32]).unwrap(), None, "other engine");
+        let mut v = s.compiled.get(compiled_key(&d, &compat)).unwrap().unwrap().to_vec();
+        v[36] ^= 1; // a byte of the artifact, after the 32-byte checksum
+        s.compiled.insert(compiled_key(&d, &compat), v).unwrap();
+        assert_eq!(s.get_compiled(&d, &compat).unwrap(), None);
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"hello".repeat(100);
+        let r = release(&content);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let head = Head {
+            fleet: "f".into(),
+            app: r.app.clone(),
+            seq: 4,
+            release: r,
+            kind: HeadKind::Release,
+            issued_at_ms: 0,
+        }
+        .sign(&key);
+        let rec = AppRecord::advance(None, &head, 8);
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit(&rec).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.records().unwrap(), vec![rec]);
+    }
+}

@@ -1,0 +1,354 @@
+//! Signed heads: the only statement that moves an app.
+//!
+//! A [`Head`] says "in fleet F, app A is at seq N, running release R" and is either a
+//! `Release` (a new version) or a `Rollback` (a new, higher seq that points at an older
+//! release). So "seq never goes backwards" and "roll back" both hold.
+//!
+//! Signatures are ed25519 over a canonical encoding: the domain-separation prefix
+//! [`HEAD_DOMAIN`] followed by the postcard encoding of the head. Postcard has exactly one
+//! encoding for a given value of these types (no maps, no floats), and a verifier re-encodes the
+//! decoded head rather than trusting the bytes it received. Verification uses
+//! `verify_strict` (rejects small-order keys and malleable signatures).
+//!
+//! **Invariant:** [`SignedHead::verify`] accepts a head only if its release is well formed and at
+//! least one signature by a trusted key verifies, and no signature by a trusted key fails. The
+//! seq rule (strictly greater than what the node holds) is stateful and lives in [`crate::node`].
+
+use std::fmt;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use crate::release::{AppName, Digest, Release, ReleaseError};
+
+/// Domain separation for head signatures: a head signature can never be mistaken for a
+/// signature over anything else.
+pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v1\0";
+
+/// At most this many signatures ride on one head.
+pub const MAX_SIGNATURES: usize = 8;
+
+/// Longest fleet name.
+pub const MAX_FLEET_LEN: usize = 64;
+
+/// Whether a head publishes a new release or returns to an older one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum HeadKind {
+    Release,
+    Rollback,
+}
+
+impl fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HeadKind::Release => "release",
+            HeadKind::Rollback => "rollback",
+        })
+    }
+}
+
+/// The signed statement that moves an app to a release.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Head {
+    pub fleet: String,
+    pub app: AppName,
+    /// Strictly increasing per app.
+    pub seq: u64,
+    pub release: Release,
+    pub kind: HeadKind,
+    /// Publisher wall clock, milliseconds since the Unix epoch (informational).
+    pub issued_at_ms: u64,
+}
+
+/// An ed25519 public key, kept as raw bytes so that a damaged key is reported as "untrusted"
+/// rather than as an undecodable message.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl PublicKey {
+    /// First 16 hex characters: enough to tell keys apart in messages.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..8])
+    }
+}
+
+impl From<&VerifyingKey> for PublicKey {
+    fn from(k: &VerifyingKey) -> Self {
+        PublicKey(k.to_bytes())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.short())
+    }
+}
+
+/// One signature over a head.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct HeadSignature {
+    pub key: PublicKey,
+    pub sig: Signature,
+}
+
+/// A head with its signatures, as it travels and as it is stored.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SignedHead {
+    pub head: Head,
+    pub signatures: Vec<HeadSignature>,
+}
+
+/// Who an agent believes: its fleet and its publisher keys.
+#[derive(Clone, Debug)]
+pub struct TrustPolicy {
+    pub fleet: String,
+    pub keys: Vec<VerifyingKey>,
+}
+
+impl Head {
+    /// The exact bytes a signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = HEAD_DOMAIN.to_vec();
+        out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
+        out
+    }
+
+    /// Signs the head with `key`.
+    pub fn sign(self, key: &SigningKey) -> SignedHead {
+        let mut signed = SignedHead {
+            head: self,
+            signatures: Vec::new(),
+        };
+        signed.add_signature(key);
+        signed
+    }
+}
+
+impl SignedHead {
+    /// Adds a signature by `key` over the head as it is now.
+    pub fn add_signature(&mut self, key: &SigningKey) {
+        let sig = key.sign(&self.head.signing_bytes());
+        self.signatures.push(HeadSignature {
+            key: PublicKey::from(&key.verifying_key()),
+            sig,
+        });
+    }
+
+    /// Identity of the signed statement (digest of the canonical head bytes). Two heads with the
+    /// same app and seq but different ids are an equivocation.
+    pub fn id(&self) -> Digest {
+        Digest::of(&self.head.signing_bytes())
+    }
+
+    /// Checks fleet, release shape and signatures against `trust`. Does not check seq.
+    pub fn verify(&self, trust: &TrustPolicy) -> Result<(), HeadError> {
+        let head = &self.head;
+        if head.fleet != trust.fleet {
+            return Err(HeadError::WrongFleet {
+                head: head.fleet.clone(),
+                ours: trust.fleet.clone(),
+            });
+        }
+        if head.release.app != head.app {
+            return Err(HeadError::AppMismatch {
+                head: head.app.clone(),
+                release: head.release.app.clone(),
+            });
+        }
+        head.release.check_shape()?;
+        if self.signatures.is_empty() {
+            return Err(HeadError::Unsigned);
+        }
+        if self.signatures.len() > MAX_SIGNATURES {
+            return Err(HeadError::TooManySignatures(self.signatures.len()));
+        }
+        let message = head.signing_bytes();
+        let mut trusted_ok = false;
+        for s in &self.signatures {
+            let Some(key) = trust.keys.iter().find(|k| k.to_bytes() == s.key.0) else {
+                continue;
+            };
+            key.verify_strict(&message, &s.sig)
+                .map_err(|_| HeadError::BadSignature { key: s.key })?;
+            trusted_ok = true;
+        }
+        if trusted_ok {
+            Ok(())
+        } else {
+            Err(HeadError::Untrusted {
+                keys: self.signatures.iter().map(|s| s.key).collect(),
+            })
+        }
+    }
+}
+
+/// Why a head was not accepted. None of these change the node's state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error(
+        "head is for fleet {head:?} but this agent is in fleet {ours:?}: publish with --fleet {ours}"
+    )]
+    WrongFleet { head: String, ours: String },
+    #[error("head names app {head} but its release is for app {release}")]
+    AppMismatch { head: AppName, release: AppName },
+    #[error("head is malformed: {0}")]
+    Malformed(#[from] ReleaseError),
+    #[error("head carries no signature: sign it with `fleetcast release --key`")]
+    Unsigned,
+    #[error("head carries {0} signatures, more than the {MAX_SIGNATURES} allowed")]
+    TooManySignatures(usize),
+    #[error("head is signed only by key(s) {} which this agent does not trust: add the publisher's .pub file to trusted_keys in the agent config", short_keys(.keys))]
+    Untrusted { keys: Vec<PublicKey> },
+    #[error(
+        "signature by trusted key {} does not verify: the head or its signature was altered",
+        .key.short()
+    )]
+    BadSignature { key: PublicKey },
+    #[error(
+        "head seq {seq} for app {app} is not newer than seq {current} held here: it is a replayed or out-of-date head (fleetcast release/rollback sign current seq + 1)"
+    )]
+    Stale { app: AppName, seq: u64, current: u64 },
+    #[error(
+        "two different heads claim app {app} seq {seq}: two publishers signed the same seq; publish again to get a new seq"
+    )]
+    Conflict { app: AppName, seq: u64 },
+}
+
+fn short_keys(keys: &[PublicKey]) -> String {
+    keys.iter()
+        .map(PublicKey::short)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    pub(crate) fn key(seed: u64) -> SigningKey {
+        SigningKey::generate(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    pub(crate) fn head(app: &str, seq: u64, content: &[u8]) -> Head {
+        let app = AppName::new(app).unwrap();
+        Head {
+            fleet: "test".into(),
+            app: app.clone(),
+            seq,
+            release: Release::build(app, "1.0.0".parse().unwrap(), content, 4096).unwrap(),
+            kind: HeadKind::Release,
+            issued_at_ms: 1,
+        }
+    }
+
+    fn trust(keys: &[&SigningKey]) -> TrustPolicy {
+        TrustPolicy {
+            fleet: "test".into(),
+            keys: keys.iter().map(|k| k.verifying_key()).collect(),
+        }
+    }
+
+    #[test]
+    fn signed_by_trusted_key_verifies() {
+        let k = key(1);
+        let sh = head("a", 1, b"content").sign(&k);
+        sh.verify(&trust(&[&k])).unwrap();
+        // Survives the wire.
+        let back: SignedHead = postcard::from_bytes(&postcard::to_stdvec(&sh).unwrap()).unwrap();
+        back.verify(&trust(&[&k])).unwrap();
+        assert_eq!(back.id(), sh.id());
+    }
+
+    #[test]
+    fn untrusted_key_is_refused_with_the_key_named() {
+        let (ours, theirs) = (key(1), key(2));
+        let sh = head("a", 1, b"content").sign(&theirs);
+        let err = sh.verify(&trust(&[&ours])).unwrap_err();
+        assert!(matches!(err, HeadError::Untrusted { .. }));
+        let pk = PublicKey::from(&theirs.verifying_key());
+        assert!(err.to_string().contains(&pk.short()), "{err}");
+        assert!(err.to_string().contains("trusted_keys"), "{err}");
+    }
+
+    #[test]
+    fn every_tampered_byte_of_the_signed_head_is_refused() {
+        let k = key(1);
+        let sh = head("a", 7, b"some content").sign(&k);
+        let bytes = postcard::to_stdvec(&sh).unwrap();
+        let t = trust(&[&k]);
+        let mut accepted = 0;
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(tampered) = postcard::from_bytes::<SignedHead>(&b)
+                && tampered.verify(&t).is_ok()
+            {
+                accepted += 1;
+            }
+        }
+        assert_eq!(accepted, 0, "a tampered head was accepted");
+    }
+
+    #[test]
+    fn wrong_fleet_and_unsigned_and_app_mismatch() {
+        let k = key(1);
+        let mut h = head("a", 1, b"c");
+        h.fleet = "other".into();
+        let err = h.sign(&k).verify(&trust(&[&k])).unwrap_err();
+        assert!(err.to_string().contains("--fleet test"), "{err}");
+
+        let unsigned = SignedHead {
+            head: head("a", 1, b"c"),
+            signatures: vec![],
+        };
+        assert_eq!(unsigned.verify(&trust(&[&k])), Err(HeadError::Unsigned));
+
+        let mut h = head("a", 1, b"c");
+        h.app = AppName::new("b").unwrap();
+        assert!(matches!(
+            h.sign(&k).verify(&trust(&[&k])),
+            Err(HeadError::AppMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_bad_signature_by_a_trusted_key_is_refused_even_beside_a_good_one() {
+        let (a, b) = (key(1), key(2));
+        let mut sh = head("a", 1, b"c").sign(&a);
+        sh.add_signature(&b);
+        sh.verify(&trust(&[&a, &b])).unwrap();
+        sh.signatures[1].sig = sh.signatures[0].sig;
+        assert!(matches!(
+            sh.verify(&trust(&[&a, &b])),
+            Err(HeadError::BadSignature { .. })
+        ));
+        // The untrusted signer's bad signature does not matter to an agent that trusts only `a`.
+        sh.verify(&trust(&[&a])).unwrap();
+    }
+
+    #[test]
+    fn signature_is_domain_separated() {
+        let k = key(1);
+        let h = head("a", 1, b"c");
+        let raw = postcard::to_stdvec(&h).unwrap();
+        let sig = k.sign(&raw); // a signature over the bare encoding, without the domain
+        let sh = SignedHead {
+            head: h,
+            signatures: vec![HeadSignature {
+                key: PublicKey::from(&k.verifying_key()),
+                sig,
+            }],
+        };
+        assert!(matches!(
+            sh.verify(&trust(&[&k])),
+            Err(HeadError::BadSignature { .. })
+        ));
+    }
+}

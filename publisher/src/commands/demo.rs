@@ -1,0 +1,243 @@
+//! `fleetcast demo`: a local fleet of real `fleetcast-agent` processes on loopback, walked
+//! through release, swap under load, rollback and an offline restart.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::publish::PushArgs;
+use super::release::ReleaseCmd;
+use super::rollback::Rollback;
+use crate::http_get;
+
+const HELLO_V1: &[u8] = include_bytes!("../../../tests/guests/hello-v1.wasm");
+const HELLO_V2: &[u8] = include_bytes!("../../../tests/guests/hello-v2.wasm");
+
+/// Run a local demo fleet and walk the whole story; cleans up and exits 0.
+#[derive(clap::Args, Debug)]
+#[command(after_help = "Example:\n  cargo build --workspace && target/debug/fleetcast demo")]
+pub struct Demo {
+    /// Number of agents (at least 2).
+    #[arg(long, default_value_t = 4)]
+    pub agents: usize,
+    /// The fleetcast-agent binary; default: next to this executable.
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+    /// Keep the demo directory (keys, configs, stores) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+struct Agent {
+    name: String,
+    child: Child,
+    quic: SocketAddr,
+    http: SocketAddr,
+    data_dir: PathBuf,
+}
+
+fn step(msg: &str) {
+    println!("\n== {msg}");
+}
+
+async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -> Result<Agent> {
+    let data_dir = dir.join(name);
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--fleet")
+        .arg("demo")
+        .arg("--trusted-key")
+        .arg(dir.join("ops.pub"))
+        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for p in peers {
+        cmd.arg("--peer").arg(p.to_string());
+    }
+    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("agent stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("fleetcast-agent ready") {
+                return anyhow::Ok(line);
+            }
+        }
+        bail!("{name} exited before it was ready")
+    })
+    .await
+    .with_context(|| format!("{name} did not start within 60 s"))??;
+    let field = |k: &str| -> Result<SocketAddr> {
+        ready
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .context("ready line lacks an address")?
+            .parse()
+            .context("bad address in ready line")
+    };
+    let (quic, http) = (field("quic=")?, field("http=")?);
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Agent { name: name.to_string(), child, quic, http, data_dir })
+}
+
+async fn show_all(agents: &[Agent], want: &str) -> Result<()> {
+    for a in agents {
+        let r = http_get::get(a.http, "hello", "/").await?;
+        let v = r.version_header.unwrap_or_default();
+        println!("   {} (http {}): {} {}", a.name, a.http, r.status, r.body.trim());
+        if r.status != 200 || v != want {
+            bail!("{} serves {v:?}, expected {want}", a.name);
+        }
+    }
+    Ok(())
+}
+
+impl Demo {
+    pub async fn execute(self) -> Result<()> {
+        if self.agents < 2 {
+            bail!("--agents must be at least 2");
+        }
+        let bin = match &self.agent_bin {
+            Some(b) => b.clone(),
+            None => std::env::current_exe()?.with_file_name("fleetcast-agent"),
+        };
+        if !bin.exists() {
+            bail!("{} not found: build both binaries with `cargo build --workspace` or pass --agent-bin", bin.display());
+        }
+        let tmp = tempfile::Builder::new().prefix("fleetcast-demo-").tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        println!("fleetcast demo: a local fleet of {} agents in {}", self.agents, dir.display());
+        let result = self.walk(&bin, &dir).await;
+        if self.keep {
+            let kept = tmp.keep();
+            println!("\nkept {}", kept.display());
+        }
+        match &result {
+            Ok(()) => println!("\ndemo finished: every step checked; agents stopped and cleaned up."),
+            Err(e) => println!("\ndemo failed: {e:#}"),
+        }
+        result
+    }
+
+    async fn walk(&self, bin: &Path, dir: &Path) -> Result<()> {
+        step("1. keys: fleetcast keygen --out ops.key");
+        fleetcast_agent::keys::generate(&dir.join("ops.key"))?;
+        std::fs::write(dir.join("hello-v1.wasm"), HELLO_V1)?;
+        std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
+        println!("   wrote ops.key and ops.pub; every agent trusts ops.pub");
+
+        step("2. start agents: each one connects to the one before it (a chain; only agent1 hears from the publisher)");
+        let mut agents: Vec<Agent> = Vec::new();
+        for i in 1..=self.agents {
+            let peers: Vec<SocketAddr> = agents.last().map(|a| a.quic).into_iter().collect();
+            let a = spawn_agent(bin, dir, &format!("agent{i}"), &peers).await?;
+            println!("   {} quic {} http {} peers {:?}", a.name, a.quic, a.http, peers);
+            agents.push(a);
+        }
+        let n = agents.len();
+        let push = PushArgs {
+            key: dir.join("ops.key"),
+            peer: agents[0].quic,
+            fleet: None,
+            wait: true,
+            expect: Some(n),
+            timeout: 60,
+        };
+
+        step("3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --wait");
+        let t = Instant::now();
+        ReleaseCmd { file: dir.join("hello-v1.wasm"), app: "hello".into(), version: "1.0.0".into(), push: push.clone(), chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE }
+            .execute()
+            .await?;
+        println!("   all {n} agents active in {:?}; real HTTP requests with Host: hello:", t.elapsed());
+        show_all(&agents, "1.0.0").await?;
+
+        step("4. release 2.0.0 while a client streams requests at every agent");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed, v2_seen) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut load = Vec::new();
+        for a in &agents {
+            let (addr, stop, ok, failed, v2) = (a.http, stop.clone(), ok.clone(), failed.clone(), v2_seen.clone());
+            load.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get::get(addr, "hello", "/").await {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if r.version_header.as_deref() == Some("2.0.0") {
+                                v2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        let t = Instant::now();
+        ReleaseCmd { file: dir.join("hello-v2.wasm"), app: "hello".into(), version: "2.0.0".into(), push: push.clone(), chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE }
+            .execute()
+            .await?;
+        let swap = t.elapsed();
+        // Keep the load on until a few hundred requests have seen 2.0.0.
+        let until = Instant::now() + Duration::from_secs(10);
+        while v2_seen.load(Ordering::Relaxed) < 200 && Instant::now() < until {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for l in load {
+            l.await?;
+        }
+        let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        println!("   fleet on 2.0.0 in {swap:?}; {ok} requests during the swap, {failed} failed");
+        if failed > 0 {
+            bail!("{failed} requests failed during the swap");
+        }
+        show_all(&agents, "2.0.0").await?;
+
+        step("5. fleetcast rollback --app hello   (back to 1.0.0, from every agent's cache)");
+        let t = Instant::now();
+        Rollback { app: "hello".into(), to: None, push: push.clone() }.execute().await?;
+        println!("   rolled back in {:?}:", t.elapsed());
+        show_all(&agents, "1.0.0").await?;
+
+        step("6. fleetcast rollback --app hello --to 2.0.0");
+        Rollback { app: "hello".into(), to: Some("2.0.0".into()), push: push.clone() }.execute().await?;
+        show_all(&agents, "2.0.0").await?;
+
+        step("7. fleetcast status --peer agent1");
+        let mut s = crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
+        print!("{}", super::status::render(&s.status(Duration::from_secs(10)).await?));
+        drop(s);
+
+        step(&format!("8. stop {} and restart it with no peers: it serves from its cache at once", agents[n - 1].name));
+        let mut last = agents.pop().context("agents")?;
+        last.child.kill().await?;
+        let t = Instant::now();
+        let restarted = spawn_agent(bin, dir, &last.name, &[]).await?;
+        let r = http_get::get(restarted.http, "hello", "/").await?;
+        println!("   {} back up and answering in {:?} with no network: {} {}", restarted.name, t.elapsed(), r.status, r.body.trim());
+        if r.version_header.as_deref() != Some("2.0.0") {
+            bail!("restarted agent serves {:?}, expected 2.0.0", r.version_header);
+        }
+        let _ = &last.data_dir;
+        agents.push(restarted);
+
+        for a in &mut agents {
+            let _ = a.child.kill().await;
+        }
+        Ok(())
+    }
+}

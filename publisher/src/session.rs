@@ -1,0 +1,148 @@
+//! A publisher's QUIC session with one agent: it asks for status, pushes heads, serves the
+//! content of the releases it publishes, and collects the reports that flow back.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use fleetcast_agent::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
+use fleetcast_agent::tls::Identity;
+use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus, Report};
+use fleetcast_protocol::{Digest, Release, SignedHead};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout_at};
+
+/// A connection to one agent.
+pub struct Session {
+    net: NetHandle,
+    events: mpsc::Receiver<NetEvent>,
+    conn: ConnId,
+    peer: NodeId,
+    addr: SocketAddr,
+    content: BTreeMap<Digest, (Release, Vec<u8>)>,
+    /// Chunks served, for the closing line.
+    pub chunks_served: u64,
+}
+
+impl Session {
+    /// Connects to the agent at `addr`.
+    pub async fn connect(addr: SocketAddr, within: Duration) -> Result<Session> {
+        let identity = Identity::generate();
+        let (net, mut events) = Net::client(&identity, NetConfig::default())?;
+        let fail = || {
+            format!("cannot reach agent at {addr}: check that fleetcast-agent runs there and --peer names its QUIC listen address")
+        };
+        let conn = tokio::time::timeout(within, net.dial(addr))
+            .await
+            .map_err(|_| anyhow!("timed out after {within:?}"))
+            .and_then(|r| r)
+            .with_context(fail)?;
+        let deadline = Instant::now() + within;
+        let peer = loop {
+            match timeout_at(deadline, events.recv()).await {
+                Ok(Some(NetEvent::Connected { conn: c, node, .. })) if c == conn => break node,
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => bail!("{}", fail()),
+            }
+        };
+        Ok(Session {
+            net,
+            events,
+            conn,
+            peer,
+            addr,
+            content: BTreeMap::new(),
+            chunks_served: 0,
+        })
+    }
+
+    /// The connected agent's node id.
+    pub fn peer(&self) -> NodeId {
+        self.peer
+    }
+
+    /// Serve `content` of `release` to whoever asks on this connection.
+    pub fn serve(&mut self, release: Release, content: Vec<u8>) {
+        self.content.insert(release.digest, (release, content));
+    }
+
+    fn send(&self, msg: &Message) -> Result<()> {
+        let bytes = wire::encode(msg)?;
+        self.net
+            .send(self.conn, bytes)
+            .map_err(|e| anyhow!("cannot send to {}: {e}", self.addr))
+    }
+
+    /// Pushes a signed head to the agent.
+    pub fn push_head(&self, head: &SignedHead) -> Result<()> {
+        self.send(&Message::Head(Box::new(head.clone())))
+    }
+
+    /// Asks the agent for its status.
+    pub async fn status(&mut self, within: Duration) -> Result<NodeStatus> {
+        self.send(&Message::StatusRequest)?;
+        let deadline = Instant::now() + within;
+        loop {
+            match self.recv(deadline).await? {
+                Some(Message::Status(s)) => return Ok(*s),
+                Some(_) => continue,
+                None => bail!("agent at {} did not answer a status request within {within:?}", self.addr),
+            }
+        }
+    }
+
+    /// The next report, or `None` at `deadline`.
+    pub async fn next_report(&mut self, deadline: Instant) -> Result<Option<Report>> {
+        loop {
+            match self.recv(deadline).await? {
+                Some(Message::Report(r)) => return Ok(Some(r)),
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next message that is not a chunk request (those are answered here).
+    async fn recv(&mut self, deadline: Instant) -> Result<Option<Message>> {
+        loop {
+            let ev = match timeout_at(deadline, self.events.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => bail!("connection to {} ended", self.addr),
+                Ok(Some(ev)) => ev,
+            };
+            match ev {
+                NetEvent::Frame { conn, bytes } if conn == self.conn => {
+                    let msg = wire::decode(&bytes)
+                        .with_context(|| format!("agent at {} sent a bad frame", self.addr))?;
+                    if let Message::GetChunk { digest, index } = msg {
+                        self.answer_chunk(digest, index)?;
+                        continue;
+                    }
+                    return Ok(Some(msg));
+                }
+                NetEvent::Disconnected { conn, reason, .. } if conn == self.conn => {
+                    bail!("agent at {} closed the connection: {reason}", self.addr)
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    fn answer_chunk(&mut self, digest: Digest, index: u32) -> Result<()> {
+        let msg = match self.content.get(&digest) {
+            Some((release, content)) if index < release.chunk_count() => {
+                let start = index as usize * release.chunk_size as usize;
+                let end = start + release.chunk_len(index);
+                self.chunks_served += 1;
+                Message::Chunk {
+                    digest,
+                    index,
+                    data: content[start..end].to_vec(),
+                }
+            }
+            _ => Message::NoChunk { digest, index },
+        };
+        self.send(&msg)
+    }
+}
