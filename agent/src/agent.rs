@@ -60,10 +60,7 @@ impl AgentHandle {
     /// The node's status, as peers would see it.
     pub async fn status(&self) -> Result<NodeStatus> {
         let (tx, rx) = oneshot::channel();
-        self.status_tx
-            .send(tx)
-            .await
-            .context("agent has stopped")?;
+        self.status_tx.send(tx).await.context("agent has stopped")?;
         rx.await.context("agent has stopped")
     }
     /// Stops the agent and waits for its tasks to end.
@@ -93,7 +90,7 @@ pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
             .map(|p| crate::keys::read_public(p))
             .collect::<Result<_>>()?,
     };
-    let identity = Identity::load_or_create(&cfg.data_dir.join("node.key"))?;
+    let identity = Identity::load_or_create(cfg.data_dir.join("node.key"))?;
     let node_id = identity.node_id();
     let store = Store::open(&cfg.data_dir)?;
     let runtime = Runtime::new(&cfg.runtime)?;
@@ -209,7 +206,9 @@ fn prepare(
         // Compiled code from the network is never loaded: peers only ever send source bytes.
         match unsafe { runtime.load(&artifact) } {
             Ok(p) => return Ok(p),
-            Err(e) => tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}"),
+            Err(e) => {
+                tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}")
+            }
         }
     }
     let stored;
@@ -304,7 +303,9 @@ impl Actor {
 
     fn net_input(&mut self, ev: NetEvent) -> Option<Input<ConnId>> {
         match ev {
-            NetEvent::Connected { conn, node, addr, .. } => {
+            NetEvent::Connected {
+                conn, node, addr, ..
+            } => {
                 tracing::info!(peer = %node.short(), %addr, "peer connected");
                 Some(Input::PeerUp(conn))
             }
@@ -340,7 +341,11 @@ impl Actor {
                 Output::Send { to, msg } => self.send(to, &msg),
                 Output::ServeChunk { to, digest, index } => {
                     let msg = match self.store.read_chunk(&digest, index) {
-                        Ok(Some(data)) => Message::Chunk { digest, index, data },
+                        Ok(Some(data)) => Message::Chunk {
+                            digest,
+                            index,
+                            data,
+                        },
                         Ok(None) => Message::NoChunk { digest, index },
                         Err(e) => {
                             tracing::error!("cannot serve chunk: {e:#}");
@@ -350,8 +355,11 @@ impl Actor {
                     self.send(to, &msg);
                 }
                 Output::Activate(act) => {
-                    let (store, runtime, done) =
-                        (self.store.clone(), self.runtime.clone(), self.done_tx.clone());
+                    let (store, runtime, done) = (
+                        self.store.clone(),
+                        self.runtime.clone(),
+                        self.done_tx.clone(),
+                    );
                     tokio::task::spawn_blocking(move || {
                         let result = activate(&store, &runtime, &act).map_err(|e| format!("{e:#}"));
                         let _ = done.send(Done {
@@ -373,7 +381,12 @@ impl Actor {
 
 fn log_event(e: &Event) {
     match e {
-        Event::Accepted { app, seq, version, cached } => {
+        Event::Accepted {
+            app,
+            seq,
+            version,
+            cached,
+        } => {
             tracing::info!(%app, seq, %version, cached, "head accepted")
         }
         Event::Rejected { app, seq, reason } => tracing::warn!(%app, seq, %reason, "head rejected"),

@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 use crate::config::AgentConfig;
 
 #[derive(Parser, Debug)]
-#[command(name = "fleetcast-agent", version, about = "fleetcast edge agent: receives signed releases over the QUIC mesh and serves them with wasmtime")]
+#[command(
+    name = "fleetcast-agent",
+    version,
+    about = "fleetcast edge agent: receives signed releases over the QUIC mesh and serves them with wasmtime",
+    after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,7 +23,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent.
-    #[command(after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml\n  fleetcast-agent run --data-dir ./edge1 --trusted-key ops.pub --listen 127.0.0.1:7401 --http 127.0.0.1:8401 --peer 127.0.0.1:7402")]
+    #[command(
+        after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml\n  fleetcast-agent run --data-dir ./edge1 --trusted-key ops.pub --listen 127.0.0.1:7401 --http 127.0.0.1:8401 --peer 127.0.0.1:7402"
+    )]
     Run(RunArgs),
 }
 
@@ -57,7 +64,9 @@ impl RunArgs {
         let mut cfg = match (&self.config, &self.data_dir) {
             (Some(path), _) => AgentConfig::load(path)?,
             (None, Some(dir)) => AgentConfig::with_data_dir(dir.clone()),
-            (None, None) => anyhow::bail!("pass --config FILE or at least --data-dir DIR (see --help)"),
+            (None, None) => {
+                anyhow::bail!("pass --config FILE or at least --data-dir DIR (see --help)")
+            }
         };
         if let Some(v) = &self.fleet {
             cfg.fleet = v.clone();

@@ -89,7 +89,10 @@ impl AgentConfig {
             bail!("fleet name must be 1-64 characters");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!("log_format must be \"text\" or \"json\", not {:?}", self.log_format);
+            bail!(
+                "log_format must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            );
         }
         Ok(())
     }
@@ -124,6 +127,11 @@ mod tests {
         let err = format!("{:#}", AgentConfig::load(&p).unwrap_err());
         assert!(err.contains("unknown field"), "{err}");
         let c = AgentConfig::with_data_dir("d".into());
-        assert!(c.validate().unwrap_err().to_string().contains("--trusted-key"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--trusted-key")
+        );
     }
 }

@@ -16,13 +16,22 @@ pub fn generate(out: &Path) -> Result<(PathBuf, VerifyingKey)> {
     let public = out.with_extension("pub");
     for p in [out, public.as_path()] {
         if p.exists() {
-            bail!("{} already exists: pick another --out or remove it first", p.display());
+            bail!(
+                "{} already exists: pick another --out or remove it first",
+                p.display()
+            );
         }
     }
-    write_secret(out, &format!("{SECRET_TAG} {}\n", hex::encode(key.to_bytes())))?;
+    write_secret(
+        out,
+        &format!("{SECRET_TAG} {}\n", hex::encode(key.to_bytes())),
+    )?;
     let vk = key.verifying_key();
-    std::fs::write(&public, format!("{PUBLIC_TAG} {}\n", hex::encode(vk.to_bytes())))
-        .with_context(|| format!("writing {}", public.display()))?;
+    std::fs::write(
+        &public,
+        format!("{PUBLIC_TAG} {}\n", hex::encode(vk.to_bytes())),
+    )
+    .with_context(|| format!("writing {}", public.display()))?;
     Ok((public, vk))
 }
 
@@ -59,21 +68,33 @@ fn read_tagged(path: &Path, tag: &str, what: &str) -> Result<[u8; 32]> {
         bail!("{} is not a {what} file ({hint})", path.display());
     }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hexkey, &mut out)
-        .with_context(|| format!("{} has a damaged key: expected 64 hex digits", path.display()))?;
+    hex::decode_to_slice(hexkey, &mut out).with_context(|| {
+        format!(
+            "{} has a damaged key: expected 64 hex digits",
+            path.display()
+        )
+    })?;
     Ok(out)
 }
 
 /// Reads a secret key written by [`generate`].
 pub fn read_secret(path: &Path) -> Result<SigningKey> {
-    Ok(SigningKey::from_bytes(&read_tagged(path, SECRET_TAG, "fleetcast secret key")?))
+    Ok(SigningKey::from_bytes(&read_tagged(
+        path,
+        SECRET_TAG,
+        "fleetcast secret key",
+    )?))
 }
 
 /// Reads a public key written by [`generate`].
 pub fn read_public(path: &Path) -> Result<VerifyingKey> {
     let bytes = read_tagged(path, PUBLIC_TAG, "fleetcast public key")?;
-    VerifyingKey::from_bytes(&bytes)
-        .with_context(|| format!("{} does not hold a valid ed25519 public key", path.display()))
+    VerifyingKey::from_bytes(&bytes).with_context(|| {
+        format!(
+            "{} does not hold a valid ed25519 public key",
+            path.display()
+        )
+    })
 }
 
 #[cfg(test)]
@@ -89,9 +110,16 @@ mod tests {
         assert_eq!(read_public(&public).unwrap(), vk);
         let err = read_public(&out).unwrap_err().to_string();
         assert!(err.contains("swap"), "{err}");
-        assert!(generate(&out).unwrap_err().to_string().contains("already exists"));
+        assert!(
+            generate(&out)
+                .unwrap_err()
+                .to_string()
+                .contains("already exists")
+        );
         std::fs::write(dir.path().join("x.pub"), "hello").unwrap();
-        let err = read_public(&dir.path().join("x.pub")).unwrap_err().to_string();
+        let err = read_public(&dir.path().join("x.pub"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fleetcast keygen"), "{err}");
         #[cfg(unix)]
         {

@@ -70,7 +70,10 @@ impl Store {
             .keys()
             .map(|k| {
                 let k = k?;
-                let d: [u8; 32] = k.as_ref().try_into().map_err(|_| anyhow!("bad release key"))?;
+                let d: [u8; 32] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| anyhow!("bad release key"))?;
                 Ok(Digest(d))
             })
             .collect()
@@ -123,7 +126,12 @@ impl Store {
             let data = self
                 .blobs
                 .get(chunk_key(&release.digest, i))?
-                .ok_or_else(|| anyhow!("chunk {i} of {} is missing from the store", release.digest.short()))?;
+                .ok_or_else(|| {
+                    anyhow!(
+                        "chunk {i} of {} is missing from the store",
+                        release.digest.short()
+                    )
+                })?;
             release.verify_chunk(i, &data).with_context(|| {
                 format!("stored chunk {i} of {} is damaged", release.digest.short())
             })?;
@@ -180,7 +188,10 @@ impl Store {
                 )
             })?;
             if rec.head.head.app.as_str().as_bytes() != k.as_ref() {
-                bail!("stored record under {:?} names another app", String::from_utf8_lossy(&k));
+                bail!(
+                    "stored record under {:?} names another app",
+                    String::from_utf8_lossy(&k)
+                );
             }
             out.push(rec);
         }
@@ -200,7 +211,13 @@ mod tests {
     use fleetcast_protocol::{AppName, Head, HeadKind};
 
     fn release(content: &[u8]) -> Release {
-        Release::build(AppName::new("a").unwrap(), "1.0.0".parse().unwrap(), content, 4096).unwrap()
+        Release::build(
+            AppName::new("a").unwrap(),
+            "1.0.0".parse().unwrap(),
+            content,
+            4096,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -213,10 +230,15 @@ mod tests {
         s.put_blob(&r, &content).unwrap();
         assert!(s.has_blob(&r.digest).unwrap());
         assert_eq!(s.read_blob(&r).unwrap(), content);
-        assert_eq!(s.read_chunk(&r.digest, 1).unwrap().unwrap(), &content[4096..8192]);
+        assert_eq!(
+            s.read_chunk(&r.digest, 1).unwrap().unwrap(),
+            &content[4096..8192]
+        );
         assert_eq!(s.complete_blobs().unwrap(), vec![r.digest]);
         // Damage one chunk on disk: reads refuse it.
-        s.blobs.insert(chunk_key(&r.digest, 2), &b"evil"[..]).unwrap();
+        s.blobs
+            .insert(chunk_key(&r.digest, 2), &b"evil"[..])
+            .unwrap();
         assert!(format!("{:#}", s.read_blob(&r).unwrap_err()).contains("damaged"));
         assert!(s.read_chunk(&r.digest, 2).is_err());
     }
@@ -229,8 +251,17 @@ mod tests {
         let compat = [7u8; 32];
         s.put_compiled(&d, &compat, b"artifact").unwrap();
         assert_eq!(s.get_compiled(&d, &compat).unwrap().unwrap(), b"artifact");
-        assert_eq!(s.get_compiled(&d, &[8u8; 32]).unwrap(), None, "other engine");
-        let mut v = s.compiled.get(compiled_key(&d, &compat)).unwrap().unwrap().to_vec();
+        assert_eq!(
+            s.get_compiled(&d, &[8u8; 32]).unwrap(),
+            None,
+            "other engine"
+        );
+        let mut v = s
+            .compiled
+            .get(compiled_key(&d, &compat))
+            .unwrap()
+            .unwrap()
+            .to_vec();
         v[36] ^= 1; // a byte of the artifact, after the 32-byte checksum
         s.compiled.insert(compiled_key(&d, &compat), v).unwrap();
         assert_eq!(s.get_compiled(&d, &compat).unwrap(), None);

@@ -213,7 +213,11 @@ pub enum HeadError {
     #[error(
         "head seq {seq} for app {app} is not newer than seq {current} held here: it is a replayed or out-of-date head (fleetcast release/rollback sign current seq + 1)"
     )]
-    Stale { app: AppName, seq: u64, current: u64 },
+    Stale {
+        app: AppName,
+        seq: u64,
+        current: u64,
+    },
     #[error(
         "two different heads claim app {app} seq {seq}: two publishers signed the same seq; publish again to get a new seq"
     )]

@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadError, SignedHead, TrustPolicy};
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{AppStatus, HistoryEntry, MAX_REASON, Message, NodeId, NodeStatus, Outcome, Report};
+use crate::wire::{
+    AppStatus, HistoryEntry, MAX_REASON, Message, NodeId, NodeStatus, Outcome, Report,
+};
 
 /// A peer handle chosen by the IO shell (a connection id, an index in a simulator…).
 pub trait Peer: Copy + Ord + fmt::Debug {}
@@ -139,7 +141,7 @@ pub enum Output<P> {
     ServeChunk { to: P, digest: Digest, index: u32 },
     /// Compile `head`'s release (from `content`, or from the store when `None`), persist the
     /// content and `record` durably, swap it in, then feed back [`Input::Activated`].
-    Activate(Activation),
+    Activate(Box<Activation>),
     /// Close the connection to `peer`, telling it why.
     Disconnect { peer: P, reason: String },
     /// Something worth logging happened.
@@ -256,7 +258,11 @@ impl<P: Peer> Node<P> {
             reports: BTreeMap::new(),
             out: VecDeque::new(),
         };
-        let own: Vec<Report> = node.apps.values().map(|r| node.own_report(&r.head, Outcome::Active)).collect();
+        let own: Vec<Report> = node
+            .apps
+            .values()
+            .map(|r| node.own_report(&r.head, Outcome::Active))
+            .collect();
         for r in own {
             node.reports.insert((r.node, r.app.clone()), r);
         }
@@ -401,7 +407,10 @@ impl<P: Peer> Node<P> {
             return self.reject(from, &sh, e);
         }
         let current = self.apps.get(&app).map_or(0, |r| r.head.head.seq);
-        let held = self.pending.get(&app).map_or(current, |p| p.latest_seq().max(current));
+        let held = self
+            .pending
+            .get(&app)
+            .map_or(current, |p| p.latest_seq().max(current));
         if seq <= held {
             let err = if seq == held {
                 HeadError::Conflict { app, seq }
@@ -484,16 +493,13 @@ impl<P: Peer> Node<P> {
     }
 
     fn emit_activate(&mut self, head: SignedHead, content: Option<Vec<u8>>) {
-        let record = AppRecord::advance(
-            self.apps.get(&head.head.app),
-            &head,
-            self.cfg.history_limit,
-        );
-        self.out.push_back(Output::Activate(Activation {
+        let record =
+            AppRecord::advance(self.apps.get(&head.head.app), &head, self.cfg.history_limit);
+        self.out.push_back(Output::Activate(Box::new(Activation {
             head,
             content,
             record,
-        }));
+        })));
     }
 
     fn reject(&mut self, from: P, sh: &SignedHead, err: HeadError) {
@@ -549,7 +555,14 @@ impl<P: Peer> Node<P> {
         self.send(from, msg);
     }
 
-    fn on_chunk(&mut self, now: Instant, from: P, digest: Digest, index: u32, data: Option<Vec<u8>>) {
+    fn on_chunk(
+        &mut self,
+        now: Instant,
+        from: P,
+        digest: Digest,
+        index: u32,
+        data: Option<Vec<u8>>,
+    ) {
         let Some(t) = self.transfers.get_mut(&digest) else {
             return;
         };
@@ -624,7 +637,8 @@ impl<P: Peer> Node<P> {
         match result {
             Ok(()) => {
                 let p = self.pending.remove(&app).expect("checked above");
-                let record = AppRecord::advance(self.apps.get(&app), &p.head, self.cfg.history_limit);
+                let record =
+                    AppRecord::advance(self.apps.get(&app), &p.head, self.cfg.history_limit);
                 self.apps.insert(app.clone(), record);
                 self.blobs.insert(p.head.head.release.digest);
                 self.errors.remove(&app);
@@ -634,12 +648,18 @@ impl<P: Peer> Node<P> {
                     version: p.head.head.release.version.clone(),
                 });
                 let report = self.own_report(&p.head, Outcome::Active);
-                self.reports.insert((report.node, app.clone()), report.clone());
+                self.reports
+                    .insert((report.node, app.clone()), report.clone());
                 let up = self.upstream.get(&(app.clone(), seq)).copied();
                 if let Some(up) = up {
                     self.send(up, Message::Report(report));
                 }
-                let relay: Vec<P> = self.peers.iter().copied().filter(|p| Some(*p) != up).collect();
+                let relay: Vec<P> = self
+                    .peers
+                    .iter()
+                    .copied()
+                    .filter(|p| Some(*p) != up)
+                    .collect();
                 for to in relay {
                     self.send(to, Message::Head(Box::new(p.head.clone())));
                 }
@@ -663,7 +683,8 @@ impl<P: Peer> Node<P> {
             reason: reason.clone(),
         });
         let report = self.own_report(&p.head, Outcome::Failed(truncate(reason)));
-        self.reports.insert((report.node, app.clone()), report.clone());
+        self.reports
+            .insert((report.node, app.clone()), report.clone());
         if let Some(up) = self.upstream.get(&(app.clone(), seq)).copied() {
             self.send(up, Message::Report(report));
         }

@@ -109,7 +109,11 @@ impl Sim {
 
     /// `from` sends `head` to `to`, as a publisher would.
     pub fn inject(&mut self, from: Id, to: Id, head: SignedHead) {
-        self.schedule(self.latency, to, Delivery::Msg(from, Message::Head(Box::new(head))));
+        self.schedule(
+            self.latency,
+            to,
+            Delivery::Msg(from, Message::Head(Box::new(head))),
+        );
     }
 
     /// Delivers a message as if `from` had sent it to `to`.
@@ -190,6 +194,7 @@ impl Sim {
                     self.schedule(self.latency, to, Delivery::Msg(id, msg));
                 }
                 Output::Activate(a) => {
+                    let a = *a;
                     let n = self.nodes.get_mut(&id).expect("node exists");
                     let h = &a.head.head;
                     let content = a
@@ -231,8 +236,6 @@ impl Sim {
 impl SimNode {
     /// The seq active for `app` on this node.
     pub fn seq(&self, app: &str) -> Option<u64> {
-        self.active
-            .get(&AppName::new(app).ok()?)
-            .map(|(s, _)| *s)
+        self.active.get(&AppName::new(app).ok()?).map(|(s, _)| *s)
     }
 }

@@ -12,7 +12,12 @@ pub mod validate;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "fleetcast", version, about = "Ship signed WebAssembly components to a fleet of edge agents")]
+#[command(
+    name = "fleetcast",
+    version,
+    about = "Ship signed WebAssembly components to a fleet of edge agents",
+    after_help = "Example:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast demo"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -31,7 +31,9 @@ impl Session {
         let identity = Identity::generate();
         let (net, mut events) = Net::client(&identity, NetConfig::default())?;
         let fail = || {
-            format!("cannot reach agent at {addr}: check that fleetcast-agent runs there and --peer names its QUIC listen address")
+            format!(
+                "cannot reach agent at {addr}: check that fleetcast-agent runs there and --peer names its QUIC listen address"
+            )
         };
         let conn = tokio::time::timeout(within, net.dial(addr))
             .await
@@ -87,7 +89,10 @@ impl Session {
             match self.recv(deadline).await? {
                 Some(Message::Status(s)) => return Ok(*s),
                 Some(_) => continue,
-                None => bail!("agent at {} did not answer a status request within {within:?}", self.addr),
+                None => bail!(
+                    "agent at {} did not answer a status request within {within:?}",
+                    self.addr
+                ),
             }
         }
     }

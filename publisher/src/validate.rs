@@ -38,7 +38,11 @@ pub fn check_component(bytes: &[u8]) -> Result<(), String> {
     if !exports.iter().any(|e| e.starts_with(HTTP_EXPORT)) {
         return Err(format!(
             "it does not export {HTTP_EXPORT}.x (it exports: {}): agents serve wasi:http/proxy components only",
-            if exports.is_empty() { "nothing".to_string() } else { exports.join(", ") }
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            }
         ));
     }
     Ok(())
@@ -49,7 +53,11 @@ mod tests {
     use super::*;
 
     fn guest(name: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../tests/guests/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!(
+            "{}/../tests/guests/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -60,7 +68,10 @@ mod tests {
         let e = check_component(&guest("not-a-component.wasm")).unwrap_err();
         assert!(e.contains("core WebAssembly module"), "{e}");
         let e = check_component(&guest("wrong-world.wasm")).unwrap_err();
-        assert!(e.contains("does not export wasi:http/incoming-handler"), "{e}");
+        assert!(
+            e.contains("does not export wasi:http/incoming-handler"),
+            "{e}"
+        );
         let mut cut = guest("hello-v1.wasm");
         cut.truncate(cut.len() / 2);
         assert!(check_component(&cut).is_err());

@@ -37,11 +37,15 @@ async fn three_agents_release_swap_rollback_and_roll_forward() {
         let st = a.status().await.unwrap();
         let app = &st.apps[0];
         assert_eq!(app.seq, 4);
-        let hist: Vec<(u64, String)> =
-            app.history.iter().map(|h| (h.seq, h.release.version.to_string())).collect();
+        let hist: Vec<(u64, String)> = app
+            .history
+            .iter()
+            .map(|h| (h.seq, h.release.version.to_string()))
+            .collect();
         assert_eq!(
             hist,
-            [(1, "1.0.0"), (2, "2.0.0"), (3, "1.0.0"), (4, "2.0.0")].map(|(s, v)| (s, v.to_string()))
+            [(1, "1.0.0"), (2, "2.0.0"), (3, "1.0.0"), (4, "2.0.0")]
+                .map(|(s, v)| (s, v.to_string()))
         );
     }
 }
@@ -51,9 +55,18 @@ async fn a_chain_relays_to_the_far_end() {
     // A - B - C: the publisher reaches A only.
     let fleet = Fleet::start(3, |i| if i == 0 { vec![] } else { vec![i - 1] }).await;
     let out = fleet.release("hello-v1.wasm", "1.0.0").await.unwrap();
-    assert_eq!(out.active(), 3, "C's report came back through B and A: {:?}", out.reports);
+    assert_eq!(
+        out.active(),
+        3,
+        "C's report came back through B and A: {:?}",
+        out.reports
+    );
     assert!(out.reports.contains_key(&fleet.agent(2).node_id()));
     assert_eq!(serves(fleet.agent(2)).await, "1.0.0");
     let st = fleet.agent(0).status().await.unwrap();
-    assert_eq!(st.reports.iter().filter(|r| r.seq == 1).count(), 3, "A's fleet view counts all three");
+    assert_eq!(
+        st.reports.iter().filter(|r| r.seq == 1).count(),
+        3,
+        "A's fleet view counts all three"
+    );
 }

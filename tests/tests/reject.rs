@@ -30,7 +30,10 @@ async fn push(fleet: &Fleet, h: &SignedHead, content: &[u8]) -> anyhow::Result<O
     s.push_head(h)?;
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let r = s.next_report(deadline).await?.expect("a report before the deadline");
+        let r = s
+            .next_report(deadline)
+            .await?
+            .expect("a report before the deadline");
         if r.seq == h.head.seq && r.node == fleet.agent(0).node_id() {
             return Ok(r.outcome);
         }
@@ -46,7 +49,10 @@ async fn fleet_on_v1() -> Fleet {
 async fn assert_unchanged(fleet: &Fleet, refused: &Digest) {
     for a in fleet.agents.iter().flatten() {
         assert_eq!(serves(a).await, "1.0.0");
-        assert!(!a.store().has_blob(refused).unwrap(), "refused content was stored");
+        assert!(
+            !a.store().has_blob(refused).unwrap(),
+            "refused content was stored"
+        );
         let st = a.status().await.unwrap();
         assert_eq!(st.apps[0].seq, 1, "seq moved");
     }
@@ -59,9 +65,15 @@ async fn head_signed_by_an_untrusted_key_is_refused() {
     fleetcast_agent::keys::generate(&rogue).unwrap();
     let mut args = fleet.push_args(2);
     args.key = rogue;
-    let err = fleet.release_with("hello-v2.wasm", "2.0.0", args).await.unwrap_err();
+    let err = fleet
+        .release_with("hello-v2.wasm", "2.0.0", args)
+        .await
+        .unwrap_err();
     let msg = format!("{err:#}");
-    assert!(msg.contains("does not trust") && msg.contains("trusted_keys"), "{msg}");
+    assert!(
+        msg.contains("does not trust") && msg.contains("trusted_keys"),
+        "{msg}"
+    );
     let v2 = Digest::of(&std::fs::read(guest("hello-v2.wasm")).unwrap());
     assert_unchanged(&fleet, &v2).await;
 }
@@ -76,7 +88,10 @@ async fn tampered_head_signature_and_content_are_refused() {
     let mut h = good.clone();
     h.head.release.version = "2.0.1".parse().unwrap();
     let o = push(&fleet, &h, &v2).await.unwrap();
-    assert!(matches!(&o, Outcome::Rejected(r) if r.contains("does not verify")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Rejected(r) if r.contains("does not verify")),
+        "{o:?}"
+    );
 
     // A byte of the signature changed.
     let mut h = good.clone();
@@ -84,7 +99,10 @@ async fn tampered_head_signature_and_content_are_refused() {
     sig[10] ^= 1;
     h.signatures[0].sig = ed25519_dalek::Signature::from_bytes(&sig);
     let o = push(&fleet, &h, &v2).await.unwrap();
-    assert!(matches!(&o, Outcome::Rejected(r) if r.contains("does not verify")), "{o:?}");
+    assert!(
+        matches!(&o, Outcome::Rejected(r) if r.contains("does not verify")),
+        "{o:?}"
+    );
 
     // A byte of the content changed: the signed head is fine, the bytes served are not. The
     // agent drops the connection of the peer that served the bad chunk.
@@ -102,7 +120,10 @@ async fn content_that_is_not_a_component_is_refused_after_verification() {
     for name in ["garbage.bin", "not-a-component.wasm", "wrong-world.wasm"] {
         let junk = std::fs::read(guest(name)).unwrap();
         // The CLI refuses to sign it at all…
-        let cli = fleet.release_with(name, "2.0.0", fleet.push_args(2)).await.unwrap_err();
+        let cli = fleet
+            .release_with(name, "2.0.0", fleet.push_args(2))
+            .await
+            .unwrap_err();
         assert!(format!("{cli:#}").contains("cannot be released"), "{cli:#}");
         // …and an agent refuses it even when a trusted key signed it.
         let h = head(&fleet.key(), 2, "2.0.0", &junk);
@@ -125,13 +146,51 @@ async fn replayed_older_head_is_refused_also_after_restart() {
     let h2 = head(&fleet.key(), 2, "2.0.0", &v2);
     assert_eq!(push(&fleet, &h1, &v1).await.unwrap(), Outcome::Active);
     assert_eq!(push(&fleet, &h2, &v2).await.unwrap(), Outcome::Active);
-    assert_eq!(push(&fleet, &h1, &v1).await.unwrap(), Outcome::Stale { current: 2 });
+    assert_eq!(
+        push(&fleet, &h1, &v1).await.unwrap(),
+        Outcome::Stale { current: 2 }
+    );
     assert_eq!(serves(fleet.agent(0)).await, "2.0.0");
 
     // Restart the agent: the seq it held is durable.
     let cfg = fleet.config(0, vec![]);
     fleet.agents[0].take().unwrap().shutdown().await;
     fleet.agents[0] = Some(fleetcast_agent::agent::start(cfg).await.unwrap());
-    assert_eq!(push(&fleet, &h1, &v1).await.unwrap(), Outcome::Stale { current: 2 });
+    assert_eq!(
+        push(&fleet, &h1, &v1).await.unwrap(),
+        Outcome::Stale { current: 2 }
+    );
     assert_eq!(serves(fleet.agent(0)).await, "2.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_an_undecodable_frame_is_disconnected_with_the_reason() {
+    use fleetcast_agent::net::{Net, NetConfig, NetEvent};
+    let fleet = fleet_on_v1().await;
+    let (net, mut events) = Net::client(
+        &fleetcast_agent::tls::Identity::generate(),
+        NetConfig::default(),
+    )
+    .unwrap();
+    let conn = net.dial(fleet.agent(0).quic_addr()).await.unwrap();
+    net.send(conn, vec![0xff; 64]).unwrap();
+    let reason = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let Some(NetEvent::Disconnected {
+                conn: c, reason, ..
+            }) = events.recv().await
+                && c == conn
+            {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("disconnected before the deadline");
+    assert!(reason.contains("does not decode"), "{reason}");
+    assert_eq!(
+        serves(fleet.agent(0)).await,
+        "1.0.0",
+        "the agent keeps serving"
+    );
 }

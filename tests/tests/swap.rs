@@ -50,7 +50,10 @@ async fn requests_during_swaps_all_succeed() {
     let [ok, failed, v1, v2] = [0, 1, 2, 3].map(|i| counts[i].load(Ordering::Relaxed));
     println!("requests during 7 swaps: {ok} ok ({v1} v1, {v2} v2), {failed} failed");
     assert_eq!(failed, 0);
-    assert!(v1 > 0 && v2 > 0, "both versions were served: {v1} v1, {v2} v2");
+    assert!(
+        v1 > 0 && v2 > 0,
+        "both versions were served: {v1} v1, {v2} v2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,7 +69,11 @@ async fn restart_without_network_serves_from_cache_without_compiling() {
         a.take().unwrap().shutdown().await;
     }
     let agent = fleetcast_agent::agent::start(cfg).await.unwrap();
-    assert_eq!(serves(&agent).await, "1.0.0", "serving as soon as start returns");
+    assert_eq!(
+        serves(&agent).await,
+        "1.0.0",
+        "serving as soon as start returns"
+    );
     let stats = agent.runtime_stats();
     assert_eq!(stats.compiles, 0, "no recompile on restart");
     assert_eq!(stats.cache_loads, 1);

@@ -65,7 +65,9 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
     for p in peers {
         cmd.arg("--peer").arg(p.to_string());
     }
-    let mut child = cmd.spawn().with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
     let stdout = child.stdout.take().context("agent stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let ready = tokio::time::timeout(Duration::from_secs(60), async {
@@ -88,14 +90,26 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
     };
     let (quic, http) = (field("quic=")?, field("http=")?);
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Agent { name: name.to_string(), child, quic, http, data_dir })
+    Ok(Agent {
+        name: name.to_string(),
+        child,
+        quic,
+        http,
+        data_dir,
+    })
 }
 
 async fn show_all(agents: &[Agent], want: &str) -> Result<()> {
     for a in agents {
         let r = http_get::get(a.http, "hello", "/").await?;
         let v = r.version_header.unwrap_or_default();
-        println!("   {} (http {}): {} {}", a.name, a.http, r.status, r.body.trim());
+        println!(
+            "   {} (http {}): {} {}",
+            a.name,
+            a.http,
+            r.status,
+            r.body.trim()
+        );
         if r.status != 200 || v != want {
             bail!("{} serves {v:?}, expected {want}", a.name);
         }
@@ -113,18 +127,29 @@ impl Demo {
             None => std::env::current_exe()?.with_file_name("fleetcast-agent"),
         };
         if !bin.exists() {
-            bail!("{} not found: build both binaries with `cargo build --workspace` or pass --agent-bin", bin.display());
+            bail!(
+                "{} not found: build both binaries with `cargo build --workspace` or pass --agent-bin",
+                bin.display()
+            );
         }
-        let tmp = tempfile::Builder::new().prefix("fleetcast-demo-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("fleetcast-demo-")
+            .tempdir()?;
         let dir = tmp.path().to_path_buf();
-        println!("fleetcast demo: a local fleet of {} agents in {}", self.agents, dir.display());
+        println!(
+            "fleetcast demo: a local fleet of {} agents in {}",
+            self.agents,
+            dir.display()
+        );
         let result = self.walk(&bin, &dir).await;
         if self.keep {
             let kept = tmp.keep();
             println!("\nkept {}", kept.display());
         }
         match &result {
-            Ok(()) => println!("\ndemo finished: every step checked; agents stopped and cleaned up."),
+            Ok(()) => {
+                println!("\ndemo finished: every step checked; agents stopped and cleaned up.")
+            }
             Err(e) => println!("\ndemo failed: {e:#}"),
         }
         result
@@ -137,12 +162,17 @@ impl Demo {
         std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
         println!("   wrote ops.key and ops.pub; every agent trusts ops.pub");
 
-        step("2. start agents: each one connects to the one before it (a chain; only agent1 hears from the publisher)");
+        step(
+            "2. start agents: each one connects to the one before it (a chain; only agent1 hears from the publisher)",
+        );
         let mut agents: Vec<Agent> = Vec::new();
         for i in 1..=self.agents {
             let peers: Vec<SocketAddr> = agents.last().map(|a| a.quic).into_iter().collect();
             let a = spawn_agent(bin, dir, &format!("agent{i}"), &peers).await?;
-            println!("   {} quic {} http {} peers {:?}", a.name, a.quic, a.http, peers);
+            println!(
+                "   {} quic {} http {} peers {:?}",
+                a.name, a.quic, a.http, peers
+            );
             agents.push(a);
         }
         let n = agents.len();
@@ -157,18 +187,37 @@ impl Demo {
 
         step("3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --wait");
         let t = Instant::now();
-        ReleaseCmd { file: dir.join("hello-v1.wasm"), app: "hello".into(), version: "1.0.0".into(), push: push.clone(), chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE }
-            .execute()
-            .await?;
-        println!("   all {n} agents active in {:?}; real HTTP requests with Host: hello:", t.elapsed());
+        ReleaseCmd {
+            file: dir.join("hello-v1.wasm"),
+            app: "hello".into(),
+            version: "1.0.0".into(),
+            push: push.clone(),
+            chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
+        }
+        .execute()
+        .await?;
+        println!(
+            "   all {n} agents active in {:?}; real HTTP requests with Host: hello:",
+            t.elapsed()
+        );
         show_all(&agents, "1.0.0").await?;
 
         step("4. release 2.0.0 while a client streams requests at every agent");
         let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed, v2_seen) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ok, failed, v2_seen) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicU64::new(0)),
+        );
         let mut load = Vec::new();
         for a in &agents {
-            let (addr, stop, ok, failed, v2) = (a.http, stop.clone(), ok.clone(), failed.clone(), v2_seen.clone());
+            let (addr, stop, ok, failed, v2) = (
+                a.http,
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                v2_seen.clone(),
+            );
             load.push(tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     match http_get::get(addr, "hello", "/").await {
@@ -186,9 +235,15 @@ impl Demo {
             }));
         }
         let t = Instant::now();
-        ReleaseCmd { file: dir.join("hello-v2.wasm"), app: "hello".into(), version: "2.0.0".into(), push: push.clone(), chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE }
-            .execute()
-            .await?;
+        ReleaseCmd {
+            file: dir.join("hello-v2.wasm"),
+            app: "hello".into(),
+            version: "2.0.0".into(),
+            push: push.clone(),
+            chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
+        }
+        .execute()
+        .await?;
         let swap = t.elapsed();
         // Keep the load on until a few hundred requests have seen 2.0.0.
         let until = Instant::now() + Duration::from_secs(10);
@@ -209,28 +264,56 @@ impl Demo {
 
         step("5. fleetcast rollback --app hello   (back to 1.0.0, from every agent's cache)");
         let t = Instant::now();
-        Rollback { app: "hello".into(), to: None, push: push.clone() }.execute().await?;
+        Rollback {
+            app: "hello".into(),
+            to: None,
+            push: push.clone(),
+        }
+        .execute()
+        .await?;
         println!("   rolled back in {:?}:", t.elapsed());
         show_all(&agents, "1.0.0").await?;
 
         step("6. fleetcast rollback --app hello --to 2.0.0");
-        Rollback { app: "hello".into(), to: Some("2.0.0".into()), push: push.clone() }.execute().await?;
+        Rollback {
+            app: "hello".into(),
+            to: Some("2.0.0".into()),
+            push: push.clone(),
+        }
+        .execute()
+        .await?;
         show_all(&agents, "2.0.0").await?;
 
         step("7. fleetcast status --peer agent1");
-        let mut s = crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
-        print!("{}", super::status::render(&s.status(Duration::from_secs(10)).await?));
+        let mut s =
+            crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
+        print!(
+            "{}",
+            super::status::render(&s.status(Duration::from_secs(10)).await?)
+        );
         drop(s);
 
-        step(&format!("8. stop {} and restart it with no peers: it serves from its cache at once", agents[n - 1].name));
+        step(&format!(
+            "8. stop {} and restart it with no peers: it serves from its cache at once",
+            agents[n - 1].name
+        ));
         let mut last = agents.pop().context("agents")?;
         last.child.kill().await?;
         let t = Instant::now();
         let restarted = spawn_agent(bin, dir, &last.name, &[]).await?;
         let r = http_get::get(restarted.http, "hello", "/").await?;
-        println!("   {} back up and answering in {:?} with no network: {} {}", restarted.name, t.elapsed(), r.status, r.body.trim());
+        println!(
+            "   {} back up and answering in {:?} with no network: {} {}",
+            restarted.name,
+            t.elapsed(),
+            r.status,
+            r.body.trim()
+        );
         if r.version_header.as_deref() != Some("2.0.0") {
-            bail!("restarted agent serves {:?}, expected 2.0.0", r.version_header);
+            bail!(
+                "restarted agent serves {:?}, expected 2.0.0",
+                r.version_header
+            );
         }
         let _ = &last.data_dir;
         agents.push(restarted);

@@ -46,7 +46,10 @@ pub struct PushOutcome {
 
 impl PushOutcome {
     pub fn active(&self) -> usize {
-        self.reports.values().filter(|o| **o == Outcome::Active).count()
+        self.reports
+            .values()
+            .filter(|o| **o == Outcome::Active)
+            .count()
     }
 }
 
@@ -120,7 +123,11 @@ pub async fn push(
         println!("  agent {}: {}", rep.node.short(), rep.outcome);
         let from_peer = rep.node == s.peer();
         if from_peer && rep.outcome != Outcome::Active {
-            bail!("agent {} refused seq {seq}: {}", rep.node.short(), rep.outcome);
+            bail!(
+                "agent {} refused seq {seq}: {}",
+                rep.node.short(),
+                rep.outcome
+            );
         }
         reports.insert(rep.node, rep.outcome);
         peer_done |= from_peer;
@@ -137,9 +144,17 @@ pub async fn push(
     if let Some(n) = args.expect
         && out.active() < n
     {
-        bail!("only {} of the {n} expected agents reported the release active before the timeout", out.active());
+        bail!(
+            "only {} of the {n} expected agents reported the release active before the timeout",
+            out.active()
+        );
     }
-    println!("{} agent(s) report {} {} active", out.active(), out.head.head.app, out.head.head.release.version);
+    println!(
+        "{} agent(s) report {} {} active",
+        out.active(),
+        out.head.head.app,
+        out.head.head.release.version
+    );
     Ok(out)
 }
 

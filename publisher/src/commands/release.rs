@@ -7,7 +7,9 @@ use super::publish::{PushArgs, PushOutcome, app_name, open, push};
 
 /// Sign a component as the next release of an app and send it into the mesh.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401 --wait")]
+#[command(
+    after_help = "Example:\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401 --wait"
+)]
 pub struct ReleaseCmd {
     /// The wasi:http component (.wasm).
     pub file: PathBuf,
@@ -27,10 +29,12 @@ pub struct ReleaseCmd {
 impl ReleaseCmd {
     pub async fn execute(self) -> Result<PushOutcome> {
         let app = app_name(&self.app)?;
-        let version: semver::Version = self
-            .version
-            .parse()
-            .map_err(|e| anyhow!("--version {:?} is not semver (like 1.4.0): {e}", self.version))?;
+        let version: semver::Version = self.version.parse().map_err(|e| {
+            anyhow!(
+                "--version {:?} is not semver (like 1.4.0): {e}",
+                self.version
+            )
+        })?;
         let wasm = std::fs::read(&self.file)
             .with_context(|| format!("cannot read {}", self.file.display()))?;
         crate::validate::check_component(&wasm)
@@ -38,6 +42,14 @@ impl ReleaseCmd {
         let release = Release::build(app.clone(), version, &wasm, self.chunk_size)?;
         let (mut session, fleet, current) = open(&self.push, &app).await?;
         session.serve(release.clone(), wasm);
-        push(&self.push, session, fleet, current.as_ref(), release, HeadKind::Release).await
+        push(
+            &self.push,
+            session,
+            fleet,
+            current.as_ref(),
+            release,
+            HeadKind::Release,
+        )
+        .await
     }
 }

@@ -5,7 +5,9 @@ use super::publish::{PushArgs, PushOutcome, app_name, open, push};
 
 /// Move an app back to an earlier release, which agents hold in their cache.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401            # to the release before the current one\n  fleetcast rollback --app hello --to 2.0.0 --key ops.key --peer 127.0.0.1:7401")]
+#[command(
+    after_help = "Examples:\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401            # to the release before the current one\n  fleetcast rollback --app hello --to 2.0.0 --key ops.key --peer 127.0.0.1:7401"
+)]
 pub struct Rollback {
     /// App name.
     #[arg(long)]
@@ -22,7 +24,10 @@ impl Rollback {
         let app = app_name(&self.app)?;
         let (session, fleet, current) = open(&self.push, &app).await?;
         let Some(current) = current else {
-            bail!("agent at {} has no app {app}: release it first with `fleetcast release`", self.push.peer);
+            bail!(
+                "agent at {} has no app {app}: release it first with `fleetcast release`",
+                self.push.peer
+            );
         };
         let active = &current.active;
         let target = match &self.to {
@@ -53,7 +58,18 @@ impl Rollback {
                 .map(|h| h.release.clone())
                 .ok_or_else(|| anyhow!("{app} has no earlier release to roll back to"))?,
         };
-        println!("rolling {app} back from {} to {}", active.version, target.version);
-        push(&self.push, session, fleet, Some(&current), target, HeadKind::Rollback).await
+        println!(
+            "rolling {app} back from {} to {}",
+            active.version, target.version
+        );
+        push(
+            &self.push,
+            session,
+            fleet,
+            Some(&current),
+            target,
+            HeadKind::Rollback,
+        )
+        .await
     }
 }

@@ -36,7 +36,13 @@ impl Status {
 pub fn render(st: &NodeStatus) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let _ = writeln!(o, "agent {} in fleet {:?}, {} peer(s) connected", st.node.short(), st.fleet, st.peers);
+    let _ = writeln!(
+        o,
+        "agent {} in fleet {:?}, {} peer(s) connected",
+        st.node.short(),
+        st.fleet,
+        st.peers
+    );
     if st.apps.is_empty() {
         let _ = writeln!(o, "no apps yet");
     }
@@ -56,7 +62,18 @@ pub fn render(st: &NodeStatus) -> String {
         let hist: Vec<String> = a
             .history
             .iter()
-            .map(|h| format!("{}:{}{}", h.seq, h.release.version, if h.kind == fleetcast_protocol::HeadKind::Rollback { "(rollback)" } else { "" }))
+            .map(|h| {
+                format!(
+                    "{}:{}{}",
+                    h.seq,
+                    h.release.version,
+                    if h.kind == fleetcast_protocol::HeadKind::Rollback {
+                        "(rollback)"
+                    } else {
+                        ""
+                    }
+                )
+            })
             .collect();
         let _ = writeln!(o, "    history {}", hist.join(" -> "));
     }
@@ -67,7 +84,9 @@ pub fn render(st: &NodeStatus) -> String {
             Outcome::Active => "active".to_string(),
             o => o.to_string(),
         };
-        *view.entry((r.app.to_string(), r.seq, r.version.to_string(), outcome)).or_default() += 1;
+        *view
+            .entry((r.app.to_string(), r.seq, r.version.to_string(), outcome))
+            .or_default() += 1;
     }
     if !view.is_empty() {
         let _ = writeln!(o, "fleet reports heard by this agent:");

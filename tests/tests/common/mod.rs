@@ -15,7 +15,9 @@ use fleetcast_agent::agent::{AgentHandle, start};
 use fleetcast_agent::config::AgentConfig;
 
 pub fn guest(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("guests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests")
+        .join(name)
 }
 
 pub struct Fleet {
@@ -29,9 +31,15 @@ impl Fleet {
     pub async fn start(n: usize, peers: impl Fn(usize) -> Vec<usize>) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         fleetcast_agent::keys::generate(&dir.path().join("ops.key")).unwrap();
-        let mut fleet = Fleet { dir, agents: Vec::new() };
+        let mut fleet = Fleet {
+            dir,
+            agents: Vec::new(),
+        };
         for i in 0..n {
-            let addrs: Vec<SocketAddr> = peers(i).iter().map(|j| fleet.agent(*j).quic_addr()).collect();
+            let addrs: Vec<SocketAddr> = peers(i)
+                .iter()
+                .map(|j| fleet.agent(*j).quic_addr())
+                .collect();
             let a = start(fleet.config(i, addrs)).await.unwrap();
             fleet.agents.push(Some(a));
         }
@@ -69,10 +77,16 @@ impl Fleet {
     }
 
     pub async fn release(&self, file: &str, version: &str) -> anyhow::Result<PushOutcome> {
-        self.release_with(file, version, self.push_args(self.running())).await
+        self.release_with(file, version, self.push_args(self.running()))
+            .await
     }
 
-    pub async fn release_with(&self, file: &str, version: &str, push: PushArgs) -> anyhow::Result<PushOutcome> {
+    pub async fn release_with(
+        &self,
+        file: &str,
+        version: &str,
+        push: PushArgs,
+    ) -> anyhow::Result<PushOutcome> {
         ReleaseCmd {
             file: guest(file),
             app: "hello".into(),
@@ -85,9 +99,13 @@ impl Fleet {
     }
 
     pub async fn rollback(&self, to: Option<&str>) -> anyhow::Result<PushOutcome> {
-        Rollback { app: "hello".into(), to: to.map(String::from), push: self.push_args(self.running()) }
-            .execute()
-            .await
+        Rollback {
+            app: "hello".into(),
+            to: to.map(String::from),
+            push: self.push_args(self.running()),
+        }
+        .execute()
+        .await
     }
 
     pub fn running(&self) -> usize {
@@ -107,7 +125,9 @@ impl Fleet {
 /// What `a` answers for `GET /` with `Host: hello`: the version header, or the status.
 pub async fn serves(a: &AgentHandle) -> String {
     match http_get::get(a.http_addr(), "hello", "/").await {
-        Ok(r) if r.status == 200 => r.version_header.unwrap_or_else(|| "no version header".into()),
+        Ok(r) if r.status == 200 => r
+            .version_header
+            .unwrap_or_else(|| "no version header".into()),
         Ok(r) => format!("status {}", r.status),
         Err(e) => format!("error {e}"),
     }
