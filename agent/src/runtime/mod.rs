@@ -82,10 +82,14 @@ pub struct Host {
     http: WasiHttpCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// Keeps the epoch ticker running while this store can still run guest
+    /// code, even if the `Runtime` itself is dropped meanwhile: without ticks
+    /// a spinning guest would never reach its deadline.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl Host {
-    fn new(max_memory_bytes: usize) -> Self {
+    fn new(max_memory_bytes: usize, ticker: Arc<EpochTicker>) -> Self {
         let wasi = WasiCtx::builder()
             .stdout(std::io::stderr())
             .stderr(std::io::stderr())
@@ -97,6 +101,7 @@ impl Host {
             limits: StoreLimitsBuilder::new()
                 .memory_size(max_memory_bytes)
                 .build(),
+            _ticker: ticker,
         }
     }
 }
@@ -227,7 +232,7 @@ pub struct Runtime {
     apps: RwLock<HashMap<String, Slot>>,
     instances: Arc<tokio::sync::Semaphore>,
     stats: Stats,
-    _ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 impl Runtime {
@@ -247,7 +252,7 @@ impl Runtime {
             apps: RwLock::default(),
             instances: Arc::new(tokio::sync::Semaphore::new(cfg.max_instances as usize)),
             stats: Stats::default(),
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         }))
     }
 
@@ -267,7 +272,8 @@ impl Runtime {
         struct Blake3Hasher(blake3::Hasher);
         impl std::hash::Hasher for Blake3Hasher {
             fn finish(&self) -> u64 {
-                unreachable!("only write() is used")
+                let hash = self.0.finalize();
+                u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
             }
             fn write(&mut self, bytes: &[u8]) {
                 self.0.update(bytes);
@@ -467,7 +473,7 @@ impl Runtime {
     /// requests) and traps when the ticks run out.
     pub fn new_store(&self) -> Store<Host> {
         let max_memory = usize::try_from(self.cfg.max_memory_mib << 20).unwrap_or(usize::MAX);
-        let mut store = Store::new(&self.engine, Host::new(max_memory));
+        let mut store = Store::new(&self.engine, Host::new(max_memory, self.ticker.clone()));
         store.limiter(|host| &mut host.limits);
         let mut ticks_left = (self.cfg.request_timeout_ms / self.cfg.epoch_tick_ms).max(1);
         store.set_epoch_deadline(1);

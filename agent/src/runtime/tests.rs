@@ -225,3 +225,47 @@ fn compat_hash_is_stable_across_runtimes_with_equal_code_settings() {
     assert_eq!(a.compat_hash(), a.compat_hash());
     assert_ne!(a.compat_hash(), [0; 32]);
 }
+
+/// A spinning guest is interrupted at its deadline even when the `Runtime`
+/// was dropped meanwhile (the store keeps the epoch ticker alive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spinning_guest_is_interrupted_after_the_runtime_is_dropped() {
+    use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+    let rt = runtime_with(RuntimeConfig {
+        max_instances: 4,
+        request_timeout_ms: 200,
+        ..Default::default()
+    });
+    let prepared = prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap();
+    let mut store = rt.new_store();
+    drop(rt);
+    let (tx, _rx) = tokio::sync::oneshot::channel();
+    let req = http::Request::get("http://spin/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let req = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req)
+        .unwrap();
+    let out = store.data_mut().http().new_response_outparam(tx).unwrap();
+    let run = tokio::spawn(async move {
+        let proxy = prepared.pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, req, out)
+            .await
+    });
+    let err = tokio::time::timeout(DEADLINE, run)
+        .await
+        .expect("the guest must be interrupted")
+        .unwrap()
+        .expect_err("the guest must trap");
+    assert!(
+        matches!(
+            err.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ),
+        "{err:?}"
+    );
+}
