@@ -128,6 +128,7 @@ pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
         }));
     }
     let (status_tx, status_rx) = mpsc::channel(16);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
     let node = Node::new(NodeConfig::new(node_id, trust), records, blobs);
     let actor = Actor {
         node,
@@ -136,9 +137,9 @@ pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
         runtime: runtime.clone(),
         events,
         status_rx,
-        done_tx: mpsc::unbounded_channel().0,
+        done_tx,
     };
-    tasks.push(tokio::spawn(actor.run(shutdown_rx)));
+    tasks.push(tokio::spawn(actor.run(done_rx, shutdown_rx)));
     tracing::info!(node = %node_id.short(), %quic_addr, %http_addr, fleet = %cfg.fleet, "agent started");
     Ok(AgentHandle {
         node_id,
@@ -265,9 +266,11 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        self.done_tx = done_tx;
+    async fn run(
+        mut self,
+        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         self.drain();
         loop {
             let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);

@@ -40,7 +40,6 @@ struct Agent {
     child: Child,
     quic: SocketAddr,
     http: SocketAddr,
-    data_dir: PathBuf,
 }
 
 fn step(msg: &str) {
@@ -95,7 +94,6 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
         child,
         quic,
         http,
-        data_dir,
     })
 }
 
@@ -315,7 +313,6 @@ impl Demo {
                 r.version_header
             );
         }
-        let _ = &last.data_dir;
         agents.push(restarted);
 
         for a in &mut agents {
