@@ -1,5 +1,7 @@
 //! Structured logs through `tracing`; `RUST_LOG` filters, `json` switches the format.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber once (later calls are no-ops).
@@ -9,7 +11,8 @@ pub fn init(format: &str) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = if format == "json" {
         builder.json().try_init()
     } else {

@@ -45,8 +45,10 @@ impl Rollback {
                     .find(|h| h.release.version == to)
                     .map(|h| h.release.clone())
                     .ok_or_else(|| {
-                        let known: Vec<String> =
+                        let mut known: Vec<String> =
                             current.history.iter().map(|h| h.release.version.to_string()).collect();
+                        known.sort();
+                        known.dedup();
                         anyhow!("{app} {to} is not in the agent's history (known: {}): release it instead", known.join(", "))
                     })?
             }
