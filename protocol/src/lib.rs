@@ -7,17 +7,26 @@
 //! - [`release`]: what a component is (app, version, digest, size, chunk map).
 //! - [`head`]: the signed statement that moves an app, and its verification rules.
 //! - [`wire`]: the message enum peers exchange and its framing limits.
-//! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`).
+//! - [`membership`]: HyParView active/passive views over the shell's connections.
+//! - [`swarm`]: chunk-level swarming transfer of one release.
+//! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`):
+//!   membership + Plumtree broadcast + swarming + anti-entropy + tallies.
+//! - [`sim`]: the deterministic simulator (seeded; latency, bandwidth, loss, crashes, partitions).
 //!
 //! The agent (`fleetcast-agent`) and the publisher (`fleetcast`) are thin IO shells around it.
 
 pub mod head;
+pub mod membership;
 pub mod node;
 pub mod release;
+pub mod rng;
 pub mod sim;
+pub mod swarm;
 pub mod wire;
 
 pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
 pub use node::{Activation, AppRecord, Event, Input, Node, NodeConfig, Output};
 pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError};
-pub use wire::{AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, Report};
+pub use wire::{
+    AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, PeerInfo, Report, Tally,
+};

@@ -1,37 +1,46 @@
-//! The node state machine: what an agent does with heads, chunks and reports.
+//! The node state machine: membership, broadcast of heads, swarming transfer, anti-entropy and
+//! fleet tallies, behind one sans-IO interface.
 //!
 //! Driven quinn-style: feed it [`Input`]s with [`Node::handle`], then drain [`Node::poll_output`]
 //! until it returns `None`, and call `handle(now, Input::Timeout)` at [`Node::poll_timeout`].
-//! Time only ever arrives as an argument; the node reads no clock, socket or file.
+//! Time only ever arrives as an argument and randomness from the seed in [`NodeConfig`]; the
+//! node reads no clock, socket, file or global RNG.
 //!
-//! The flow for one head:
-//! 1. A head arrives from a peer. Duplicates are dropped quietly; otherwise it is verified
-//!    (signature by a trusted key, fleet, release shape) and seq-checked (strictly greater than
-//!    the seq held, and than any head already in progress). A refusal changes nothing and is
-//!    reported to the sender.
-//! 2. If the content is not in the store, a transfer fetches the chunks it lacks from the sender
-//!    and the other peers, a bounded number in flight, verifying each against the signed chunk
-//!    map. A peer that serves a bad chunk is disconnected; a slow one loses the request after
-//!    a deadline and another peer is asked.
-//! 3. With the whole content verified (or already stored), the node emits
-//!    [`Output::Activate`] with the [`AppRecord`] to persist. The IO shell compiles, persists and
-//!    swaps, then feeds back [`Input::Activated`].
-//! 4. On success the node relays the head to every other peer and reports `Active` toward the
-//!    head's source; reports from further down are forwarded the same way.
+//! The layers:
+//! - **Membership** ([`crate::membership`], HyParView): which connections are kept (the active
+//!   view) and how they are repaired.
+//! - **Broadcast** (Plumtree): a head is pushed eagerly along a spanning tree of the active
+//!   view and announced lazily (`IHave`) on the other links. A duplicate prunes the link it came
+//!   on out of the tree; an announced head that does not arrive in time is grafted. Heads are
+//!   relayed as soon as they verify, before their content arrives, so the head runs ahead of
+//!   the bytes.
+//! - **Transfer** ([`crate::swarm`]): the content is fetched chunk by chunk from every
+//!   neighbour that announces it, verified against the signed chunk map, and served on at once.
+//! - **Anti-entropy**: on every new neighbour and periodically with a random one, nodes swap a
+//!   `Summary` (app → seq) and push the heads the other lacks.
+//! - **Tallies**: each node sends its subtree's totals (active / failed / rejected per head) to
+//!   the neighbour it got the head from, coalesced per `tally_interval`; the node a release
+//!   entered through holds the fleet's totals and passes them to the publisher.
 //!
 //! **Invariants:** the seq held for an app never decreases; nothing reaches `Activate` that is
-//! not signed by a trusted key and fully verified; at most one activation per app is in flight.
+//! not signed by a trusted key and fully verified; at most one activation per app is in flight;
+//! a head is relayed only after it verified.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadError, SignedHead, TrustPolicy};
-use crate::release::{AppName, Digest, Release};
+use crate::membership::{MOut, Membership, MembershipConfig};
+use crate::release::{AppName, Digest};
+use crate::rng::Rng;
+use crate::swarm::{ChunkOutcome, SwarmConfig, Transfer, bits_full};
 use crate::wire::{
-    AppStatus, HistoryEntry, MAX_REASON, Message, NodeId, NodeStatus, Outcome, Report,
+    Announce, AppStatus, HistoryEntry, MAX_REASON, Message, NodeId, NodeStatus, Outcome, Payload,
+    Report, Tally,
 };
 
 /// A peer handle chosen by the IO shell (a connection id, an index in a simulator…).
@@ -43,28 +52,38 @@ impl<T: Copy + Ord + fmt::Debug> Peer for T {}
 pub struct NodeConfig {
     pub node: NodeId,
     pub trust: TrustPolicy,
-    /// A chunk request not answered by then goes to another peer.
-    pub chunk_timeout: Duration,
-    /// Chunk requests in flight per transfer.
-    pub max_inflight_chunks: usize,
-    /// When no connected peer has a chunk, ask everyone again after this long.
-    pub retry_after: Duration,
+    /// Seed of the node's random choices (peer sampling, chunk order).
+    pub seed: u64,
+    pub membership: MembershipConfig,
+    pub swarm: SwarmConfig,
+    /// How long an announced head may take to arrive by eager push before it is grafted.
+    pub ihave_timeout: Duration,
+    /// How often to run anti-entropy with a random neighbour.
+    pub anti_entropy_interval: Duration,
+    /// Tallies are sent upstream at most this often.
+    pub tally_interval: Duration,
     /// History entries kept per app.
     pub history_limit: usize,
-    /// Reports about other nodes kept for status.
-    pub report_limit: usize,
 }
 
 impl NodeConfig {
     pub fn new(node: NodeId, trust: TrustPolicy) -> Self {
+        let seed = u64::from_le_bytes(node.0[..8].try_into().expect("8 bytes"));
         NodeConfig {
             node,
             trust,
-            chunk_timeout: Duration::from_secs(10),
-            max_inflight_chunks: 8,
-            retry_after: Duration::from_secs(1),
+            seed,
+            membership: MembershipConfig::default(),
+            swarm: SwarmConfig {
+                chunk_timeout: Duration::from_secs(10),
+                max_inflight: 16,
+                per_peer: 4,
+                retry_after: Duration::from_secs(1),
+            },
+            ihave_timeout: Duration::from_millis(400),
+            anti_entropy_interval: Duration::from_secs(10),
+            tally_interval: Duration::from_millis(100),
             history_limit: 32,
-            report_limit: 16_384,
         }
     }
 }
@@ -113,10 +132,18 @@ impl AppRecord {
 /// Inputs to [`Node::handle`].
 #[derive(Debug)]
 pub enum Input<P> {
-    /// A connection to `P` is up.
-    PeerUp(P),
+    /// A connection to `P` is up: `node` is the peer's authenticated id, `addr` the address
+    /// the connection runs to, `outbound` whether this side dialled it.
+    PeerUp {
+        peer: P,
+        node: NodeId,
+        addr: SocketAddr,
+        outbound: bool,
+    },
     /// The connection to `P` is gone.
     PeerDown(P),
+    /// An [`Output::Dial`] failed.
+    DialFailed(SocketAddr),
     /// `P` sent a message.
     Message(P, Message),
     /// The shell finished an [`Output::Activate`]: `Ok` once the record is durable and the
@@ -142,6 +169,9 @@ pub enum Output<P> {
     /// Compile `head`'s release (from `content`, or from the store when `None`), persist the
     /// content and `record` durably, swap it in, then feed back [`Input::Activated`].
     Activate(Box<Activation>),
+    /// Open a connection to `addr`; report [`Input::PeerUp`] (outbound) or
+    /// [`Input::DialFailed`].
+    Dial(SocketAddr),
     /// Close the connection to `peer`, telling it why.
     Disconnect { peer: P, reason: String },
     /// Something worth logging happened.
@@ -182,6 +212,8 @@ pub enum Event {
         seq: u64,
         reason: String,
     },
+    /// A peer entered or left the active view.
+    Neighbor { node: NodeId, up: bool },
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -191,82 +223,161 @@ enum Stage {
 }
 
 #[derive(Debug)]
-struct Pending<P> {
+struct Pending {
     head: SignedHead,
     stage: Stage,
     /// A newer head that arrived while this one was activating.
-    next: Option<(SignedHead, P)>,
+    next: Option<SignedHead>,
 }
 
-impl<P> Pending<P> {
-    fn latest_seq(&self) -> u64 {
-        self.next
-            .as_ref()
-            .map_or(self.head.head.seq, |(h, _)| h.head.seq)
+/// Broadcast and tally state of the newest head accepted for one app.
+#[derive(Debug)]
+struct HeadState<P> {
+    head: SignedHead,
+    id: Digest,
+    /// Hops from where the head entered the mesh.
+    round: u16,
+    /// Where tallies go: the peer the head came from (re-chosen if it goes away).
+    upstream: Option<P>,
+    /// Neighbours known to hold the head, with their round.
+    offers: BTreeMap<P, u16>,
+    own: Option<Tally>,
+    children: BTreeMap<P, Tally>,
+    dirty: bool,
+}
+
+impl<P> HeadState<P> {
+    fn seq(&self) -> u64 {
+        self.head.head.seq
+    }
+
+    fn total(&self) -> Tally {
+        let mut t = Tally {
+            app: Some(self.head.head.app.clone()),
+            seq: self.seq(),
+            ..Tally::default()
+        };
+        if let Some(own) = &self.own {
+            t.add(own);
+        }
+        for c in self.children.values() {
+            t.add(c);
+        }
+        t
     }
 }
 
+/// A head announced by `IHave` but not received yet.
 #[derive(Debug)]
-struct Transfer<P> {
-    release: Release,
-    chunks: Vec<Option<Vec<u8>>>,
-    missing: usize,
-    /// Peers to ask, the head's sender first.
-    sources: Vec<P>,
-    cursor: usize,
-    inflight: BTreeMap<u32, (P, Instant)>,
-    /// Peers that did not deliver a chunk (no such chunk, or too slow).
-    refused: BTreeMap<u32, BTreeSet<P>>,
-    retry_at: Option<Instant>,
+struct Missing<P> {
+    app: AppName,
+    seq: u64,
+    announcers: VecDeque<P>,
+    at: Instant,
 }
+
+/// Early `Have`s: announcements for content this node has no transfer for yet.
+const MAX_EARLY_DIGESTS: usize = 16;
+/// Announcements accepted from one `IHave`.
+const MAX_ANNOUNCES: usize = 64;
+/// Apps accepted from one `Summary`.
+const MAX_SUMMARY: usize = 1024;
 
 /// The node state machine. See the module docs.
 #[derive(Debug)]
 pub struct Node<P: Peer> {
     cfg: NodeConfig,
+    rng: Rng,
+    members: Membership<P>,
     apps: BTreeMap<AppName, AppRecord>,
     errors: BTreeMap<AppName, String>,
-    blobs: BTreeSet<Digest>,
-    pending: BTreeMap<AppName, Pending<P>>,
+    /// Complete, verified content held in the store, with its chunk count.
+    blobs: BTreeMap<Digest, u32>,
+    pending: BTreeMap<AppName, Pending>,
     transfers: BTreeMap<Digest, Transfer<P>>,
-    peers: BTreeSet<P>,
-    upstream: BTreeMap<(AppName, u64), P>,
-    reports: BTreeMap<(NodeId, AppName), Report>,
+    early_haves: BTreeMap<Digest, BTreeMap<P, (Vec<u8>, bool)>>,
+    eager: BTreeSet<P>,
+    lazy: BTreeSet<P>,
+    heads: BTreeMap<AppName, HeadState<P>>,
+    missing: BTreeMap<Digest, Missing<P>>,
+    reports: BTreeMap<AppName, Report>,
+    next_anti_entropy: Option<Instant>,
+    next_tally: Option<Instant>,
     out: VecDeque<Output<P>>,
 }
 
 impl<P: Peer> Node<P> {
     /// A node that holds `records` (already verified by the caller: disk is untrusted) and the
-    /// complete, verified content `blobs`.
+    /// complete, verified content `blobs`. It starts joining the mesh through its contacts.
     pub fn new(
+        now: Instant,
         cfg: NodeConfig,
         records: impl IntoIterator<Item = AppRecord>,
         blobs: impl IntoIterator<Item = Digest>,
     ) -> Self {
+        let apps: BTreeMap<AppName, AppRecord> = records
+            .into_iter()
+            .map(|r| (r.head.head.app.clone(), r))
+            .collect();
+        let held: BTreeSet<Digest> = blobs.into_iter().collect();
+        let mut blob_chunks = BTreeMap::new();
+        for r in apps.values() {
+            let releases = r.history.iter().map(|h| &h.release);
+            for rel in releases.chain([&r.head.head.release]) {
+                if held.contains(&rel.digest) {
+                    blob_chunks.insert(rel.digest, rel.chunks.len() as u32);
+                }
+            }
+        }
+        let mut rng = Rng::new(cfg.seed);
+        let mut members = Membership::new(cfg.node, cfg.membership.clone());
+        members.start(now, &mut rng);
+        let ae = cfg.anti_entropy_interval.mul_f64(rng.unit());
         let mut node = Node {
-            apps: records
-                .into_iter()
-                .map(|r| (r.head.head.app.clone(), r))
-                .collect(),
-            blobs: blobs.into_iter().collect(),
-            cfg,
+            rng,
+            members,
+            apps,
             errors: BTreeMap::new(),
+            blobs: blob_chunks,
             pending: BTreeMap::new(),
             transfers: BTreeMap::new(),
-            peers: BTreeSet::new(),
-            upstream: BTreeMap::new(),
+            early_haves: BTreeMap::new(),
+            eager: BTreeSet::new(),
+            lazy: BTreeSet::new(),
+            heads: BTreeMap::new(),
+            missing: BTreeMap::new(),
             reports: BTreeMap::new(),
+            next_anti_entropy: Some(now + ae),
+            next_tally: None,
             out: VecDeque::new(),
+            cfg,
         };
-        let own: Vec<Report> = node
-            .apps
-            .values()
-            .map(|r| node.own_report(&r.head, Outcome::Active))
-            .collect();
-        for r in own {
-            node.reports.insert((r.node, r.app.clone()), r);
+        let restored: Vec<SignedHead> = node.apps.values().map(|r| r.head.clone()).collect();
+        for h in restored {
+            let report = node.own_report(&h, Outcome::Active);
+            node.reports.insert(h.head.app.clone(), report);
+            let mut st = node.head_state(h, 0, None);
+            st.own = Some(Tally {
+                active: 1,
+                ..Tally::default()
+            });
+            node.heads.insert(st.head.head.app.clone(), st);
         }
+        node.drain_members();
         node
+    }
+
+    fn head_state(&self, head: SignedHead, round: u16, upstream: Option<P>) -> HeadState<P> {
+        HeadState {
+            id: head.id(),
+            head,
+            round,
+            upstream,
+            offers: BTreeMap::new(),
+            own: None,
+            children: BTreeMap::new(),
+            dirty: false,
+        }
     }
 
     /// This node's id.
@@ -277,6 +388,26 @@ impl<P: Peer> Node<P> {
     /// The record of `app`, if it has an active release.
     pub fn app(&self, app: &AppName) -> Option<&AppRecord> {
         self.apps.get(app)
+    }
+
+    /// Peers in the active view.
+    pub fn active_peers(&self) -> &[P] {
+        self.members.active()
+    }
+
+    /// This node's subtree totals for `app`'s newest head.
+    pub fn tally(&self, app: &AppName) -> Option<Tally> {
+        self.heads.get(app).map(|h| h.total())
+    }
+
+    /// The hop count of the newest head of `app` (0 where it entered the mesh).
+    pub fn round(&self, app: &AppName) -> Option<u16> {
+        self.heads.get(app).map(|h| h.round)
+    }
+
+    /// Bytes of chunks received that were already held (wasted transfer).
+    pub fn duplicate_bytes(&self) -> u64 {
+        self.transfers.values().map(|t| t.duplicate_bytes).sum()
     }
 
     /// The status this node reports.
@@ -290,16 +421,37 @@ impl<P: Peer> Node<P> {
                 .map(|(name, r)| r.status(self.errors.get(name).cloned()))
                 .collect(),
             reports: self.reports.values().cloned().collect(),
-            peers: self.peers.len() as u32,
+            peers: self.members.links() as u32,
+            active_view: self.members.active_view(),
+            passive_view: self.members.passive_len() as u32,
+            tallies: self.heads.values().map(|h| h.total()).collect(),
         }
     }
 
     /// Feeds one input.
     pub fn handle(&mut self, now: Instant, input: Input<P>) {
         match input {
-            Input::PeerUp(p) => self.on_peer_up(now, p),
+            Input::PeerUp {
+                peer,
+                node,
+                addr,
+                outbound,
+            } => {
+                self.members
+                    .peer_up(now, &mut self.rng, peer, node, addr, outbound);
+                self.drain_members();
+            }
             Input::PeerDown(p) => self.on_peer_down(now, p),
-            Input::Message(p, msg) => self.on_message(now, p, msg),
+            Input::DialFailed(addr) => {
+                self.members.dial_failed(now, &mut self.rng, addr);
+                self.drain_members();
+            }
+            Input::Message(p, msg) => {
+                if let Some(msg) = self.members.on_message(now, &mut self.rng, p, msg) {
+                    self.on_message(now, p, msg);
+                }
+                self.drain_members();
+            }
             Input::Activated { app, seq, result } => self.on_activated(now, app, seq, result),
             Input::Timeout => self.on_timeout(now),
         }
@@ -314,7 +466,11 @@ impl<P: Peer> Node<P> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.transfers
             .values()
-            .flat_map(|t| t.inflight.values().map(|(_, d)| *d).chain(t.retry_at))
+            .filter_map(|t| t.poll_timeout())
+            .chain(self.members.poll_timeout())
+            .chain(self.missing.values().map(|m| m.at))
+            .chain(self.next_anti_entropy)
+            .chain(self.next_tally)
             .min()
     }
 
@@ -326,48 +482,145 @@ impl<P: Peer> Node<P> {
         self.out.push_back(Output::Event(e));
     }
 
-    fn on_peer_up(&mut self, now: Instant, p: P) {
-        if !self.peers.insert(p) {
-            return;
+    fn drain_members(&mut self) {
+        while let Some(o) = self.members.poll() {
+            match o {
+                MOut::Send(to, msg) => self.send(to, msg),
+                MOut::Dial(addr) => self.out.push_back(Output::Dial(addr)),
+                MOut::Disconnect(peer, reason) => {
+                    self.out.push_back(Output::Disconnect { peer, reason })
+                }
+                MOut::Up(p) => {
+                    self.lazy.remove(&p);
+                    self.eager.insert(p);
+                    if let Some(node) = self.members.node_of(p) {
+                        self.event(Event::Neighbor { node, up: true });
+                    }
+                    self.send_summary(p, false);
+                    let haves: Vec<(Digest, Vec<u8>)> = self
+                        .transfers
+                        .values()
+                        .filter(|t| !t.is_complete())
+                        .map(|t| (t.digest(), t.bits()))
+                        .collect();
+                    for (digest, bits) in haves {
+                        self.send(
+                            p,
+                            Message::Have {
+                                digest,
+                                bits,
+                                want: true,
+                            },
+                        );
+                    }
+                }
+                MOut::Down(p) => {
+                    self.eager.remove(&p);
+                    self.lazy.remove(&p);
+                    if let Some(node) = self.members.node_of(p) {
+                        self.event(Event::Neighbor { node, up: false });
+                    }
+                }
+                MOut::Probe(p) => self.send_summary(p, false),
+            }
         }
-        let heads = self
+    }
+
+    fn seen_seqs(&self) -> Vec<(AppName, u64)> {
+        let mut v: BTreeMap<AppName, u64> = self
             .apps
             .iter()
             .map(|(a, r)| (a.clone(), r.head.head.seq))
             .collect();
-        self.send(p, Message::Summary { heads });
-        for t in self.transfers.values_mut() {
-            if !t.sources.contains(&p) {
-                t.sources.push(p);
-            }
+        for (a, h) in &self.heads {
+            let e = v.entry(a.clone()).or_default();
+            *e = (*e).max(h.seq());
         }
-        self.pump_all(now);
+        v.into_iter().collect()
+    }
+
+    fn send_summary(&mut self, to: P, reply: bool) {
+        let heads = self.seen_seqs();
+        self.send(to, Message::Summary { heads, reply });
+    }
+
+    /// The highest seq accepted for `app` (activated, activating or fetching).
+    fn held(&self, app: &AppName) -> u64 {
+        let a = self.apps.get(app).map_or(0, |r| r.head.head.seq);
+        let h = self.heads.get(app).map_or(0, |h| h.seq());
+        a.max(h)
     }
 
     fn on_peer_down(&mut self, now: Instant, p: P) {
-        self.peers.remove(&p);
+        self.members.peer_down(now, &mut self.rng, p);
+        self.drain_members();
         for t in self.transfers.values_mut() {
-            t.sources.retain(|s| *s != p);
-            t.inflight.retain(|_, (s, _)| *s != p);
+            t.remove_peer(p);
+        }
+        for e in self.early_haves.values_mut() {
+            e.remove(&p);
+        }
+        for m in self.missing.values_mut() {
+            m.announcers.retain(|q| *q != p);
+        }
+        let mut dirty = false;
+        for h in self.heads.values_mut() {
+            h.offers.remove(&p);
+            if h.children.remove(&p).is_some() {
+                h.dirty = true;
+                dirty = true;
+            }
+            if h.upstream == Some(p) {
+                h.upstream = None;
+                if h.own.is_some() || !h.children.is_empty() {
+                    h.dirty = true;
+                    dirty = true;
+                }
+            }
+        }
+        if dirty {
+            self.arm_tally(now);
         }
         self.pump_all(now);
     }
 
     fn on_message(&mut self, now: Instant, from: P, msg: Message) {
         match msg {
-            Message::Summary { heads } => {
-                let theirs: BTreeMap<AppName, u64> = heads.into_iter().collect();
-                let newer: Vec<SignedHead> = self
-                    .apps
-                    .iter()
-                    .filter(|(a, r)| theirs.get(*a).is_none_or(|s| *s < r.head.head.seq))
-                    .map(|(_, r)| r.head.clone())
-                    .collect();
-                for h in newer {
-                    self.send(from, Message::Head(Box::new(h)));
+            Message::Summary { heads, reply } => self.on_summary(from, heads, reply),
+            Message::Head(sh) => self.on_head(now, from, *sh, None),
+            Message::Gossip { head, round } => self.on_head(now, from, *head, Some(round)),
+            Message::IHave(anns) => self.on_ihave(now, from, anns),
+            Message::Graft { app, id, .. } => {
+                if self.members.is_active(from) {
+                    self.lazy.remove(&from);
+                    self.eager.insert(from);
+                }
+                if let Some(h) = self.heads.get(&app)
+                    && h.id == id
+                {
+                    let msg = Message::Gossip {
+                        head: Box::new(h.head.clone()),
+                        round: h.round,
+                    };
+                    self.send(from, msg);
                 }
             }
-            Message::Head(sh) => self.on_head(now, from, *sh),
+            Message::Prune => {
+                if self.eager.remove(&from) {
+                    self.lazy.insert(from);
+                }
+            }
+            Message::Have { digest, bits, want } => self.on_have(now, from, digest, bits, want),
+            Message::HaveChunk { digest, index } => {
+                if let Some(t) = self.transfers.get_mut(&digest) {
+                    t.on_have_chunk(from, index);
+                    self.pump(now, digest);
+                } else if let Some(e) = self.early_haves.get_mut(&digest)
+                    && let Some((bits, _)) = e.get_mut(&from)
+                {
+                    crate::swarm::bits_set(bits, index.min(crate::release::MAX_CHUNKS));
+                }
+            }
             Message::GetChunk { digest, index } => self.on_get_chunk(from, digest, index),
             Message::Chunk {
                 digest,
@@ -375,42 +628,107 @@ impl<P: Peer> Node<P> {
                 data,
             } => self.on_chunk(now, from, digest, index, Some(data)),
             Message::NoChunk { digest, index } => self.on_chunk(now, from, digest, index, None),
-            Message::Report(r) => self.on_report(from, r),
+            Message::Tally(t) => self.on_tally(now, from, t),
+            Message::Report(r) => {
+                // A direct answer to a head this node pushed (stale or refused): keep the
+                // latest per app for status; it is informational only.
+                if !matches!(r.outcome, Outcome::Stale { .. }) && r.node != self.cfg.node {
+                    self.reports.entry(r.app.clone()).or_insert(r);
+                }
+            }
             Message::StatusRequest => {
                 let status = self.status();
                 self.send(from, Message::Status(Box::new(status)));
             }
-            Message::Status(_) => {}
+            Message::Status(_)
+            | Message::Join { .. }
+            | Message::ForwardJoin { .. }
+            | Message::Neighbor { .. }
+            | Message::NeighborReply { .. }
+            | Message::Shuffle { .. }
+            | Message::ShuffleReply { .. } => {}
         }
     }
 
-    fn on_head(&mut self, now: Instant, from: P, sh: SignedHead) {
+    fn on_summary(&mut self, from: P, heads: Vec<(AppName, u64)>, reply: bool) {
+        let theirs: BTreeMap<AppName, u64> = heads.into_iter().take(MAX_SUMMARY).collect();
+        let newer: Vec<(SignedHead, u16)> = self
+            .apps
+            .iter()
+            .filter(|(a, r)| theirs.get(*a).is_none_or(|s| *s < r.head.head.seq))
+            .map(|(a, r)| {
+                let round = self
+                    .heads
+                    .get(a)
+                    .filter(|h| h.seq() == r.head.head.seq)
+                    .map_or(0, |h| h.round);
+                (r.head.clone(), round)
+            })
+            .collect();
+        for (h, round) in newer {
+            self.send(
+                from,
+                Message::Gossip {
+                    head: Box::new(h),
+                    round,
+                },
+            );
+        }
+        if !reply && theirs.iter().any(|(a, s)| *s > self.held(a)) {
+            self.send_summary(from, true);
+        }
+    }
+
+    fn on_ihave(&mut self, now: Instant, from: P, anns: Vec<Announce>) {
+        for a in anns.into_iter().take(MAX_ANNOUNCES) {
+            if let Some(h) = self.heads.get_mut(&a.app)
+                && h.id == a.id
+            {
+                h.offers.insert(from, a.round);
+                continue;
+            }
+            if a.seq <= self.held(&a.app) {
+                continue;
+            }
+            let at = now + self.cfg.ihave_timeout;
+            let m = self.missing.entry(a.id).or_insert_with(|| Missing {
+                app: a.app.clone(),
+                seq: a.seq,
+                announcers: VecDeque::new(),
+                at,
+            });
+            if !m.announcers.contains(&from) && m.announcers.len() < 16 {
+                m.announcers.push_back(from);
+            }
+        }
+    }
+
+    /// A head from `from`: `round` is `None` for a direct push (a publisher), else the
+    /// sender's hop count.
+    fn on_head(&mut self, now: Instant, from: P, sh: SignedHead, round: Option<u16>) {
         let app = sh.head.app.clone();
         let seq = sh.head.seq;
-        // Quiet duplicates first: the same statement again (relays, anti-entropy).
         let id = sh.id();
-        let dup_of = |h: &SignedHead| h.head.seq == seq && h.id() == id;
-        if self.apps.get(&app).is_some_and(|r| dup_of(&r.head)) {
+        let gossip = round.is_some();
+        if let Some(h) = self.heads.get_mut(&app)
+            && h.id == id
+        {
+            // A duplicate: the tree does not need this link for heads.
+            if let Some(r) = round {
+                h.offers.insert(from, r);
+                self.prune(from);
+            }
             return;
         }
-        if let Some(p) = self.pending.get(&app)
-            && (dup_of(&p.head) || p.next.as_ref().is_some_and(|(h, _)| dup_of(h)))
-        {
-            if let Some(t) = self.transfers.get_mut(&sh.head.release.digest)
-                && !t.sources.contains(&from)
-            {
-                t.sources.push(from);
-            }
+        let held = self.held(&app);
+        if gossip && seq <= held {
+            // Old news travelling a redundant path; not worth a signature check.
+            self.prune(from);
             return;
         }
         if let Err(e) = sh.verify(&self.cfg.trust) {
             return self.reject(from, &sh, e);
         }
-        let current = self.apps.get(&app).map_or(0, |r| r.head.head.seq);
-        let held = self
-            .pending
-            .get(&app)
-            .map_or(current, |p| p.latest_seq().max(current));
         if seq <= held {
             let err = if seq == held {
                 HeadError::Conflict { app, seq }
@@ -423,23 +741,59 @@ impl<P: Peer> Node<P> {
             };
             return self.reject(from, &sh, err);
         }
-        self.upstream.insert((app.clone(), seq), from);
+        self.missing.remove(&id);
+        let my_round = round.map_or(0, |r| r.saturating_add(1));
+        if gossip && self.members.is_active(from) {
+            self.lazy.remove(&from);
+            self.eager.insert(from);
+        }
+        let mut st = self.head_state(sh.clone(), my_round, Some(from));
+        if let Some(r) = round {
+            st.offers.insert(from, r);
+        }
+        self.heads.insert(app.clone(), st);
+        // Relay at once: the head runs ahead of the content.
+        let eager: Vec<P> = self.eager.iter().copied().filter(|p| *p != from).collect();
+        for p in eager {
+            let msg = Message::Gossip {
+                head: Box::new(sh.clone()),
+                round: my_round,
+            };
+            self.send(p, msg);
+        }
+        let ann = Announce {
+            app: app.clone(),
+            seq,
+            id,
+            round: my_round,
+        };
+        let lazy: Vec<P> = self.lazy.iter().copied().filter(|p| *p != from).collect();
+        for p in lazy {
+            self.send(p, Message::IHave(vec![ann.clone()]));
+        }
         if let Some(p) = self.pending.get_mut(&app) {
             if p.stage == Stage::Activating {
-                p.next = Some((sh, from));
+                p.next = Some(sh);
                 return;
             }
             // A newer head supersedes one still fetching.
             let old = self.pending.remove(&app).expect("checked above");
             self.drop_transfer_if_unused(&old.head.head.release.digest);
         }
-        self.start(now, from, sh);
+        self.start(now, Some(from), sh);
     }
 
-    fn start(&mut self, now: Instant, from: P, sh: SignedHead) {
+    fn prune(&mut self, from: P) {
+        if self.eager.remove(&from) {
+            self.lazy.insert(from);
+            self.send(from, Message::Prune);
+        }
+    }
+
+    fn start(&mut self, now: Instant, from: Option<P>, sh: SignedHead) {
         let app = sh.head.app.clone();
         let digest = sh.head.release.digest;
-        let cached = self.blobs.contains(&digest);
+        let cached = self.blobs.contains_key(&digest);
         self.event(Event::Accepted {
             app: app.clone(),
             seq: sh.head.seq,
@@ -467,27 +821,33 @@ impl<P: Peer> Node<P> {
                 next: None,
             },
         );
-        let peers = &self.peers;
-        let t = self.transfers.entry(digest).or_insert_with(|| {
-            let n = release.chunks.len();
-            Transfer {
-                release,
-                chunks: vec![None; n],
-                missing: n,
-                sources: Vec::new(),
-                cursor: 0,
-                inflight: BTreeMap::new(),
-                refused: BTreeMap::new(),
-                retry_at: None,
+        if !self.transfers.contains_key(&digest) {
+            let mut t = Transfer::new(release, &mut self.rng);
+            for (p, (bits, want)) in self.early_haves.remove(&digest).unwrap_or_default() {
+                if self.members.node_of(p).is_some() {
+                    t.on_have(p, &bits, want);
+                }
             }
-        });
-        // The sender first: it announced the head, so it is the likeliest to hold the content.
-        t.sources.retain(|s| *s != from);
-        t.sources.insert(0, from);
-        for p in peers {
-            if !t.sources.contains(p) {
-                t.sources.push(*p);
-            }
+            self.transfers.insert(digest, t);
+        }
+        let t = &self.transfers[&digest];
+        if t.is_complete() {
+            return; // already verified, activation pending for another app
+        }
+        let bits = t.bits();
+        let mut to: Vec<P> = self.members.active().to_vec();
+        if let Some(f) = from
+            && !to.contains(&f)
+        {
+            to.push(f);
+        }
+        for p in to {
+            let msg = Message::Have {
+                digest,
+                bits: bits.clone(),
+                want: true,
+            };
+            self.send(p, msg);
         }
         self.pump(now, digest);
     }
@@ -509,13 +869,25 @@ impl<P: Peer> Node<P> {
             seq: sh.head.seq,
             reason: reason.clone(),
         });
-        let outcome = match err {
-            // Old news is only the sender's business: not forwarded, not kept in status.
-            HeadError::Stale { current, .. } => Outcome::Stale { current },
-            _ => Outcome::Rejected(truncate(reason)),
-        };
-        let report = self.own_report(sh, outcome);
-        self.send(from, Message::Report(report));
+        match err {
+            // Old news is only the sender's business: not counted, not kept in status.
+            HeadError::Stale { current, .. } => {
+                let report = self.own_report(sh, Outcome::Stale { current });
+                self.send(from, Message::Report(report));
+            }
+            _ => {
+                let report = self.own_report(sh, Outcome::Rejected(truncate(reason)));
+                let tally = Tally {
+                    app: Some(sh.head.app.clone()),
+                    seq: sh.head.seq,
+                    rejected: 1,
+                    samples: vec![report.clone()],
+                    ..Tally::default()
+                };
+                self.send(from, Message::Report(report));
+                self.send(from, Message::Tally(tally));
+            }
+        }
     }
 
     fn own_report(&self, sh: &SignedHead, outcome: Outcome) -> Report {
@@ -529,8 +901,40 @@ impl<P: Peer> Node<P> {
         }
     }
 
+    fn on_have(&mut self, now: Instant, from: P, digest: Digest, bits: Vec<u8>, want: bool) {
+        if let Some(t) = self.transfers.get_mut(&digest) {
+            if t.on_have(from, &bits, want) {
+                let msg = Message::Have {
+                    digest,
+                    bits: t.bits(),
+                    want: !t.is_complete(),
+                };
+                self.send(from, msg);
+            }
+            self.pump(now, digest);
+        } else if let Some(&n) = self.blobs.get(&digest) {
+            if want {
+                let msg = Message::Have {
+                    digest,
+                    bits: bits_full(n),
+                    want: false,
+                };
+                self.send(from, msg);
+            }
+        } else if self.early_haves.contains_key(&digest)
+            || self.early_haves.len() < MAX_EARLY_DIGESTS
+        {
+            let mut bits = bits;
+            bits.truncate((crate::release::MAX_CHUNKS as usize).div_ceil(8));
+            self.early_haves
+                .entry(digest)
+                .or_default()
+                .insert(from, (bits, want));
+        }
+    }
+
     fn on_get_chunk(&mut self, from: P, digest: Digest, index: u32) {
-        if self.blobs.contains(&digest) {
+        if self.blobs.contains_key(&digest) {
             self.out.push_back(Output::ServeChunk {
                 to: from,
                 digest,
@@ -542,8 +946,8 @@ impl<P: Peer> Node<P> {
         let data = self
             .transfers
             .get(&digest)
-            .and_then(|t| t.chunks.get(index as usize))
-            .and_then(|c| c.clone());
+            .and_then(|t| t.chunk(index))
+            .cloned();
         let msg = match data {
             Some(data) => Message::Chunk {
                 digest,
@@ -561,34 +965,24 @@ impl<P: Peer> Node<P> {
         from: P,
         digest: Digest,
         index: u32,
-        data: Option<Vec<u8>>,
+        data: Option<Payload>,
     ) {
         let Some(t) = self.transfers.get_mut(&digest) else {
             return;
         };
-        // Only answers to our own requests count: no unsolicited bytes are buffered.
-        if t.inflight.get(&index).is_none_or(|(p, _)| *p != from) {
-            return;
-        }
-        t.inflight.remove(&index);
-        match data {
-            None => {
-                t.refused.entry(index).or_default().insert(from);
+        match t.on_chunk(from, index, data) {
+            ChunkOutcome::Ignored | ChunkOutcome::Refused => {}
+            ChunkOutcome::Bad(reason) => {
+                self.out.push_back(Output::Disconnect { peer: from, reason });
             }
-            Some(data) => {
-                if let Err(e) = t.release.verify_chunk(index, &data) {
-                    t.sources.retain(|s| *s != from);
-                    t.inflight.retain(|_, (s, _)| *s != from);
-                    self.out.push_back(Output::Disconnect {
-                        peer: from,
-                        reason: format!("served a bad chunk of {}: {e}", digest.short()),
-                    });
-                } else if t.chunks[index as usize].is_none() {
-                    t.chunks[index as usize] = Some(data);
-                    t.missing -= 1;
-                    if t.missing == 0 {
-                        return self.finish(now, digest);
-                    }
+            ChunkOutcome::Kept { done } => {
+                let tell = t.announce_to(index);
+                self.members.keep(now, from);
+                for p in tell {
+                    self.send(p, Message::HaveChunk { digest, index });
+                }
+                if done {
+                    return self.finish(now, digest);
                 }
             }
         }
@@ -596,8 +990,8 @@ impl<P: Peer> Node<P> {
     }
 
     fn finish(&mut self, now: Instant, digest: Digest) {
-        let t = self.transfers.remove(&digest).expect("transfer exists");
-        let content: Vec<u8> = t.chunks.into_iter().flatten().flatten().collect();
+        let t = self.transfers.get(&digest).expect("transfer exists");
+        let content = t.content().expect("complete");
         let verdict = t.release.verify_content(&content);
         let waiting: Vec<AppName> = self
             .pending
@@ -615,14 +1009,13 @@ impl<P: Peer> Node<P> {
                 }
                 Err(e) => {
                     let seq = p.head.head.seq;
-                    self.on_activated_err(
-                        now,
-                        app,
-                        seq,
-                        format!("content does not match its release: {e}"),
-                    );
+                    let reason = format!("content does not match its release: {e}");
+                    self.on_activated_err(now, app, seq, reason);
                 }
             }
+        }
+        if verdict.is_err() {
+            self.transfers.remove(&digest);
         }
     }
 
@@ -634,48 +1027,47 @@ impl<P: Peer> Node<P> {
         {
             return;
         }
-        match result {
-            Ok(()) => {
-                let p = self.pending.remove(&app).expect("checked above");
-                let record =
-                    AppRecord::advance(self.apps.get(&app), &p.head, self.cfg.history_limit);
-                self.apps.insert(app.clone(), record);
-                self.blobs.insert(p.head.head.release.digest);
-                self.errors.remove(&app);
-                self.event(Event::Activated {
-                    app: app.clone(),
-                    seq,
-                    version: p.head.head.release.version.clone(),
-                });
-                let report = self.own_report(&p.head, Outcome::Active);
-                self.reports
-                    .insert((report.node, app.clone()), report.clone());
-                let up = self.upstream.get(&(app.clone(), seq)).copied();
-                if let Some(up) = up {
-                    self.send(up, Message::Report(report));
-                }
-                let relay: Vec<P> = self
-                    .peers
-                    .iter()
-                    .copied()
-                    .filter(|p| Some(*p) != up)
-                    .collect();
-                for to in relay {
-                    self.send(to, Message::Head(Box::new(p.head.clone())));
-                }
-                self.upstream.retain(|(a, s), _| *a != app || *s >= seq);
-                if let Some((next, from)) = p.next {
-                    self.on_head(now, from, next);
-                }
+        let reason = match result {
+            Ok(()) => None,
+            Err(reason) => Some(reason),
+        };
+        let Some(reason) = reason else {
+            let p = self.pending.remove(&app).expect("checked above");
+            let rel = &p.head.head.release;
+            let record = AppRecord::advance(self.apps.get(&app), &p.head, self.cfg.history_limit);
+            self.apps.insert(app.clone(), record);
+            self.blobs.insert(rel.digest, rel.chunks.len() as u32);
+            self.drop_transfer_if_unused(&rel.digest);
+            self.errors.remove(&app);
+            self.event(Event::Activated {
+                app: app.clone(),
+                seq,
+                version: rel.version.clone(),
+            });
+            let report = self.own_report(&p.head, Outcome::Active);
+            self.reports.insert(app.clone(), report);
+            self.set_own(
+                now,
+                &app,
+                seq,
+                Tally {
+                    active: 1,
+                    ..Tally::default()
+                },
+            );
+            if let Some(next) = p.next {
+                self.start(now, None, next);
             }
-            Err(reason) => self.on_activated_err(now, app, seq, reason),
-        }
+            return;
+        };
+        self.on_activated_err(now, app, seq, reason);
     }
 
     fn on_activated_err(&mut self, now: Instant, app: AppName, seq: u64, reason: String) {
         let Some(p) = self.pending.remove(&app) else {
             return;
         };
+        self.drop_transfer_if_unused(&p.head.head.release.digest);
         self.errors.insert(app.clone(), reason.clone());
         self.event(Event::ActivationFailed {
             app: app.clone(),
@@ -683,60 +1075,143 @@ impl<P: Peer> Node<P> {
             reason: reason.clone(),
         });
         let report = self.own_report(&p.head, Outcome::Failed(truncate(reason)));
-        self.reports
-            .insert((report.node, app.clone()), report.clone());
-        if let Some(up) = self.upstream.get(&(app.clone(), seq)).copied() {
-            self.send(up, Message::Report(report));
-        }
-        if let Some((next, from)) = p.next {
-            // The failed head was never persisted, so its seq is not held: the newer one is
-            // checked against what is.
-            self.on_head(now, from, next);
+        self.reports.insert(app.clone(), report.clone());
+        self.set_own(
+            now,
+            &app,
+            seq,
+            Tally {
+                failed: 1,
+                samples: vec![report],
+                ..Tally::default()
+            },
+        );
+        if let Some(next) = p.next {
+            self.start(now, None, next);
         }
     }
 
-    fn on_report(&mut self, from: P, r: Report) {
-        if matches!(r.outcome, Outcome::Stale { .. }) {
-            return;
-        }
-        let key = (r.node, r.app.clone());
-        if self
-            .reports
-            .get(&key)
-            .is_some_and(|old| old.seq > r.seq || (old.seq == r.seq && old.outcome == r.outcome))
+    fn set_own(&mut self, now: Instant, app: &AppName, seq: u64, t: Tally) {
+        if let Some(h) = self.heads.get_mut(app)
+            && h.seq() == seq
         {
-            return;
+            h.own = Some(t);
+            h.dirty = true;
+            self.arm_tally(now);
         }
-        if self.reports.len() >= self.cfg.report_limit && !self.reports.contains_key(&key) {
+    }
+
+    fn on_tally(&mut self, now: Instant, from: P, mut t: Tally) {
+        let Some(app) = t.app.clone() else {
             return;
-        }
-        self.reports.insert(key, r.clone());
-        if let Some(up) = self.upstream.get(&(r.app.clone(), r.seq)).copied()
-            && up != from
+        };
+        t.samples.truncate(crate::wire::MAX_TALLY_SAMPLES);
+        if let Some(h) = self.heads.get_mut(&app)
+            && h.seq() == t.seq
+            && h.upstream != Some(from)
         {
-            self.send(up, Message::Report(r));
+            h.children.insert(from, t);
+            h.dirty = true;
+            self.arm_tally(now);
+        }
+    }
+
+    fn arm_tally(&mut self, now: Instant) {
+        if self.next_tally.is_none() {
+            self.next_tally = Some(now + self.cfg.tally_interval);
+        }
+    }
+
+    fn flush_tallies(&mut self, now: Instant) {
+        self.next_tally = None;
+        let mut waiting = false;
+        let mut sends = Vec::new();
+        for h in self.heads.values_mut() {
+            if !h.dirty {
+                continue;
+            }
+            if h.upstream.is_none_or(|u| self.members.node_of(u).is_none()) {
+                // Re-parent to a neighbour closer to the root, so tallies never loop.
+                let round = h.round;
+                let members = &self.members;
+                h.upstream = h
+                    .offers
+                    .iter()
+                    .filter(|(p, r)| **r < round && members.node_of(**p).is_some())
+                    .min_by_key(|(_, r)| **r)
+                    .map(|(p, _)| *p);
+            }
+            match h.upstream {
+                Some(u) => {
+                    h.dirty = false;
+                    sends.push((u, h.total()));
+                }
+                None => waiting = h.round > 0,
+            }
+        }
+        for (u, t) in sends {
+            self.send(u, Message::Tally(t));
+        }
+        if waiting {
+            self.next_tally = Some(now + self.cfg.tally_interval * 10);
         }
     }
 
     fn on_timeout(&mut self, now: Instant) {
+        self.members.on_timeout(now, &mut self.rng);
+        self.drain_members();
         let digests: Vec<Digest> = self.transfers.keys().copied().collect();
         for d in digests {
             let t = self.transfers.get_mut(&d).expect("listed above");
-            let expired: Vec<(u32, P)> = t
-                .inflight
-                .iter()
-                .filter(|(_, (_, at))| *at <= now)
-                .map(|(i, (p, _))| (*i, *p))
-                .collect();
-            for (i, p) in expired {
-                t.inflight.remove(&i);
-                t.refused.entry(i).or_default().insert(p);
-            }
-            if t.retry_at.is_some_and(|at| at <= now) {
-                t.retry_at = None;
-                t.refused.clear();
+            if t.on_timeout(now) && !t.is_complete() {
+                let bits = t.bits();
+                for p in self.members.active().to_vec() {
+                    let msg = Message::Have {
+                        digest: d,
+                        bits: bits.clone(),
+                        want: true,
+                    };
+                    self.send(p, msg);
+                }
             }
             self.pump(now, d);
+        }
+        let due: Vec<Digest> = self
+            .missing
+            .iter()
+            .filter(|(_, m)| m.at <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let m = self.missing.get_mut(&id).expect("listed above");
+            match m.announcers.pop_front() {
+                Some(p) => {
+                    m.at = now + self.cfg.ihave_timeout;
+                    let msg = Message::Graft {
+                        app: m.app.clone(),
+                        seq: m.seq,
+                        id,
+                    };
+                    if self.members.is_active(p) {
+                        self.lazy.remove(&p);
+                        self.eager.insert(p);
+                    }
+                    self.send(p, msg);
+                }
+                None => {
+                    self.missing.remove(&id);
+                }
+            }
+        }
+        if self.next_anti_entropy.is_some_and(|t| t <= now) {
+            let jitter = 0.75 + self.rng.unit() / 2.0;
+            self.next_anti_entropy = Some(now + self.cfg.anti_entropy_interval.mul_f64(jitter));
+            if let Some(&p) = self.rng.pick(self.members.active()) {
+                self.send_summary(p, false);
+            }
+        }
+        if self.next_tally.is_some_and(|t| t <= now) {
+            self.flush_tallies(now);
         }
     }
 
@@ -747,38 +1222,13 @@ impl<P: Peer> Node<P> {
         }
     }
 
-    /// Issues chunk requests up to the in-flight bound.
     fn pump(&mut self, now: Instant, digest: Digest) {
         let Some(t) = self.transfers.get_mut(&digest) else {
             return;
         };
-        let deadline = now + self.cfg.chunk_timeout;
-        let mut starved = false;
-        for index in 0..t.chunks.len() as u32 {
-            if t.inflight.len() >= self.cfg.max_inflight_chunks {
-                break;
-            }
-            if t.chunks[index as usize].is_some() || t.inflight.contains_key(&index) {
-                continue;
-            }
-            let refused = t.refused.get(&index);
-            let n = t.sources.len();
-            let pick = (0..n)
-                .map(|k| t.sources[(t.cursor + k) % n])
-                .find(|p| refused.is_none_or(|r| !r.contains(p)));
-            let Some(p) = pick else {
-                starved = true;
-                continue;
-            };
-            t.cursor = (t.cursor + 1) % n.max(1);
-            t.inflight.insert(index, (p, deadline));
-            self.out.push_back(Output::Send {
-                to: p,
-                msg: Message::GetChunk { digest, index },
-            });
-        }
-        if starved && t.retry_at.is_none() {
-            t.retry_at = Some(now + self.cfg.retry_after);
+        let sends = t.pump(now, &self.cfg.swarm, &mut self.rng);
+        for (p, msg) in sends {
+            self.send(p, msg);
         }
     }
 
@@ -804,6 +1254,3 @@ fn truncate(mut s: String) -> String {
     s
 }
 
-#[cfg(test)]
-#[path = "node_tests.rs"]
-mod tests;

@@ -19,6 +19,8 @@ pub const MIN_CHUNK_SIZE: u32 = 4 * 1024;
 pub const MAX_CHUNK_SIZE: u32 = 1024 * 1024;
 /// Largest component a release may carry: 256 MiB.
 pub const MAX_CONTENT_SIZE: u64 = 256 * 1024 * 1024;
+/// Most chunks a release can have.
+pub const MAX_CHUNKS: u32 = (MAX_CONTENT_SIZE / MIN_CHUNK_SIZE as u64) as u32;
 
 /// A BLAKE3-256 digest.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

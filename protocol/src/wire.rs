@@ -7,6 +7,7 @@
 //! [`crate::head`], chunks against the signed chunk map, and reports are informational only.
 
 use std::fmt;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,26 +61,168 @@ impl fmt::Debug for NodeId {
     }
 }
 
+/// Where a node can be dialled: its identity and a socket address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
+
+/// Chunk bytes: a cheaply cloneable shared buffer (a chunk is verified once and then served
+/// to many peers without copying). Serialised as a plain byte string.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub bytes::Bytes);
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Payload({} bytes)", self.0.len())
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Payload(v.into())
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let buf = serde_bytes::ByteBuf::deserialize(d)?;
+        Ok(Payload(buf.into_vec().into()))
+    }
+}
+
+/// A lazy announcement (Plumtree IHAVE): "I hold this head; I got it `round` hops from where
+/// it entered the mesh".
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Announce {
+    pub app: AppName,
+    pub seq: u64,
+    pub id: Digest,
+    pub round: u16,
+}
+
+/// Largest number of peers carried in one membership message.
+pub const MAX_PEERS_PER_MESSAGE: usize = 64;
+/// Largest number of error samples carried in one tally.
+pub const MAX_TALLY_SAMPLES: usize = 8;
+
+/// How many nodes of a subtree did what with one head (aggregated up the broadcast tree, so a
+/// release costs O(N) status messages in total).
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Tally {
+    pub app: Option<AppName>,
+    pub seq: u64,
+    /// Nodes running this head's release.
+    pub active: u32,
+    /// Nodes that verified the head but could not activate the release.
+    pub failed: u32,
+    /// Nodes that refused the head.
+    pub rejected: u32,
+    /// A few of the non-active reports, with their reasons (bounded by [`MAX_TALLY_SAMPLES`]).
+    pub samples: Vec<Report>,
+}
+
+impl Tally {
+    /// Adds `other`'s counts (and samples, up to the bound).
+    pub fn add(&mut self, other: &Tally) {
+        self.active = self.active.saturating_add(other.active);
+        self.failed = self.failed.saturating_add(other.failed);
+        self.rejected = self.rejected.saturating_add(other.rejected);
+        for s in &other.samples {
+            if self.samples.len() >= MAX_TALLY_SAMPLES {
+                break;
+            }
+            self.samples.push(s.clone());
+        }
+    }
+
+    /// Nodes counted.
+    pub fn total(&self) -> u64 {
+        self.active as u64 + self.failed as u64 + self.rejected as u64
+    }
+}
+
 /// Everything peers say to each other.
+///
+/// Membership (HyParView): `Join`, `ForwardJoin`, `Neighbor`, `NeighborReply`, `Shuffle`,
+/// `ShuffleReply`. Broadcast of heads (Plumtree): `Head` (a direct push: from a publisher, or an
+/// anti-entropy repair), `Gossip` (eager push along the tree), `IHave`, `Graft`, `Prune`.
+/// Anti-entropy: `Summary`. Content (swarming): `Have`, `HaveChunk`, `GetChunk`, `Chunk`,
+/// `NoChunk`. Status: `Tally`, `Report`, `StatusRequest`, `Status`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// Sent on connect: the seq this node holds per app, so the other side can push what is
-    /// missing (a restarted or partitioned node catches up without a new release).
-    Summary { heads: Vec<(AppName, u64)> },
-    /// A signed head, pushed to a peer.
+    /// The seq this node holds per app. Sent on connect and periodically to a random neighbour;
+    /// the receiver pushes the heads the sender lacks, and answers with its own summary (with
+    /// `reply` set, which is never answered) when the sender holds something newer.
+    Summary {
+        heads: Vec<(AppName, u64)>,
+        reply: bool,
+    },
+    /// A signed head pushed directly (by a publisher, or as an anti-entropy repair). The
+    /// receiver broadcasts it on as if it had entered the mesh there.
     Head(Box<SignedHead>),
+    /// A signed head pushed along the broadcast tree; `round` is the sender's hop count from
+    /// where the head entered the mesh.
+    Gossip { head: Box<SignedHead>, round: u16 },
+    /// Lazy announcements of heads the sender holds.
+    IHave(Vec<Announce>),
+    /// "Send me that head, and keep pushing to me eagerly."
+    Graft { app: AppName, seq: u64, id: Digest },
+    /// "Stop pushing heads to me eagerly; announcements are enough."
+    Prune,
+    /// Ask to join the mesh through the receiver. `addr` is where the sender can be dialled
+    /// (when absent, the address the connection came from).
+    Join { addr: Option<SocketAddr> },
+    /// A join travelling a random walk.
+    ForwardJoin { peer: PeerInfo, ttl: u8 },
+    /// Ask the receiver to take the sender into its active view.
+    Neighbor {
+        high_priority: bool,
+        addr: Option<SocketAddr>,
+    },
+    /// The answer to `Neighbor`.
+    NeighborReply { accepted: bool },
+    /// Passive-view exchange.
+    Shuffle { peers: Vec<PeerInfo> },
+    /// The answer to `Shuffle`.
+    ShuffleReply { peers: Vec<PeerInfo> },
+    /// Which chunks of `digest` the sender holds (a bitmap, bit i = chunk i). `want`: the
+    /// sender is fetching it and asks to hear of chunks as the receiver gets them.
+    Have {
+        digest: Digest,
+        #[serde(with = "serde_bytes")]
+        bits: Vec<u8>,
+        want: bool,
+    },
+    /// The sender has just verified chunk `index` of `digest`.
+    HaveChunk { digest: Digest, index: u32 },
     /// Ask for one chunk of the content with `digest`.
     GetChunk { digest: Digest, index: u32 },
     /// One chunk; the receiver verifies it against the signed chunk map before use.
     Chunk {
         digest: Digest,
         index: u32,
-        #[serde(with = "serde_bytes")]
-        data: Vec<u8>,
+        data: Payload,
     },
     /// The peer does not hold that chunk.
     NoChunk { digest: Digest, index: u32 },
-    /// What a node did with a head; flows back toward the head's source.
+    /// The sender's subtree totals for one head; flows up the broadcast tree.
+    Tally(Tally),
+    /// What one node did with a head (sent to the sender of a head that was refused or stale).
     Report(Report),
     /// Ask for the node's status.
     StatusRequest,
@@ -93,13 +236,31 @@ impl Message {
         match self {
             Message::Summary { .. } => "summary",
             Message::Head(_) => "head",
+            Message::Gossip { .. } => "gossip",
+            Message::IHave(_) => "ihave",
+            Message::Graft { .. } => "graft",
+            Message::Prune => "prune",
+            Message::Join { .. } => "join",
+            Message::ForwardJoin { .. } => "forward-join",
+            Message::Neighbor { .. } => "neighbor",
+            Message::NeighborReply { .. } => "neighbor-reply",
+            Message::Shuffle { .. } => "shuffle",
+            Message::ShuffleReply { .. } => "shuffle-reply",
+            Message::Have { .. } => "have",
+            Message::HaveChunk { .. } => "have-chunk",
             Message::GetChunk { .. } => "get-chunk",
             Message::Chunk { .. } => "chunk",
             Message::NoChunk { .. } => "no-chunk",
+            Message::Tally(_) => "tally",
             Message::Report(_) => "report",
             Message::StatusRequest => "status-request",
             Message::Status(_) => "status",
         }
+    }
+
+    /// Whether this message carries release content (for traffic accounting).
+    pub fn is_payload(&self) -> bool {
+        matches!(self, Message::Chunk { .. })
     }
 }
 
@@ -147,8 +308,14 @@ pub struct NodeStatus {
     pub apps: Vec<AppStatus>,
     /// Latest report heard per (node, app), including this node's own.
     pub reports: Vec<Report>,
-    /// Number of connected peers.
+    /// Number of connected peers (active view and clients).
     pub peers: u32,
+    /// Membership: the active view (the connections kept), and the size of the passive view.
+    pub active_view: Vec<PeerInfo>,
+    pub passive_view: u32,
+    /// This node's subtree totals per head it holds (the whole fleet, at the node a release
+    /// entered the mesh through).
+    pub tallies: Vec<Tally>,
 }
 
 /// One app on one node.
@@ -226,6 +393,23 @@ mod tests {
         let msgs = [
             Message::Summary {
                 heads: vec![(AppName::new("a").unwrap(), 3)],
+                reply: false,
+            },
+            Message::Gossip {
+                head: Box::new(sh.clone()),
+                round: 7,
+            },
+            Message::ForwardJoin {
+                peer: PeerInfo {
+                    node: NodeId([3; 32]),
+                    addr: "127.0.0.1:9".parse().unwrap(),
+                },
+                ttl: 6,
+            },
+            Message::Have {
+                digest: sh.head.release.digest,
+                bits: vec![0b101],
+                want: true,
             },
             Message::Head(Box::new(sh.clone())),
             Message::GetChunk {
@@ -235,7 +419,7 @@ mod tests {
             Message::Chunk {
                 digest: sh.head.release.digest,
                 index: 0,
-                data: vec![9; 4096],
+                data: vec![9; 4096].into(),
             },
             Message::StatusRequest,
         ];
@@ -249,7 +433,7 @@ mod tests {
         let big = Message::Chunk {
             digest: Digest([0; 32]),
             index: 0,
-            data: vec![0; MAX_FRAME],
+            data: vec![0; MAX_FRAME].into(),
         };
         assert!(matches!(encode(&big), Err(WireError::TooLarge { .. })));
         let err = decode(&vec![0u8; MAX_FRAME + 1]).unwrap_err();
@@ -258,7 +442,7 @@ mod tests {
         let max_chunk = Message::Chunk {
             digest: Digest([0; 32]),
             index: u32::MAX,
-            data: vec![0; MAX_CHUNK_SIZE as usize],
+            data: vec![0; MAX_CHUNK_SIZE as usize].into(),
         };
         assert!(encode(&max_chunk).is_ok());
     }
