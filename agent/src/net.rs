@@ -40,6 +40,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::tls::{self, Identity, NodeId};
 
+pub mod emulator;
+pub use emulator::LinkModel;
+
 /// Application close code: closed on request ([`NetHandle::close`]).
 pub const CLOSE_NORMAL: u32 = 0;
 /// Application close code: the peer announced a frame above our maximum.
@@ -61,6 +64,8 @@ pub struct NetConfig {
     pub event_capacity: usize,
     /// Sends not yet acknowledged by the peer, per connection. Default 64.
     pub max_inflight_sends_per_conn: usize,
+    /// Emulated WAN link on this endpoint's egress (tests and benches). Default `None`.
+    pub link: Option<LinkModel>,
 }
 
 impl Default for NetConfig {
@@ -69,6 +74,7 @@ impl Default for NetConfig {
             max_frame: 1024 * 1024 + 64 * 1024,
             event_capacity: 1024,
             max_inflight_sends_per_conn: 64,
+            link: None,
         }
     }
 }
@@ -124,8 +130,12 @@ impl Net {
     ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
         let rt = runtime()?;
         let server = tls::quinn_server_config(identity)?;
-        let endpoint = Endpoint::server(server, addr)
-            .with_context(|| format!("cannot bind the QUIC endpoint on {addr}"))?;
+        let endpoint = match &cfg.link {
+            None => Endpoint::server(server, addr),
+            Some(link) => std::net::UdpSocket::bind(addr)
+                .and_then(|socket| emulator::endpoint(socket, Some(server), link.clone())),
+        }
+        .with_context(|| format!("cannot bind the QUIC endpoint on {addr}"))?;
         let (handle, rx) = start(endpoint, identity, cfg, rt)?;
         let shared = handle.guard.shared.clone();
         shared.rt.spawn(accept_loop(shared.clone()));
@@ -139,9 +149,12 @@ impl Net {
         cfg: NetConfig,
     ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
         let rt = runtime()?;
-        let endpoint = Endpoint::client((Ipv6Addr::UNSPECIFIED, 0).into())
-            .or_else(|_| Endpoint::client(([0, 0, 0, 0], 0).into()))
-            .context("cannot bind a client QUIC endpoint")?;
+        let endpoint = match &cfg.link {
+            None => Endpoint::client((Ipv6Addr::UNSPECIFIED, 0).into())
+                .or_else(|_| Endpoint::client(([0, 0, 0, 0], 0).into())),
+            Some(link) => emulator::client_endpoint(link.clone()),
+        }
+        .context("cannot bind a client QUIC endpoint")?;
         start(endpoint, identity, cfg, rt)
     }
 }

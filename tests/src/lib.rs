@@ -1,1 +1,5 @@
-//! End-to-end suites live in tests/tests/.
+//! End-to-end suites live in tests/tests/. This library holds shared measurement helpers.
+
+pub mod bulk;
+
+pub use bulk::raw_quinn_bulk_copy;
