@@ -1,0 +1,281 @@
+//! Whole-fleet scenarios over the simulator, and the figures they report. The test suite runs
+//! them at a few hundred nodes with fixed seeds and asserts the targets; `cargo bench -p
+//! fleetcast-protocol --bench mesh_sim` runs them at 10,000 nodes and prints the figures.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+
+use crate::head::{Head, HeadKind, SignedHead, TrustPolicy};
+use crate::node::NodeConfig;
+use crate::release::{AppName, Release};
+use crate::sim::{Id, Sim, SimConfig, addr_of, node_id};
+
+/// One fleet-wide release scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub nodes: usize,
+    /// Component size, bytes.
+    pub size: usize,
+    pub chunk_size: u32,
+    pub net: SimConfig,
+    /// Bootstrap contacts per node (random earlier nodes).
+    pub contacts: usize,
+    /// Active view size.
+    pub active_size: usize,
+    /// Fraction of nodes that crash mid-release (and stay down).
+    pub crash_fraction: f64,
+    /// When the crashes happen, after the publish.
+    pub crash_at: Duration,
+    /// Give up after this much simulated time.
+    pub deadline: Duration,
+    /// Also measure idle membership traffic for this long after the release.
+    pub idle: Duration,
+}
+
+impl Scenario {
+    /// The reference WAN model: 10–50 ms one way, 100 Mb/s up, 1% loss, 5 MiB.
+    pub fn wan(nodes: usize, seed: u64) -> Self {
+        Scenario {
+            nodes,
+            size: 5 * 1024 * 1024,
+            chunk_size: 256 * 1024,
+            net: SimConfig {
+                seed,
+                latency: (Duration::from_millis(10), Duration::from_millis(50)),
+                upload_bps: Some(100_000_000),
+                loss: 0.01,
+                ..SimConfig::default()
+            },
+            contacts: 100,
+            active_size: 8,
+            crash_fraction: 0.0,
+            crash_at: Duration::from_millis(300),
+            deadline: Duration::from_secs(60),
+            idle: Duration::ZERO,
+        }
+    }
+}
+
+/// What a scenario measured.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    pub seed: u64,
+    pub nodes: usize,
+    pub live: usize,
+    pub converged: usize,
+    /// Publish → last live node accepted the head.
+    pub head_all: Option<Duration>,
+    /// Publish → last live node activated (has every byte).
+    pub bytes_all: Option<Duration>,
+    /// Largest hop count at which a node got the head.
+    pub max_hops: u16,
+    /// S/B + ⌊log₂N⌋·c/B + depth·L, with depth = `max_hops` and L the mean latency.
+    pub lower_bound: Option<Duration>,
+    /// Payload bytes received beyond one copy per receiving node ÷ ((N−1)·S).
+    pub duplicate_ratio: f64,
+    /// Control bytes ÷ payload bytes.
+    pub control_ratio: f64,
+    /// Publisher payload egress ÷ S.
+    pub publisher_egress: f64,
+    /// Tally messages per node.
+    pub tallies_per_node: f64,
+    /// Active-count at the publisher (from tallies) at the end.
+    pub publisher_count: u32,
+    /// Idle membership traffic, bit/s per node.
+    pub idle_bps_per_node: Option<f64>,
+}
+
+impl Figures {
+    pub fn bytes_vs_bound(&self) -> Option<f64> {
+        Some(self.bytes_all?.as_secs_f64() / self.lower_bound?.as_secs_f64())
+    }
+}
+
+impl fmt::Display for Figures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+        writeln!(f, "seed {} · {} nodes, {} live, {} converged", self.seed, self.nodes, self.live, self.converged)?;
+        writeln!(f, "  head to 100%:        {}", ms(self.head_all))?;
+        writeln!(f, "  bytes to 100%:       {}  (lower bound {}, ratio {})", ms(self.bytes_all), ms(self.lower_bound), self.bytes_vs_bound().map_or("-".into(), |r| format!("{r:.2}×")))?;
+        writeln!(f, "  last-delivery hops:  {}", self.max_hops)?;
+        writeln!(f, "  duplicate payload:   {:.2}%", self.duplicate_ratio * 100.0)?;
+        writeln!(f, "  control / payload:   {:.3}%", self.control_ratio * 100.0)?;
+        writeln!(f, "  publisher egress:    {:.2}× S", self.publisher_egress)?;
+        writeln!(f, "  tallies per node:    {:.2} (publisher counts {} active)", self.tallies_per_node, self.publisher_count)?;
+        if let Some(b) = self.idle_bps_per_node {
+            writeln!(f, "  idle membership:     {:.0} bit/s per node", b)?;
+        }
+        Ok(())
+    }
+}
+
+/// The publisher key of every scenario.
+pub fn publisher_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+/// Content of a given size (deterministic).
+pub fn content(tag: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ tag ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// A signed head for `app` at `seq` over `content`.
+pub fn signed(app: &str, seq: u64, content: &[u8], chunk: u32, kind: HeadKind) -> SignedHead {
+    let app = AppName::new(app).expect("valid app");
+    let version = format!("1.0.{seq}").parse().expect("valid version");
+    Head {
+        fleet: "sim".into(),
+        app: app.clone(),
+        seq,
+        release: Release::build(app, version, content, chunk).expect("valid release"),
+        kind,
+        issued_at_ms: seq,
+    }
+    .sign(&publisher_key())
+}
+
+/// A node config for simulated node `id` (contacts filled by [`fleet`]).
+pub fn node_config(id: Id, active_size: usize) -> NodeConfig {
+    let mut c = NodeConfig::new(
+        node_id(id),
+        TrustPolicy {
+            fleet: "sim".into(),
+            keys: vec![publisher_key().verifying_key()],
+        },
+    );
+    c.seed = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xfeed;
+    c.membership.active_size = active_size;
+    c.swarm.chunk_timeout = Duration::from_secs(2);
+    c.swarm.retry_after = Duration::from_millis(500);
+    c.ihave_timeout = Duration::from_millis(150);
+    c.anti_entropy_interval = Duration::from_secs(5);
+    c
+}
+
+/// Builds a fleet of `n` nodes, each bootstrapping from up to `contacts` random earlier nodes,
+/// and lets the overlay settle for `settle`.
+pub fn fleet(n: usize, contacts: usize, active_size: usize, net: SimConfig, settle: Duration) -> Sim {
+    let mut sim = Sim::new(net, Instant::now());
+    for id in 0..n {
+        let mut cfg = node_config(id, active_size);
+        let k = contacts.min(id);
+        let mut picks = Vec::with_capacity(k);
+        while picks.len() < k {
+            let c = sim.rng().below(id);
+            if !picks.contains(&c) {
+                picks.push(c);
+            }
+        }
+        cfg.membership.contacts = picks.into_iter().map(addr_of).collect();
+        sim.add(id, cfg);
+    }
+    sim.run(settle);
+    sim
+}
+
+/// Whether every live node runs `seq` of `app`.
+pub fn converged(sim: &Sim, app: &AppName, seq: u64) -> bool {
+    sim.nodes
+        .values()
+        .filter(|n| n.alive())
+        .all(|n| n.seq(app) == Some(seq))
+}
+
+/// Runs one release through a settled fleet and measures it.
+pub fn run_release(sc: &Scenario) -> Figures {
+    let mut sim = fleet(sc.nodes, sc.contacts, sc.active_size, sc.net.clone(), Duration::from_secs(30));
+    measure_release(&mut sim, sc, 1)
+}
+
+/// Publishes seq `seq` of app "shop" into `sim` at node 0 and measures it.
+pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
+    let app = AppName::new("shop").expect("valid");
+    let body = content(seq as u8, sc.size);
+    let head = signed("shop", seq, &body, sc.chunk_size, HeadKind::Release);
+    sim.traffic = Default::default();
+    sim.record_events = false;
+    let t0 = sim.now;
+    sim.publish(0, head, body);
+    if sc.crash_fraction > 0.0 {
+        sim.run(sc.crash_at);
+        let ids: Vec<Id> = (1..sc.nodes).collect();
+        let k = (sc.nodes as f64 * sc.crash_fraction) as usize;
+        let victims = sim.rng().sample(&ids, k);
+        for v in victims {
+            sim.crash(v);
+        }
+    }
+    let key = (app.clone(), seq);
+    sim.run_until(t0 + sc.deadline, |s| converged(s, &app, seq));
+    let live: Vec<&crate::sim::SimNode> = sim.nodes.values().filter(|n| n.alive()).collect();
+    let converged_n = live.iter().filter(|n| n.seq(&app) == Some(seq)).count();
+    let all = converged_n == live.len();
+    let last = |f: &dyn Fn(&crate::sim::SimNode) -> Option<Instant>| -> Option<Duration> {
+        let mut worst = t0;
+        for n in &live {
+            worst = worst.max(f(n)?);
+        }
+        Some(worst - t0)
+    };
+    let head_all = last(&|n| n.accepted_at.get(&key).copied());
+    let bytes_all = if all {
+        last(&|n| n.activated_at.get(&key).copied())
+    } else {
+        None
+    };
+    let max_hops = live
+        .iter()
+        .filter_map(|n| n.node.as_ref()?.round(&app))
+        .max()
+        .unwrap_or(0);
+    let s = sc.size as f64;
+    let receivers = (sc.nodes - 1) as f64;
+    let traffic = sim.traffic.clone();
+    let lower_bound = sc.net.upload_bps.map(|bps| {
+        let b = bps as f64 / 8.0;
+        let l = (sc.net.latency.0 + sc.net.latency.1).as_secs_f64() / 2.0;
+        let log2n = (sc.nodes as f64).log2().floor();
+        Duration::from_secs_f64(s / b + log2n * sc.chunk_size as f64 / b + max_hops as f64 * l)
+    });
+    let publisher_count = sim
+        .publisher
+        .tallies
+        .get(&key)
+        .map_or(0, |t| t.active);
+    let mut fig = Figures {
+        seed: sc.net.seed,
+        nodes: sc.nodes,
+        live: live.len(),
+        converged: converged_n,
+        head_all,
+        bytes_all,
+        max_hops,
+        lower_bound,
+        duplicate_ratio: (traffic.payload as f64 - converged_n as f64 * s).max(0.0)
+            / (receivers * s),
+        control_ratio: traffic.control as f64 / traffic.payload.max(1) as f64,
+        publisher_egress: traffic.publisher_egress as f64 / s,
+        tallies_per_node: traffic.tallies as f64 / sc.nodes as f64,
+        publisher_count,
+        idle_bps_per_node: None,
+    };
+    // Let the tallies settle, then count the publisher's view.
+    sim.run(Duration::from_secs(2));
+    fig.publisher_count = sim
+        .publisher
+        .tallies
+        .get(&key)
+        .map_or(fig.publisher_count, |t| t.active);
+    fig.tallies_per_node = sim.traffic.tallies as f64 / sc.nodes as f64;
+    if !sc.idle.is_zero() {
+        sim.traffic = Default::default();
+        sim.run(sc.idle);
+        let bits = sim.traffic.control as f64 * 8.0;
+        fig.idle_bps_per_node = Some(bits / sc.nodes as f64 / sc.idle.as_secs_f64());
+    }
+    fig
+}
