@@ -78,9 +78,27 @@ impl Drop for AgentHandle {
     }
 }
 
+/// What agents running in one process may share (tests, in-process fleets). The default shares
+/// nothing and is what [`start`] uses.
+#[derive(Default)]
+pub struct Shared {
+    /// Run on this engine instead of building one from `cfg.runtime` (whose settings are then
+    /// ignored: the engine's apply, with per-agent instance limits).
+    pub engine: Option<Arc<crate::runtime::RuntimeEngine>>,
+    /// Share compiled releases, by digest, with the other agents given this cache.
+    pub compile_cache: Option<Arc<crate::runtime::CompileCache>>,
+    /// How the agent's sled store is opened.
+    pub store: crate::store::StoreOptions,
+}
+
 /// Starts an agent from `cfg`: opens the store, restores and serves the active releases from
 /// the cache (before the network is even up), then binds QUIC and HTTP.
 pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
+    start_with(cfg, Shared::default()).await
+}
+
+/// [`start`], sharing what `shared` names with other agents in this process.
+pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle> {
     cfg.validate()?;
     let trust = TrustPolicy {
         fleet: cfg.fleet.clone(),
@@ -92,8 +110,12 @@ pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
     };
     let identity = Identity::load_or_create(cfg.data_dir.join("node.key"))?;
     let node_id = identity.node_id();
-    let store = Store::open(&cfg.data_dir)?;
-    let runtime = Runtime::new(&cfg.runtime)?;
+    let store = Store::open_with(&cfg.data_dir, shared.store)?;
+    let engine = match shared.engine {
+        Some(engine) => engine,
+        None => crate::runtime::RuntimeEngine::new(&cfg.runtime)?,
+    };
+    let runtime = Runtime::with_shared(engine, shared.compile_cache);
 
     let (records, blobs) = {
         let (store, runtime, trust) = (store.clone(), runtime.clone(), trust.clone());
@@ -192,9 +214,23 @@ fn meta(rec: &AppRecord) -> DeployedMeta {
     }
 }
 
+/// The compiled release: from the process's shared compile cache when the runtime has one (keyed
+/// by the signed release's digest; whatever is built below is built from content verified
+/// against it), else from [`build`].
+fn prepare(
+    store: &Store,
+    runtime: &Runtime,
+    release: &fleetcast_protocol::Release,
+    content: Option<&[u8]>,
+) -> Result<Prepared> {
+    runtime.prepare_cached(&release.digest.0, || {
+        build(store, runtime, release, content)
+    })
+}
+
 /// The compiled release: from the agent's own artifact cache when present, else compiled from
 /// `content` (just fetched and verified) or from the verified stored blob.
-fn prepare(
+fn build(
     store: &Store,
     runtime: &Runtime,
     release: &fleetcast_protocol::Release,

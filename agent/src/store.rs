@@ -13,10 +13,35 @@
 //! returns, and sled's log is ordered, so a durable record implies its blob and artifact are
 //! durable too, and a crash never lets an older seq be accepted again.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use fleetcast_protocol::{AppRecord, Digest, Release};
+
+/// Decoded releases kept in memory for [`Store::read_chunk`] (per store).
+const RELEASE_CACHE_ENTRIES: usize = 32;
+
+/// How [`Store::open_with`] configures sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Period of sled's background flusher thread; `None` runs no such thread.
+    /// Durability does not depend on it: [`Store::commit`] flushes explicitly.
+    pub flush_every_ms: Option<u64>,
+    /// Delete the database files when the store is dropped (tests, in-process fleets).
+    pub temporary: bool,
+}
+
+impl Default for StoreOptions {
+    /// sled's defaults, what [`Store::open`] uses: a flusher every 500 ms, persistent.
+    fn default() -> Self {
+        StoreOptions {
+            flush_every_ms: Some(500),
+            temporary: false,
+        }
+    }
+}
 
 /// The sled-backed cache. Cheap to clone.
 #[derive(Clone)]
@@ -26,6 +51,9 @@ pub struct Store {
     releases: sled::Tree,
     compiled: sled::Tree,
     apps: sled::Tree,
+    /// Releases decoded from `releases`, so serving a chunk does not decode the
+    /// release every time. Entries are never stale: a digest's release never changes.
+    release_cache: Arc<Mutex<HashMap<Digest, Arc<Release>>>>,
 }
 
 fn chunk_key(digest: &Digest, index: u32) -> [u8; 36] {
@@ -43,12 +71,22 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 }
 
 impl Store {
-    /// Opens (or creates) the store under `dir`.
+    /// Opens (or creates) the store under `dir`, with sled's defaults.
     pub fn open(dir: &Path) -> Result<Self> {
+        Store::open_with(dir, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store under `dir` with `options`.
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create data directory {}", dir.display()))?;
         let path = dir.join("store");
-        let db = sled::open(&path).with_context(|| {
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(options.flush_every_ms)
+            .temporary(options.temporary)
+            .open();
+        let db = db.with_context(|| {
             format!(
                 "cannot open the sled store at {} (is another agent using this data_dir?)",
                 path.display()
@@ -60,6 +98,7 @@ impl Store {
             compiled: db.open_tree("compiled")?,
             apps: db.open_tree("apps")?,
             db,
+            release_cache: Arc::default(),
         })
     }
 
@@ -93,7 +132,40 @@ impl Store {
         self.blobs.apply_batch(batch)?;
         self.releases
             .insert(release.digest.0, postcard::to_stdvec(release)?)?;
+        self.remember(release.digest, Arc::new(release.clone()));
         Ok(())
+    }
+
+    /// Keeps `release`, stored under `digest`, decoded in memory.
+    fn remember(&self, digest: Digest, release: Arc<Release>) {
+        let mut cache = self.release_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= RELEASE_CACHE_ENTRIES
+            && !cache.contains_key(&digest)
+            && let Some(evict) = cache.keys().next().copied()
+        {
+            // Small and rarely full: dropping an arbitrary entry is good enough.
+            cache.remove(&evict);
+        }
+        cache.insert(digest, release);
+    }
+
+    /// The release of `digest`, decoded once and then kept in memory.
+    fn cached_release(&self, digest: &Digest) -> Result<Option<Arc<Release>>> {
+        let cached = self
+            .release_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned();
+        if let Some(release) = cached {
+            return Ok(Some(release));
+        }
+        let Some(release) = self.release(digest)? else {
+            return Ok(None);
+        };
+        let release = Arc::new(release);
+        self.remember(*digest, release.clone());
+        Ok(Some(release))
     }
 
     fn release(&self, digest: &Digest) -> Result<Option<Release>> {
@@ -107,7 +179,7 @@ impl Store {
 
     /// One chunk of stored content, verified against its chunk map; `None` if absent.
     pub fn read_chunk(&self, digest: &Digest, index: u32) -> Result<Option<Vec<u8>>> {
-        let Some(release) = self.release(digest)? else {
+        let Some(release) = self.cached_release(digest)? else {
             return Ok(None);
         };
         let Some(data) = self.blobs.get(chunk_key(digest, index))? else {
@@ -241,6 +313,52 @@ mod tests {
             .unwrap();
         assert!(format!("{:#}", s.read_blob(&r).unwrap_err()).contains("damaged"));
         assert!(s.read_chunk(&r.digest, 2).is_err());
+    }
+
+    #[test]
+    fn chunks_are_served_from_a_reopened_store_and_still_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let r = release(&content);
+        Store::open(dir.path())
+            .unwrap()
+            .put_blob(&r, &content)
+            .unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for _ in 0..2 {
+            for i in 0..r.chunk_count() {
+                let start = i as usize * 4096;
+                let end = (start + 4096).min(content.len());
+                assert_eq!(
+                    s.read_chunk(&r.digest, i).unwrap().unwrap(),
+                    &content[start..end]
+                );
+            }
+        }
+        assert_eq!(s.read_chunk(&r.digest, 99).unwrap(), None);
+        assert_eq!(s.read_chunk(&Digest::of(b"other"), 0).unwrap(), None);
+        s.blobs
+            .insert(chunk_key(&r.digest, 0), &b"evil"[..])
+            .unwrap();
+        assert!(s.read_chunk(&r.digest, 0).is_err(), "still verified");
+    }
+
+    #[test]
+    fn temporary_store_without_flusher_is_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = b"hello".repeat(100);
+        let r = release(&content);
+        let opts = StoreOptions {
+            flush_every_ms: None,
+            temporary: true,
+        };
+        let s = Store::open_with(dir.path(), opts).unwrap();
+        s.put_blob(&r, &content).unwrap();
+        s.flush().unwrap();
+        assert_eq!(s.read_blob(&r).unwrap(), content);
+        assert!(dir.path().join("store").exists());
+        drop(s);
+        assert!(!dir.path().join("store").exists());
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! The agent's WebAssembly runtime: compiles `wasi:http/proxy` components,
 //! keeps one pre-instantiated version per app, and atomically swaps versions.
 //!
-//! Shape: one [`wasmtime::Engine`] (pooling allocator, epoch interruption),
-//! one [`Linker<Host>`] with all of WASI 0.2 plus `wasi:http` added once, and a
-//! per-app [`ArcSwapOption<Deployed>`] slot. Every request gets a fresh
-//! [`Store<Host>`] (see [`Runtime::new_store`]); the HTTP front lives in
-//! [`crate::http`].
+//! Shape: one [`RuntimeEngine`] — a [`wasmtime::Engine`] (pooling allocator,
+//! epoch interruption), one [`Linker<Host>`](wasmtime::component::Linker)
+//! with all of WASI 0.2 plus `wasi:http` added once, and the epoch ticker —
+//! which many [`Runtime`]s in one process may share
+//! ([`Runtime::with_engine`]); and per runtime, a per-app
+//! [`ArcSwapOption<Deployed>`] slot, the instance semaphore and the counters.
+//! An optional [`CompileCache`] shares compiled components between runtimes.
+//! Every request gets a fresh [`Store<Host>`] (see [`Runtime::new_store`]);
+//! the HTTP front lives in [`crate::http`].
 //!
 //! Invariants:
 //! * **A swap never fails a request.** [`Runtime::deploy`] replaces the slot's
@@ -35,13 +39,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, Precompiled, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use self::engine::{EpochTicker, build_engine, to_anyhow};
+use self::engine::EpochTicker;
+pub use self::engine::{CompileCache, CompileCacheStats, RuntimeEngine};
 
 /// The export every deployable component must provide.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
@@ -150,12 +155,14 @@ impl Deployed {
     }
 }
 
-/// A compiled, linked component ready to [`Runtime::deploy`].
+/// A compiled, linked component ready to [`Runtime::deploy`]. Cheap to clone
+/// (both fields are reference-counted).
+#[derive(Clone)]
 pub struct Prepared {
     pub pre: ProxyPre<Host>,
     /// `Component::serialize()` bytes, for the agent's local artifact cache
     /// (reload with [`Runtime::load`]).
-    pub artifact: Vec<u8>,
+    pub artifact: Arc<[u8]>,
 }
 
 /// Why a component was refused.
@@ -223,72 +230,95 @@ struct Stats {
 
 type Slot = Arc<ArcSwapOption<Deployed>>;
 
-/// The runtime: one engine, one linker, per-app slots, an epoch ticker, stats.
+/// One agent's runtime: per-app slots, the instance semaphore and counters, on
+/// a (possibly shared) [`RuntimeEngine`], with an optional [`CompileCache`].
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<Host>,
-    cfg: RuntimeConfig,
-    pooling: bool,
+    engine: Arc<RuntimeEngine>,
+    compile_cache: Option<Arc<CompileCache>>,
     apps: RwLock<HashMap<String, Slot>>,
     instances: Arc<tokio::sync::Semaphore>,
     stats: Stats,
-    ticker: Arc<EpochTicker>,
 }
 
 impl Runtime {
-    /// Creates the engine (pooling allocator unless disabled or unavailable),
-    /// the linker, and starts the epoch ticker.
+    /// A runtime with an engine of its own (see [`RuntimeEngine::new`]) and no
+    /// compile cache.
     pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
-        let (engine, pooling) = build_engine(cfg)?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        let ticker = EpochTicker::spawn(engine.clone(), Duration::from_millis(cfg.epoch_tick_ms))?;
-        Ok(Arc::new(Runtime {
-            engine,
-            linker,
-            cfg: cfg.clone(),
-            pooling,
-            apps: RwLock::default(),
-            instances: Arc::new(tokio::sync::Semaphore::new(cfg.max_instances as usize)),
-            stats: Stats::default(),
-            ticker: Arc::new(ticker),
-        }))
+        Ok(Runtime::with_engine(RuntimeEngine::new(cfg)?))
     }
 
-    /// The configuration this runtime was built with.
+    /// A runtime on a shared engine, without a compile cache. Cheap: no thread,
+    /// no address-space reservation. Its limits (`max_instances` concurrent
+    /// requests, memory, timeout) come from the engine's config but are counted
+    /// per runtime.
+    pub fn with_engine(engine: Arc<RuntimeEngine>) -> Arc<Runtime> {
+        Runtime::with_shared(engine, None)
+    }
+
+    /// A runtime on a shared engine that looks compiled components up in
+    /// `compile_cache` (when given) before building them, see
+    /// [`Runtime::prepare_cached`].
+    pub fn with_shared(
+        engine: Arc<RuntimeEngine>,
+        compile_cache: Option<Arc<CompileCache>>,
+    ) -> Arc<Runtime> {
+        let max_instances = engine.config().max_instances as usize;
+        Arc::new(Runtime {
+            engine,
+            compile_cache,
+            apps: RwLock::default(),
+            instances: Arc::new(tokio::sync::Semaphore::new(max_instances)),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The engine this runtime runs on.
+    pub fn engine(&self) -> &Arc<RuntimeEngine> {
+        &self.engine
+    }
+
+    /// The compile cache this runtime shares, if any.
+    pub fn compile_cache(&self) -> Option<&Arc<CompileCache>> {
+        self.compile_cache.as_ref()
+    }
+
+    /// The configuration this runtime was built with (its engine's).
     pub fn config(&self) -> &RuntimeConfig {
-        &self.cfg
+        self.engine.config()
     }
 
     /// Whether the pooling allocator is in use (false after a fallback).
     pub fn is_pooling(&self) -> bool {
-        self.pooling
+        self.engine.is_pooling()
     }
 
     /// Identifies which compiled artifacts this engine can load: artifacts from
     /// an engine with a different hash must be recompiled.
     pub fn compat_hash(&self) -> [u8; 32] {
-        struct Blake3Hasher(blake3::Hasher);
-        impl std::hash::Hasher for Blake3Hasher {
-            fn finish(&self) -> u64 {
-                let hash = self.0.finalize();
-                u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap_or_default())
-            }
-            fn write(&mut self, bytes: &[u8]) {
-                self.0.update(bytes);
-            }
+        self.engine.compat_hash()
+    }
+
+    /// With a compile cache: the cached component for `digest` (the BLAKE3
+    /// digest of source bytes the caller has verified), else `build()`'s result,
+    /// cached on success; concurrent calls for one digest build once. Without
+    /// one: `build()`. `build` must compile or load that content on this
+    /// runtime. Blocking: call it from `spawn_blocking`.
+    pub fn prepare_cached<E>(
+        &self,
+        digest: &[u8; 32],
+        build: impl FnOnce() -> Result<Prepared, E>,
+    ) -> Result<Prepared, E> {
+        match &self.compile_cache {
+            Some(cache) => cache.get_or_prepare(self, digest, build),
+            None => build(),
         }
-        let mut hasher = Blake3Hasher(blake3::Hasher::new());
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut hasher);
-        *hasher.0.finalize().as_bytes()
     }
 
     /// Validates, compiles and links a component, and serializes the compiled
     /// code. CPU-heavy and blocking: call it from `spawn_blocking`.
     pub fn compile(&self, wasm: &[u8]) -> Result<Prepared, RuntimeError> {
         check_header(wasm)?;
-        let component = Component::from_binary(&self.engine, wasm).map_err(|e| {
+        let component = Component::from_binary(&self.engine.engine, wasm).map_err(|e| {
             // Translation/validation errors carry this context (wasmtime's compile.rs).
             if e.to_string() == "failed to parse WebAssembly module" {
                 RuntimeError::Invalid(format!("{e:#}"))
@@ -301,7 +331,10 @@ impl Runtime {
             RuntimeError::Compile(format!("serializing the compiled component: {e:#}"))
         })?;
         self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-        Ok(Prepared { pre, artifact })
+        Ok(Prepared {
+            pre,
+            artifact: artifact.into(),
+        })
     }
 
     /// Loads an artifact produced by [`Runtime::compile`] (`Prepared::artifact`).
@@ -333,19 +366,22 @@ impl Runtime {
             }
         }
         // SAFETY: forwarded to the caller, see `# Safety`.
-        let component = unsafe { Component::deserialize(&self.engine, artifact) }
+        let component = unsafe { Component::deserialize(&self.engine.engine, artifact) }
             .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
         let pre = self.link(&component)?;
         self.stats.cache_loads.fetch_add(1, Ordering::Relaxed);
         Ok(Prepared {
             pre,
-            artifact: artifact.to_vec(),
+            artifact: artifact.into(),
         })
     }
 
     fn link(&self, component: &Component) -> Result<ProxyPre<Host>, RuntimeError> {
         let ty = component.component_type();
-        let exports: Vec<&str> = ty.exports(&self.engine).map(|(name, _)| name).collect();
+        let exports: Vec<&str> = ty
+            .exports(&self.engine.engine)
+            .map(|(name, _)| name)
+            .collect();
         let exports_handler = exports.iter().any(|name| {
             *name == INCOMING_HANDLER || name.starts_with(&format!("{INCOMING_HANDLER}@"))
         });
@@ -360,6 +396,7 @@ impl Runtime {
             )));
         }
         let instance_pre = self
+            .engine
             .linker
             .instantiate_pre(component)
             .map_err(|e| RuntimeError::MissingImports(format!("{e:#}")))?;
@@ -449,7 +486,7 @@ impl Runtime {
 
     /// Per-request guest timeout.
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.cfg.request_timeout_ms)
+        Duration::from_millis(self.config().request_timeout_ms)
     }
 
     /// Waits (up to the request timeout) for one of `max_instances` instance
@@ -464,7 +501,7 @@ impl Runtime {
 
     /// Number of guest instances currently alive (requests being executed).
     pub fn instances_in_use(&self) -> usize {
-        (self.cfg.max_instances as usize).saturating_sub(self.instances.available_permits())
+        (self.config().max_instances as usize).saturating_sub(self.instances.available_permits())
     }
 
     /// A fresh store for one request: memory limit applied, and an epoch
@@ -472,10 +509,14 @@ impl Runtime {
     /// the async executor at every tick (so a busy guest cannot starve other
     /// requests) and traps when the ticks run out.
     pub fn new_store(&self) -> Store<Host> {
-        let max_memory = usize::try_from(self.cfg.max_memory_mib << 20).unwrap_or(usize::MAX);
-        let mut store = Store::new(&self.engine, Host::new(max_memory, self.ticker.clone()));
+        let cfg = self.config();
+        let max_memory = usize::try_from(cfg.max_memory_mib << 20).unwrap_or(usize::MAX);
+        let mut store = Store::new(
+            &self.engine.engine,
+            Host::new(max_memory, self.engine.ticker.clone()),
+        );
         store.limiter(|host| &mut host.limits);
-        let mut ticks_left = (self.cfg.request_timeout_ms / self.cfg.epoch_tick_ms).max(1);
+        let mut ticks_left = (cfg.request_timeout_ms / cfg.epoch_tick_ms).max(1);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks_left = ticks_left.saturating_sub(1);

@@ -269,3 +269,216 @@ async fn spinning_guest_is_interrupted_after_the_runtime_is_dropped() {
         "{err:?}"
     );
 }
+
+/// Serves `rt` and returns the body of `GET /` for host `app`.
+async fn serve_once(rt: &Arc<Runtime>, app: &str) -> String {
+    let server = TestServer::start(rt.clone()).await;
+    let r = get(&client(), server.addr, app, "/").await.unwrap();
+    server.stop().await.unwrap();
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.body);
+    r.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtimes_sharing_an_engine_deploy_and_serve_independently() {
+    let engine = RuntimeEngine::new(&RuntimeConfig {
+        max_instances: 16,
+        ..Default::default()
+    })
+    .unwrap();
+    let a = Runtime::with_engine(engine.clone());
+    let b = Runtime::with_engine(engine.clone());
+    assert!(Arc::ptr_eq(a.engine(), b.engine()));
+    assert_eq!(a.compat_hash(), b.compat_hash());
+    assert_eq!(a.config(), engine.config());
+
+    a.deploy(meta("hello", "1.0.0", 1), &compile(&a, HELLO_V1).await);
+    b.deploy(meta("hello", "2.0.0", 1), &compile(&b, HELLO_V2).await);
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+    assert_eq!(
+        serve_once(&b, "hello").await,
+        "hello from fleetcast 2.0.0\n"
+    );
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sa.compiles, sa.requests), (1, 2));
+    assert_eq!((sb.compiles, sb.requests), (1, 1));
+    b.undeploy("hello");
+    assert!(b.active("hello").is_none());
+    assert_eq!(a.active("hello").unwrap().meta.version, "1.0.0");
+
+    // Code compiled by one runtime deploys on another sharing the engine.
+    a.deploy(meta("hello", "2.0.0", 2), &compile(&b, HELLO_V2).await);
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 2.0.0\n"
+    );
+
+    // The engine (and its ticker) outlive any one runtime.
+    drop(b);
+    a.deploy(meta("hello", "1.0.0", 3), &compile(&a, HELLO_V1).await);
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_cache_builds_once_for_concurrent_requests() {
+    const AGENTS: usize = 50;
+    let engine = RuntimeEngine::new(&RuntimeConfig {
+        max_instances: 16,
+        ..Default::default()
+    })
+    .unwrap();
+    let cache = CompileCache::new();
+    let digest = *blake3::hash(HELLO_V1).as_bytes();
+    let barrier = Arc::new(std::sync::Barrier::new(AGENTS));
+    let mut tasks = Vec::new();
+    for _ in 0..AGENTS {
+        let rt = Runtime::with_shared(engine.clone(), Some(cache.clone()));
+        let barrier = barrier.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            barrier.wait();
+            let prepared = rt.prepare_cached(&digest, || rt.compile(HELLO_V1)).unwrap();
+            rt.deploy(meta("hello", "1.0.0", 1), &prepared);
+            rt
+        }));
+    }
+    let mut runtimes = Vec::new();
+    for t in tasks {
+        runtimes.push(t.await.unwrap());
+    }
+    let stats = cache.stats();
+    assert_eq!((stats.misses, stats.hits, stats.entries), (1, 49, 1));
+    let compiles: u64 = runtimes.iter().map(|rt| rt.stats().compiles).sum();
+    assert_eq!(compiles, 1);
+
+    // A cache hit serves exactly like a fresh compile.
+    let hit = runtimes.iter().find(|rt| rt.stats().compiles == 0).unwrap();
+    assert_eq!(
+        serve_once(hit, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compile_cache_keys_do_not_collide() {
+    let cfg = RuntimeConfig {
+        max_instances: 16,
+        ..Default::default()
+    };
+    let engine = RuntimeEngine::new(&cfg).unwrap();
+    let cache = CompileCache::new();
+    let (d1, d2) = (
+        *blake3::hash(HELLO_V1).as_bytes(),
+        *blake3::hash(HELLO_V2).as_bytes(),
+    );
+    let prepare = |rt: &Arc<Runtime>, digest: [u8; 32], wasm: &'static [u8]| {
+        let rt = rt.clone();
+        tokio::task::spawn_blocking(move || rt.prepare_cached(&digest, || rt.compile(wasm)))
+    };
+
+    let a = Runtime::with_shared(engine.clone(), Some(cache.clone()));
+    let b = Runtime::with_shared(engine.clone(), Some(cache.clone()));
+    let v1 = prepare(&a, d1, HELLO_V1).await.unwrap().unwrap();
+    let v2 = prepare(&b, d2, HELLO_V2).await.unwrap().unwrap();
+    assert_eq!((cache.stats().misses, cache.stats().hits), (2, 0));
+    a.deploy(meta("hello", "2.0.0", 1), &v2);
+    b.deploy(meta("hello", "1.0.0", 1), &v1);
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 2.0.0\n"
+    );
+    assert_eq!(
+        serve_once(&b, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+
+    // Hits hand back the entry of their own digest.
+    let hit1 = prepare(&b, d1, HELLO_V2).await.unwrap().unwrap();
+    let hit2 = prepare(&a, d2, HELLO_V1).await.unwrap().unwrap();
+    assert_eq!((cache.stats().misses, cache.stats().hits), (2, 2));
+    a.deploy(meta("hello", "1.0.0", 2), &hit1);
+    b.deploy(meta("hello", "2.0.0", 2), &hit2);
+    assert_eq!(
+        serve_once(&a, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+    assert_eq!(
+        serve_once(&b, "hello").await,
+        "hello from fleetcast 2.0.0\n"
+    );
+
+    // Another engine never receives code compiled for this one.
+    let other = Runtime::with_shared(RuntimeEngine::new(&cfg).unwrap(), Some(cache.clone()));
+    let own = prepare(&other, d1, HELLO_V1).await.unwrap().unwrap();
+    assert_eq!(cache.stats().misses, 3);
+    assert_eq!(other.stats().compiles, 1);
+    other.deploy(meta("hello", "1.0.0", 1), &own);
+    assert_eq!(
+        serve_once(&other, "hello").await,
+        "hello from fleetcast 1.0.0\n"
+    );
+
+    // Failures are not cached; removal forgets a digest on every engine.
+    let err = b
+        .prepare_cached(&[9; 32], || b.compile(GARBAGE))
+        .err()
+        .expect("must fail");
+    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+    assert_eq!(cache.stats().entries, 3);
+    cache.remove(&d1);
+    assert_eq!(cache.stats().entries, 1);
+    cache.clear();
+    assert_eq!(cache.stats().entries, 0);
+}
+
+/// Scratch measurement (run with `--ignored --nocapture`): what 1,000 runtimes
+/// on one shared engine add to the process.
+#[test]
+#[ignore]
+fn scratch_thousand_runtimes_on_one_engine() {
+    fn status(field: &str) -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    let engine = RuntimeEngine::new(&RuntimeConfig::default()).unwrap();
+    let prepared = engine_prepared(&engine);
+    let (rss0, vm0, th0) = (status("VmRSS:"), status("VmSize:"), status("Threads:"));
+    let runtimes: Vec<_> = (0..1000)
+        .map(|i| {
+            let rt = Runtime::with_engine(engine.clone());
+            rt.deploy(meta("hello", "1.0.0", i), &prepared);
+            rt
+        })
+        .collect();
+    let (rss1, vm1, th1) = (status("VmRSS:"), status("VmSize:"), status("Threads:"));
+    println!(
+        "1000 runtimes on one engine (each with hello deployed): +{} KiB RSS, +{} KiB VA, +{} threads \
+         (process: {} MiB RSS, {} GiB VA)",
+        rss1.saturating_sub(rss0),
+        vm1.saturating_sub(vm0),
+        th1.saturating_sub(th0),
+        rss1 >> 10,
+        vm1 >> 20,
+    );
+    drop(runtimes);
+}
+
+fn engine_prepared(engine: &Arc<RuntimeEngine>) -> Prepared {
+    Runtime::with_engine(engine.clone())
+        .compile(HELLO_V1)
+        .unwrap()
+}

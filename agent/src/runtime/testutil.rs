@@ -61,10 +61,13 @@ pub(crate) fn handler_wat(body: &str) -> Vec<u8> {
 /// Compiles a text-format component (bypassing the binary-only header check
 /// of [`Runtime::compile`]) and links it like `compile` does.
 pub(crate) fn prepare_wat(rt: &Runtime, wat: &[u8]) -> Result<Prepared, super::RuntimeError> {
-    let component = wasmtime::component::Component::new(&rt.engine, wat).expect("valid wat");
+    let component = wasmtime::component::Component::new(&rt.engine.engine, wat).expect("valid wat");
     let pre = rt.link(&component)?;
     let artifact = component.serialize().expect("serialize");
-    Ok(Prepared { pre, artifact })
+    Ok(Prepared {
+        pre,
+        artifact: artifact.into(),
+    })
 }
 
 /// A runtime small enough that many can exist at once in the test process.
