@@ -20,6 +20,7 @@ pub mod membership;
 pub mod node;
 pub mod release;
 pub mod rng;
+pub mod scenario;
 pub mod sim;
 pub mod swarm;
 pub mod wire;
@@ -30,3 +31,6 @@ pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError};
 pub use wire::{
     AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, PeerInfo, Report, Tally,
 };
+
+#[cfg(test)]
+mod sim_tests;

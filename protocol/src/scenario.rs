@@ -69,6 +69,9 @@ pub struct Figures {
     pub head_all: Option<Duration>,
     /// Publish → last live node activated (has every byte).
     pub bytes_all: Option<Duration>,
+    /// Publish → half / 90% of live nodes activated.
+    pub bytes_p50: Option<Duration>,
+    pub bytes_p90: Option<Duration>,
     /// Largest hop count at which a node got the head.
     pub max_hops: u16,
     /// S/B + ⌊log₂N⌋·c/B + depth·L, with depth = `max_hops` and L the mean latency.
@@ -99,6 +102,7 @@ impl fmt::Display for Figures {
         writeln!(f, "seed {} · {} nodes, {} live, {} converged", self.seed, self.nodes, self.live, self.converged)?;
         writeln!(f, "  head to 100%:        {}", ms(self.head_all))?;
         writeln!(f, "  bytes to 100%:       {}  (lower bound {}, ratio {})", ms(self.bytes_all), ms(self.lower_bound), self.bytes_vs_bound().map_or("-".into(), |r| format!("{r:.2}×")))?;
+        writeln!(f, "  bytes to 50% / 90%:  {} / {}", ms(self.bytes_p50), ms(self.bytes_p90))?;
         writeln!(f, "  last-delivery hops:  {}", self.max_hops)?;
         writeln!(f, "  duplicate payload:   {:.2}%", self.duplicate_ratio * 100.0)?;
         writeln!(f, "  control / payload:   {:.3}%", self.control_ratio * 100.0)?;
@@ -182,7 +186,7 @@ pub fn converged(sim: &Sim, app: &AppName, seq: u64) -> bool {
     sim.nodes
         .values()
         .filter(|n| n.alive())
-        .all(|n| n.seq(app) == Some(seq))
+        .all(|n| n.seq(app) == Some(seq) && n.activated_at.contains_key(&(app.clone(), seq)))
 }
 
 /// Runs one release through a settled fleet and measures it.
@@ -227,6 +231,16 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
     } else {
         None
     };
+    let mut done_at: Vec<Duration> = live
+        .iter()
+        .filter_map(|n| n.activated_at.get(&key).map(|t| *t - t0))
+        .collect();
+    done_at.sort();
+    let pct = |p: f64| -> Option<Duration> {
+        let i = ((live.len() as f64 * p).ceil() as usize).saturating_sub(1);
+        done_at.get(i).copied()
+    };
+    let (bytes_p50, bytes_p90) = (pct(0.5), pct(0.9));
     let max_hops = live
         .iter()
         .filter_map(|n| n.node.as_ref()?.round(&app))
@@ -253,6 +267,8 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
         converged: converged_n,
         head_all,
         bytes_all,
+        bytes_p50,
+        bytes_p90,
         max_hops,
         lower_bound,
         duplicate_ratio: (traffic.payload as f64 - converged_n as f64 * s).max(0.0)
