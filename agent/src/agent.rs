@@ -89,6 +89,8 @@ pub struct Shared {
     pub compile_cache: Option<Arc<crate::runtime::CompileCache>>,
     /// How the agent's sled store is opened.
     pub store: crate::store::StoreOptions,
+    /// Emulate a WAN link on this agent's QUIC socket (delay, loss, upload cap).
+    pub link: Option<crate::net::LinkModel>,
 }
 
 /// Starts an agent from `cfg`: opens the store, restores and serves the active releases from
@@ -128,12 +130,13 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", cfg.http))?;
     let http_addr = http.local_addr()?;
-    let (net, events) = Net::bind(cfg.listen, &identity, NetConfig::default())
+    let net_cfg = NetConfig {
+        link: shared.link.clone(),
+        ..NetConfig::default()
+    };
+    let (net, events) = Net::bind(cfg.listen, &identity, net_cfg)
         .with_context(|| format!("cannot listen for QUIC on {}", cfg.listen))?;
     let quic_addr = net.local_addr();
-    for p in &cfg.peers {
-        net.keep_dialing(*p);
-    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -151,7 +154,12 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     }
     let (status_tx, status_rx) = mpsc::channel(16);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let node = Node::new(NodeConfig::new(node_id, trust), records, blobs);
+    let mut node_cfg = NodeConfig::new(node_id, trust);
+    node_cfg.seed = rand::random();
+    node_cfg.membership.contacts = cfg.peers.clone();
+    node_cfg.membership.advertise = cfg.advertise;
+    cfg.mesh.apply(&mut node_cfg);
+    let node = Node::new(Instant::now(), node_cfg, records, blobs);
     let actor = Actor {
         node,
         net,
@@ -160,6 +168,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         events,
         status_rx,
         done_tx,
+        dials: tokio::task::JoinSet::new(),
     };
     tasks.push(tokio::spawn(actor.run(done_rx, shutdown_rx)));
     tracing::info!(node = %node_id.short(), %quic_addr, %http_addr, fleet = %cfg.fleet, "agent started");
@@ -285,11 +294,6 @@ fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
     Ok(())
 }
 
-struct Done {
-    app: fleetcast_protocol::AppName,
-    seq: u64,
-    result: Result<(), String>,
-}
 
 struct Actor {
     node: Node<ConnId>,
@@ -298,13 +302,16 @@ struct Actor {
     runtime: Arc<Runtime>,
     events: mpsc::Receiver<NetEvent>,
     status_rx: mpsc::Receiver<oneshot::Sender<NodeStatus>>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    /// Results of work done off the actor (activations, failed dials), fed back as inputs.
+    done_tx: mpsc::UnboundedSender<Input<ConnId>>,
+    /// Dials in progress; aborted when the actor stops.
+    dials: tokio::task::JoinSet<()>,
 }
 
 impl Actor {
     async fn run(
         mut self,
-        mut done_rx: mpsc::UnboundedReceiver<Done>,
+        mut done_rx: mpsc::UnboundedReceiver<Input<ConnId>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.drain();
@@ -319,7 +326,8 @@ impl Actor {
             let input = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
-                Some(d) = done_rx.recv() => Input::Activated { app: d.app, seq: d.seq, result: d.result },
+                Some(input) = done_rx.recv() => input,
+                Some(_) = self.dials.join_next(), if !self.dials.is_empty() => continue,
                 Some(tx) = self.status_rx.recv() => {
                     let _ = tx.send(self.node.status());
                     continue;
@@ -343,13 +351,21 @@ impl Actor {
     fn net_input(&mut self, ev: NetEvent) -> Option<Input<ConnId>> {
         match ev {
             NetEvent::Connected {
-                conn, node, addr, ..
+                conn,
+                node,
+                addr,
+                outbound,
             } => {
-                tracing::info!(peer = %node.short(), %addr, "peer connected");
-                Some(Input::PeerUp(conn))
+                tracing::debug!(peer = %node.short(), %addr, outbound, "peer connected");
+                Some(Input::PeerUp {
+                    peer: conn,
+                    node,
+                    addr,
+                    outbound,
+                })
             }
             NetEvent::Disconnected { conn, node, reason } => {
-                tracing::info!(peer = %node.short(), %reason, "peer disconnected");
+                tracing::debug!(peer = %node.short(), %reason, "peer disconnected");
                 Some(Input::PeerDown(conn))
             }
             NetEvent::Frame { conn, bytes } => match wire::decode(&bytes) {
@@ -383,7 +399,7 @@ impl Actor {
                         Ok(Some(data)) => Message::Chunk {
                             digest,
                             index,
-                            data,
+                            data: data.into(),
                         },
                         Ok(None) => Message::NoChunk { digest, index },
                         Err(e) => {
@@ -401,15 +417,24 @@ impl Actor {
                     );
                     tokio::task::spawn_blocking(move || {
                         let result = activate(&store, &runtime, &act).map_err(|e| format!("{e:#}"));
-                        let _ = done.send(Done {
+                        let _ = done.send(Input::Activated {
                             app: act.head.head.app.clone(),
                             seq: act.head.head.seq,
                             result,
                         });
                     });
                 }
+                Output::Dial(addr) => {
+                    let (net, done) = (self.net.clone(), self.done_tx.clone());
+                    self.dials.spawn(async move {
+                        if let Err(e) = net.dial(addr).await {
+                            tracing::debug!(%addr, "dial failed: {e:#}");
+                            let _ = done.send(Input::DialFailed(addr));
+                        }
+                    });
+                }
                 Output::Disconnect { peer, reason } => {
-                    tracing::warn!(%peer, %reason, "disconnecting peer");
+                    tracing::debug!(%peer, %reason, "disconnecting peer");
                     self.net.close(peer, &reason);
                 }
                 Output::Event(e) => log_event(&e),
@@ -432,6 +457,10 @@ fn log_event(e: &Event) {
         Event::Activated { app, seq, version } => tracing::info!(%app, seq, %version, "active"),
         Event::ActivationFailed { app, seq, reason } => {
             tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")
+        }
+        Event::Neighbor { node, up: true } => tracing::info!(peer = %node.short(), "neighbour up"),
+        Event::Neighbor { node, up: false } => {
+            tracing::info!(peer = %node.short(), "neighbour down")
         }
     }
 }

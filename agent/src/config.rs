@@ -26,14 +26,67 @@ pub struct AgentConfig {
     /// Publisher public key files (`fleetcast keygen` writes them). At least one.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
-    /// Peers to keep a connection to.
+    /// Bootstrap contacts: agents to join the mesh through (a handful of random ones is best;
+    /// the mesh finds the rest). Kept for good: re-joined when this agent is alone.
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
+    /// The address other agents should dial this one at, when it differs from the address its
+    /// connections come from (NAT, a wildcard listen address behind a load balancer).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Mesh tuning (`[mesh]`).
+    #[serde(default)]
+    pub mesh: MeshConfig,
     /// `text` or `json`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+}
+
+/// `[mesh]` section: membership and gossip tuning. The defaults suit fleets of a few to tens of
+/// thousands of agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Connections kept per agent (HyParView active view).
+    pub active_size: usize,
+    /// Known-but-unconnected agents kept for repair (passive view).
+    pub passive_size: usize,
+    /// Contacts a new agent sends its join to.
+    pub join_contacts: usize,
+    /// Membership shuffle period, milliseconds.
+    pub shuffle_ms: u64,
+    /// Anti-entropy period (summary exchange with a random neighbour), milliseconds.
+    pub anti_entropy_ms: u64,
+    /// A chunk request not answered within this time goes to another peer, milliseconds.
+    pub chunk_timeout_ms: u64,
+}
+
+impl Default for MeshConfig {
+    fn default() -> Self {
+        MeshConfig {
+            active_size: 6,
+            passive_size: 36,
+            join_contacts: 3,
+            shuffle_ms: 10_000,
+            anti_entropy_ms: 10_000,
+            chunk_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl MeshConfig {
+    /// Applies this section to a node config.
+    pub fn apply(&self, c: &mut fleetcast_protocol::NodeConfig) {
+        use std::time::Duration;
+        c.membership.active_size = self.active_size.max(1);
+        c.membership.passive_size = self.passive_size;
+        c.membership.join_contacts = self.join_contacts.max(1);
+        c.membership.shuffle_interval = Duration::from_millis(self.shuffle_ms.max(100));
+        c.anti_entropy_interval = Duration::from_millis(self.anti_entropy_ms.max(100));
+        c.swarm.chunk_timeout = Duration::from_millis(self.chunk_timeout_ms.max(100));
+    }
 }
 
 fn default_fleet() -> String {
@@ -73,6 +126,8 @@ impl AgentConfig {
             data_dir,
             trusted_keys: Vec::new(),
             peers: Vec::new(),
+            advertise: None,
+            mesh: MeshConfig::default(),
             log_format: default_log_format(),
             runtime: RuntimeConfig::default(),
         }

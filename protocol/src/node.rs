@@ -1045,16 +1045,12 @@ impl<P: Peer> Node<P> {
                 version: rel.version.clone(),
             });
             let report = self.own_report(&p.head, Outcome::Active);
-            self.reports.insert(app.clone(), report);
-            self.set_own(
-                now,
-                &app,
-                seq,
-                Tally {
-                    active: 1,
-                    ..Tally::default()
-                },
-            );
+            self.reports.insert(app.clone(), report.clone());
+            let own = Tally {
+                active: 1,
+                ..Tally::default()
+            };
+            self.set_own(now, &app, seq, own, report);
             if let Some(next) = p.next {
                 self.start(now, None, next);
             }
@@ -1076,28 +1072,28 @@ impl<P: Peer> Node<P> {
         });
         let report = self.own_report(&p.head, Outcome::Failed(truncate(reason)));
         self.reports.insert(app.clone(), report.clone());
-        self.set_own(
-            now,
-            &app,
-            seq,
-            Tally {
-                failed: 1,
-                samples: vec![report],
-                ..Tally::default()
-            },
-        );
+        let own = Tally {
+            failed: 1,
+            samples: vec![report.clone()],
+            ..Tally::default()
+        };
+        self.set_own(now, &app, seq, own, report);
         if let Some(next) = p.next {
             self.start(now, None, next);
         }
     }
 
-    fn set_own(&mut self, now: Instant, app: &AppName, seq: u64, t: Tally) {
-        if let Some(h) = self.heads.get_mut(app)
-            && h.seq() == seq
-        {
-            h.own = Some(t);
-            h.dirty = true;
-            self.arm_tally(now);
+    fn set_own(&mut self, now: Instant, app: &AppName, seq: u64, t: Tally, report: Report) {
+        let Some(h) = self.heads.get_mut(app).filter(|h| h.seq() == seq) else {
+            return;
+        };
+        h.own = Some(t);
+        h.dirty = true;
+        // The head came straight from a publisher: tell it this node's own outcome at once.
+        let direct = (h.round == 0).then_some(h.upstream).flatten();
+        self.arm_tally(now);
+        if let Some(up) = direct {
+            self.send(up, Message::Report(report));
         }
     }
 

@@ -8,7 +8,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use fleetcast_agent::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
 use fleetcast_agent::tls::Identity;
-use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus, Report};
+use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus, Report, Tally};
+
+/// What an agent tells the publisher after a push.
+#[derive(Debug)]
+pub enum News {
+    /// The peer agent's own outcome (or its refusal).
+    Report(Report),
+    /// The fleet's totals, as counted up the broadcast tree to the peer agent.
+    Tally(Tally),
+}
 use fleetcast_protocol::{Digest, Release, SignedHead};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout_at};
@@ -78,7 +87,17 @@ impl Session {
 
     /// Pushes a signed head to the agent.
     pub fn push_head(&self, head: &SignedHead) -> Result<()> {
-        self.send(&Message::Head(Box::new(head.clone())))
+        self.send(&Message::Head(Box::new(head.clone())))?;
+        // Say that this side holds the whole content, if it does, so the agent fetches from it.
+        let r = &head.head.release;
+        if self.content.contains_key(&r.digest) {
+            self.send(&Message::Have {
+                digest: r.digest,
+                bits: fleetcast_protocol::swarm::bits_full(r.chunk_count()),
+                want: false,
+            })?;
+        }
+        Ok(())
     }
 
     /// Asks the agent for its status.
@@ -97,11 +116,12 @@ impl Session {
         }
     }
 
-    /// The next report, or `None` at `deadline`.
-    pub async fn next_report(&mut self, deadline: Instant) -> Result<Option<Report>> {
+    /// The next report or fleet tally, or `None` at `deadline`.
+    pub async fn next_news(&mut self, deadline: Instant) -> Result<Option<News>> {
         loop {
             match self.recv(deadline).await? {
-                Some(Message::Report(r)) => return Ok(Some(r)),
+                Some(Message::Report(r)) => return Ok(Some(News::Report(r))),
+                Some(Message::Tally(t)) => return Ok(Some(News::Tally(t))),
                 Some(_) => continue,
                 None => return Ok(None),
             }
@@ -143,7 +163,7 @@ impl Session {
                 Message::Chunk {
                     digest,
                     index,
-                    data: content[start..end].to_vec(),
+                    data: content[start..end].to_vec().into(),
                 }
             }
             _ => Message::NoChunk { digest, index },

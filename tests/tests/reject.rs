@@ -30,10 +30,13 @@ async fn push(fleet: &Fleet, h: &SignedHead, content: &[u8]) -> anyhow::Result<O
     s.push_head(h)?;
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let r = s
-            .next_report(deadline)
+        let news = s
+            .next_news(deadline)
             .await?
             .expect("a report before the deadline");
+        let fleetcast::session::News::Report(r) = news else {
+            continue;
+        };
         if r.seq == h.head.seq && r.node == fleet.agent(0).node_id() {
             return Ok(r.outcome);
         }

@@ -27,7 +27,7 @@ async fn release_and_serve(file: &str, expect: &str, body: &str) {
     let t = Instant::now();
     let out = fleet.release_with(file, "1.0.0", push).await.unwrap();
     let release = t.elapsed();
-    assert_eq!(out.active(), 1, "{:?}", out.reports);
+    assert_eq!(out.peer, fleetcast_protocol::Outcome::Active, "{out:?}");
 
     let t = Instant::now();
     let first = serves(fleet.agent(0)).await;

@@ -1,16 +1,15 @@
 //! What `release` and `rollback` share: connect, learn the seq, sign, push, wait for reports.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use fleetcast_protocol::wire::{AppStatus, NodeId, Outcome};
+use fleetcast_protocol::wire::{AppStatus, Outcome, Tally};
 use fleetcast_protocol::{AppName, Head, HeadKind, Release, SignedHead};
 use tokio::time::Instant;
 
-use crate::session::Session;
+use crate::session::{News, Session};
 
 /// Flags common to commands that sign and push a head.
 #[derive(clap::Args, Debug, Clone)]
@@ -24,10 +23,11 @@ pub struct PushArgs {
     /// Fleet name; defaults to the fleet the peer agent is in.
     #[arg(long)]
     pub fleet: Option<String>,
-    /// After the peer is active, keep listening for the reports of the agents behind it.
+    /// After the peer is active, keep listening to the fleet's totals (counted up the broadcast
+    /// tree) until they stop changing.
     #[arg(long)]
     pub wait: bool,
-    /// With --wait: stop once this many agents report the release active.
+    /// Wait until this many agents (the peer included) run the release.
     #[arg(long)]
     pub expect: Option<usize>,
     /// Give up after this many seconds.
@@ -39,17 +39,17 @@ pub struct PushArgs {
 #[derive(Debug)]
 pub struct PushOutcome {
     pub head: SignedHead,
-    /// Latest outcome per agent that reported.
-    pub reports: BTreeMap<NodeId, Outcome>,
+    /// The peer agent's own outcome.
+    pub peer: Outcome,
+    /// The fleet's totals as last counted up the broadcast tree (the peer included).
+    pub tally: Tally,
     pub chunks_served: u64,
 }
 
 impl PushOutcome {
+    /// Agents counted as running the release.
     pub fn active(&self) -> usize {
-        self.reports
-            .values()
-            .filter(|o| **o == Outcome::Active)
-            .count()
+        self.tally.active as usize
     }
 }
 
@@ -98,17 +98,18 @@ pub async fn push(
         s.peer().short()
     );
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    // Without --expect, --wait stops once the count has been still for this long.
     let settle = Duration::from_secs(2);
-    let mut reports = BTreeMap::new();
-    let mut peer_done = false;
+    let mut peer: Option<Outcome> = None;
+    let mut tally = Tally::default();
+    let mut shown = 0u64;
     loop {
-        let until = if peer_done && args.expect.is_none() {
-            deadline.min(Instant::now() + settle)
-        } else {
-            deadline
+        let until = match (&peer, args.wait, args.expect) {
+            (Some(_), true, None) => deadline.min(Instant::now() + settle),
+            _ => deadline,
         };
-        let Some(rep) = s.next_report(until).await? else {
-            if !peer_done {
+        let Some(news) = s.next_news(until).await? else {
+            if peer.is_none() {
                 bail!(
                     "no answer from the peer agent within {}s: it may still be fetching; check `fleetcast status --peer {}`",
                     args.timeout,
@@ -117,28 +118,46 @@ pub async fn push(
             }
             break;
         };
-        if rep.app != head.head.app || rep.seq != seq {
+        match news {
+            News::Report(rep) => {
+                if rep.app != head.head.app || rep.seq != seq || rep.node != s.peer() {
+                    continue;
+                }
+                println!("  agent {} (peer): {}", rep.node.short(), rep.outcome);
+                if rep.outcome != Outcome::Active {
+                    bail!("agent {} refused seq {seq}: {}", rep.node.short(), rep.outcome);
+                }
+                peer = Some(rep.outcome);
+            }
+            News::Tally(t) => {
+                if t.app.as_ref() != Some(&head.head.app) || t.seq != seq {
+                    continue;
+                }
+                for r in t.samples.iter().skip(shown.min(t.samples.len() as u64) as usize) {
+                    println!("  agent {}: {}", r.node.short(), r.outcome);
+                }
+                shown = t.samples.len() as u64;
+                if t != tally {
+                    println!(
+                        "  fleet: {} active, {} failed, {} rejected",
+                        t.active, t.failed, t.rejected
+                    );
+                }
+                tally = t;
+            }
+        }
+        if peer.is_none() {
             continue;
         }
-        println!("  agent {}: {}", rep.node.short(), rep.outcome);
-        let from_peer = rep.node == s.peer();
-        if from_peer && rep.outcome != Outcome::Active {
-            bail!(
-                "agent {} refused seq {seq}: {}",
-                rep.node.short(),
-                rep.outcome
-            );
-        }
-        reports.insert(rep.node, rep.outcome);
-        peer_done |= from_peer;
-        let active = reports.values().filter(|o| **o == Outcome::Active).count();
-        if peer_done && (!args.wait || args.expect.is_some_and(|n| active >= n)) {
+        let enough = args.expect.is_some_and(|n| tally.active as usize >= n);
+        if !args.wait && args.expect.is_none() || enough {
             break;
         }
     }
     let out = PushOutcome {
         head,
-        reports,
+        peer: peer.expect("loop ends with the peer's outcome"),
+        tally,
         chunks_served: s.chunks_served,
     };
     if let Some(n) = args.expect
@@ -149,12 +168,12 @@ pub async fn push(
             out.active()
         );
     }
-    println!(
-        "{} agent(s) report {} {} active",
-        out.active(),
-        out.head.head.app,
-        out.head.head.release.version
-    );
+    let (app, version) = (&out.head.head.app, &out.head.head.release.version);
+    if out.tally.active == 0 {
+        println!("the peer agent runs {app} {version}; the fleet's count has not arrived yet (use --wait)");
+    } else {
+        println!("{} agent(s) report {app} {version} active", out.active());
+    }
     Ok(out)
 }
 
