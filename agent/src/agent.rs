@@ -294,7 +294,6 @@ fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
     Ok(())
 }
 
-
 struct Actor {
     node: Node<ConnId>,
     net: NetHandle,

@@ -92,7 +92,9 @@ enum Role {
     Asking,
     Active,
     /// A probe: kept until `expires` unless it becomes active.
-    Probe { expires: Instant },
+    Probe {
+        expires: Instant,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -503,7 +505,8 @@ impl<P: Peer> Membership<P> {
         let mut peers = rng.sample(&self.active_view(), self.cfg.shuffle_active);
         peers.extend(rng.sample(&self.passive, self.cfg.shuffle_passive));
         peers.retain(|i| Some(i.node) != self.node_of(q));
-        self.out.push_back(MOut::Send(q, Message::Shuffle { peers }));
+        self.out
+            .push_back(MOut::Send(q, Message::Shuffle { peers }));
     }
 
     fn probe(&mut self, now: Instant, rng: &mut Rng) {
@@ -539,7 +542,8 @@ impl<P: Peer> Membership<P> {
             .passive
             .iter()
             .filter(|i| {
-                !self.dialing.contains_key(&i.addr) && !self.links.values().any(|l| l.node == i.node)
+                !self.dialing.contains_key(&i.addr)
+                    && !self.links.values().any(|l| l.node == i.node)
             })
             .copied()
             .collect();
@@ -581,8 +585,10 @@ impl<P: Peer> Membership<P> {
                     addr: l.addr,
                 };
                 self.out.push_back(MOut::Down(q));
-                self.out
-                    .push_back(MOut::Disconnect(q, "evicted from a full active view".into()));
+                self.out.push_back(MOut::Disconnect(
+                    q,
+                    "evicted from a full active view".into(),
+                ));
                 self.add_passive(rng, info);
             }
         }

@@ -425,6 +425,7 @@ impl<P: Peer> Node<P> {
             active_view: self.members.active_view(),
             passive_view: self.members.passive_len() as u32,
             tallies: self.heads.values().map(|h| h.total()).collect(),
+            seqs: self.seen_seqs(),
         }
     }
 
@@ -973,7 +974,8 @@ impl<P: Peer> Node<P> {
         match t.on_chunk(from, index, data) {
             ChunkOutcome::Ignored | ChunkOutcome::Refused => {}
             ChunkOutcome::Bad(reason) => {
-                self.out.push_back(Output::Disconnect { peer: from, reason });
+                self.out
+                    .push_back(Output::Disconnect { peer: from, reason });
             }
             ChunkOutcome::Kept { done } => {
                 let tell = t.announce_to(index);
@@ -1249,4 +1251,3 @@ fn truncate(mut s: String) -> String {
     }
     s
 }
-

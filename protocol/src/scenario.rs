@@ -98,16 +98,46 @@ impl Figures {
 
 impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
-        writeln!(f, "seed {} · {} nodes, {} live, {} converged", self.seed, self.nodes, self.live, self.converged)?;
+        let ms = |d: Option<Duration>| {
+            d.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3))
+        };
+        writeln!(
+            f,
+            "seed {} · {} nodes, {} live, {} converged",
+            self.seed, self.nodes, self.live, self.converged
+        )?;
         writeln!(f, "  head to 100%:        {}", ms(self.head_all))?;
-        writeln!(f, "  bytes to 100%:       {}  (lower bound {}, ratio {})", ms(self.bytes_all), ms(self.lower_bound), self.bytes_vs_bound().map_or("-".into(), |r| format!("{r:.2}×")))?;
-        writeln!(f, "  bytes to 50% / 90%:  {} / {}", ms(self.bytes_p50), ms(self.bytes_p90))?;
+        writeln!(
+            f,
+            "  bytes to 100%:       {}  (lower bound {}, ratio {})",
+            ms(self.bytes_all),
+            ms(self.lower_bound),
+            self.bytes_vs_bound()
+                .map_or("-".into(), |r| format!("{r:.2}×"))
+        )?;
+        writeln!(
+            f,
+            "  bytes to 50% / 90%:  {} / {}",
+            ms(self.bytes_p50),
+            ms(self.bytes_p90)
+        )?;
         writeln!(f, "  last-delivery hops:  {}", self.max_hops)?;
-        writeln!(f, "  duplicate payload:   {:.2}%", self.duplicate_ratio * 100.0)?;
-        writeln!(f, "  control / payload:   {:.3}%", self.control_ratio * 100.0)?;
+        writeln!(
+            f,
+            "  duplicate payload:   {:.2}%",
+            self.duplicate_ratio * 100.0
+        )?;
+        writeln!(
+            f,
+            "  control / payload:   {:.3}%",
+            self.control_ratio * 100.0
+        )?;
         writeln!(f, "  publisher egress:    {:.2}× S", self.publisher_egress)?;
-        writeln!(f, "  tallies per node:    {:.2} (publisher counts {} active)", self.tallies_per_node, self.publisher_count)?;
+        writeln!(
+            f,
+            "  tallies per node:    {:.2} (publisher counts {} active)",
+            self.tallies_per_node, self.publisher_count
+        )?;
         if let Some(b) = self.idle_bps_per_node {
             writeln!(f, "  idle membership:     {:.0} bit/s per node", b)?;
         }
@@ -162,7 +192,13 @@ pub fn node_config(id: Id, active_size: usize) -> NodeConfig {
 
 /// Builds a fleet of `n` nodes, each bootstrapping from up to `contacts` random earlier nodes,
 /// and lets the overlay settle for `settle`.
-pub fn fleet(n: usize, contacts: usize, active_size: usize, net: SimConfig, settle: Duration) -> Sim {
+pub fn fleet(
+    n: usize,
+    contacts: usize,
+    active_size: usize,
+    net: SimConfig,
+    settle: Duration,
+) -> Sim {
     let mut sim = Sim::new(net, Instant::now());
     for id in 0..n {
         let mut cfg = node_config(id, active_size);
@@ -191,7 +227,13 @@ pub fn converged(sim: &Sim, app: &AppName, seq: u64) -> bool {
 
 /// Runs one release through a settled fleet and measures it.
 pub fn run_release(sc: &Scenario) -> Figures {
-    let mut sim = fleet(sc.nodes, sc.contacts, sc.active_size, sc.net.clone(), Duration::from_secs(30));
+    let mut sim = fleet(
+        sc.nodes,
+        sc.contacts,
+        sc.active_size,
+        sc.net.clone(),
+        Duration::from_secs(30),
+    );
     measure_release(&mut sim, sc, 1)
 }
 
@@ -255,11 +297,7 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
         let log2n = (sc.nodes as f64).log2().floor();
         Duration::from_secs_f64(s / b + log2n * sc.chunk_size as f64 / b + max_hops as f64 * l)
     });
-    let publisher_count = sim
-        .publisher
-        .tallies
-        .get(&key)
-        .map_or(0, |t| t.active);
+    let publisher_count = sim.publisher.tallies.get(&key).map_or(0, |t| t.active);
     let mut fig = Figures {
         seed: sc.net.seed,
         nodes: sc.nodes,

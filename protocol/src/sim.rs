@@ -70,9 +70,18 @@ impl Default for SimConfig {
 }
 
 enum Delivery {
-    Msg { conn: Conn, msg: Message },
-    Up { conn: Conn, peer: Id, outbound: bool },
-    Down { conn: Conn },
+    Msg {
+        conn: Conn,
+        msg: Message,
+    },
+    Up {
+        conn: Conn,
+        peer: Id,
+        outbound: bool,
+    },
+    Down {
+        conn: Conn,
+    },
     DialFailed(SocketAddr),
     Activated(AppName, u64, Result<(), String>),
     Timer,
@@ -298,16 +307,17 @@ impl Sim {
         let to = link.other(from);
         let size = Self::size_of(&msg);
         let now = self.now;
-        let serialise = self
-            .cfg
-            .upload_bps
-            .map_or(Duration::ZERO, |bps| {
-                Duration::from_secs_f64(size as f64 * 8.0 / bps as f64)
-            });
+        let serialise = self.cfg.upload_bps.map_or(Duration::ZERO, |bps| {
+            Duration::from_secs_f64(size as f64 * 8.0 / bps as f64)
+        });
         let free = if from == PUBLISHER {
             self.publisher.upload_free.get_or_insert(now)
         } else {
-            &mut self.nodes.get_mut(&from).expect("sender exists").upload_free
+            &mut self
+                .nodes
+                .get_mut(&from)
+                .expect("sender exists")
+                .upload_free
         };
         let depart = (*free).max(now) + serialise;
         *free = depart;
@@ -333,9 +343,7 @@ impl Sim {
 
     fn dial(&mut self, from: Id, addr: SocketAddr) {
         let target = id_of(addr).filter(|t| {
-            *t != from
-                && self.nodes.get(t).is_some_and(|n| n.alive())
-                && self.reachable(from, *t)
+            *t != from && self.nodes.get(t).is_some_and(|n| n.alive()) && self.reachable(from, *t)
         });
         let Some(to) = target else {
             let at = self.now + self.cfg.dial_timeout;
@@ -352,7 +360,11 @@ impl Sim {
                 up: true,
             },
         );
-        self.nodes.get_mut(&from).expect("dialer").conns.insert(conn);
+        self.nodes
+            .get_mut(&from)
+            .expect("dialer")
+            .conns
+            .insert(conn);
         self.nodes.get_mut(&to).expect("target").conns.insert(conn);
         let lat = self.latency(from, to);
         let at = self.now;
@@ -398,7 +410,9 @@ impl Sim {
     pub fn publish(&mut self, entry: Id, head: SignedHead, content: Vec<u8>) {
         let digest = head.head.release.digest;
         let n = head.head.release.chunks.len() as u32;
-        self.publisher.content.insert(digest, Payload(content.into()));
+        self.publisher
+            .content
+            .insert(digest, Payload(content.into()));
         self.chunk_sizes
             .insert(digest, head.head.release.chunk_size as usize);
         let conn = self.next_conn;
@@ -411,7 +425,11 @@ impl Sim {
                 up: true,
             },
         );
-        self.nodes.get_mut(&entry).expect("entry").conns.insert(conn);
+        self.nodes
+            .get_mut(&entry)
+            .expect("entry")
+            .conns
+            .insert(conn);
         let lat = self.latency(PUBLISHER, entry);
         let at = self.now + lat;
         self.schedule(

@@ -139,8 +139,7 @@ impl<P: Peer> Transfer<P> {
 
     /// The whole content, once complete.
     pub fn content(&self) -> Option<Vec<u8>> {
-        self.is_complete()
-            .then(|| {
+        self.is_complete().then(|| {
             let mut v = Vec::with_capacity(self.release.size as usize);
             for c in self.chunks.iter().flatten() {
                 v.extend_from_slice(c);
@@ -186,11 +185,7 @@ impl<P: Peer> Transfer<P> {
         self.interested
             .iter()
             .copied()
-            .filter(|p| {
-                self.peers
-                    .get(p)
-                    .is_none_or(|h| !bits_get(&h.bits, index))
-            })
+            .filter(|p| self.peers.get(p).is_none_or(|h| !bits_get(&h.bits, index)))
             .collect()
     }
 

@@ -316,6 +316,9 @@ pub struct NodeStatus {
     /// This node's subtree totals per head it holds (the whole fleet, at the node a release
     /// entered the mesh through).
     pub tallies: Vec<Tally>,
+    /// The highest seq this node has accepted per app: activated, still fetching, or verified
+    /// but failed to activate. A publisher signs above it (the same seq twice is a conflict).
+    pub seqs: Vec<(AppName, u64)>,
 }
 
 /// One app on one node.

@@ -63,6 +63,10 @@ async fn a_chain_relays_to_the_far_end() {
     );
     assert_eq!(serves(fleet.agent(2)).await, "1.0.0");
     let st = fleet.agent(0).status().await.unwrap();
-    let t = st.tallies.iter().find(|t| t.seq == 1).expect("a tally for seq 1");
+    let t = st
+        .tallies
+        .iter()
+        .find(|t| t.seq == 1)
+        .expect("a tally for seq 1");
     assert_eq!(t.active, 3, "A's fleet view counts all three: {t:?}");
 }

@@ -120,7 +120,7 @@ async fn tampered_head_signature_and_content_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_that_is_not_a_component_is_refused_after_verification() {
     let fleet = fleet_on_v1().await;
-    for name in ["garbage.bin", "not-a-component.wasm", "wrong-world.wasm"] {
+    for (seq, name) in (2..).zip(["garbage.bin", "not-a-component.wasm", "wrong-world.wasm"]) {
         let junk = std::fs::read(guest(name)).unwrap();
         // The CLI refuses to sign it at all…
         let cli = fleet
@@ -129,7 +129,9 @@ async fn content_that_is_not_a_component_is_refused_after_verification() {
             .unwrap_err();
         assert!(format!("{cli:#}").contains("cannot be released"), "{cli:#}");
         // …and an agent refuses it even when a trusted key signed it.
-        let h = head(&fleet.key(), 2, "2.0.0", &junk);
+        // A verified head whose release fails to activate still holds its seq: each try
+        // signs the next one.
+        let h = head(&fleet.key(), seq, "2.0.0", &junk);
         let o = push(&fleet, &h, &junk).await.unwrap();
         assert!(matches!(&o, Outcome::Failed(_)), "{name}: {o:?}");
         assert_unchanged(&fleet, &h.head.release.digest).await;
@@ -137,7 +139,17 @@ async fn content_that_is_not_a_component_is_refused_after_verification() {
         let err = st.apps[0].last_error.clone().unwrap();
         assert!(!err.is_empty(), "{name}: the reason shows in status");
         println!("{name}: {err}");
+        let st = fleet.agent(0).status().await.unwrap();
+        assert!(
+            st.seqs
+                .iter()
+                .any(|(a, s)| a.as_str() == "hello" && *s == seq)
+        );
     }
+    // The CLI reads the seq the failures hold and signs above it: the next release goes in.
+    let o = fleet.release("hello-v2.wasm", "2.0.0").await.unwrap();
+    assert_eq!(o.head.head.seq, 5);
+    assert_eq!(serves(fleet.agent(0)).await, "2.0.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

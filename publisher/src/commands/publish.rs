@@ -54,26 +54,54 @@ impl PushOutcome {
 }
 
 /// Connects and returns the session and the peer's view of `app`.
-pub async fn open(args: &PushArgs, app: &AppName) -> Result<(Session, String, Option<AppStatus>)> {
+pub async fn open(args: &PushArgs, app: &AppName) -> Result<Opened> {
     let mut s = Session::connect(args.peer, Duration::from_secs(10)).await?;
     let status = s.status(Duration::from_secs(10)).await?;
     let fleet = args.fleet.clone().unwrap_or(status.fleet.clone());
+    let accepted = status
+        .seqs
+        .iter()
+        .filter(|(a, _)| a == app)
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0);
     let app_status = status.apps.into_iter().find(|a| a.app == *app);
-    Ok((s, fleet, app_status))
+    let seq = accepted.max(app_status.as_ref().map_or(0, |a| a.seq));
+    Ok(Opened {
+        session: s,
+        fleet,
+        current: app_status,
+        seq,
+    })
+}
+
+/// A session to the peer agent and what it knows of one app.
+pub struct Opened {
+    pub session: Session,
+    pub fleet: String,
+    /// The app's active release on the peer, if any.
+    pub current: Option<AppStatus>,
+    /// The highest seq the peer has accepted for the app (a release that failed to activate
+    /// still holds its seq): the next head is signed one above it.
+    pub seq: u64,
 }
 
 /// Signs `release` as the next seq of the app and pushes it; returns once the peer agent has
 /// activated it (and, with --wait, the agents behind it), or fails with the reason it gave.
 pub async fn push(
     args: &PushArgs,
-    mut s: Session,
-    fleet: String,
-    current: Option<&AppStatus>,
+    opened: Opened,
     release: Release,
     kind: HeadKind,
 ) -> Result<PushOutcome> {
+    let Opened {
+        session: mut s,
+        fleet,
+        seq: held,
+        ..
+    } = opened;
     let key = fleetcast_agent::keys::read_secret(&args.key)?;
-    let seq = current.map_or(0, |a| a.seq) + 1;
+    let seq = held + 1;
     let head = Head {
         fleet,
         app: release.app.clone(),
@@ -125,7 +153,11 @@ pub async fn push(
                 }
                 println!("  agent {} (peer): {}", rep.node.short(), rep.outcome);
                 if rep.outcome != Outcome::Active {
-                    bail!("agent {} refused seq {seq}: {}", rep.node.short(), rep.outcome);
+                    bail!(
+                        "agent {} refused seq {seq}: {}",
+                        rep.node.short(),
+                        rep.outcome
+                    );
                 }
                 peer = Some(rep.outcome);
             }
@@ -133,7 +165,11 @@ pub async fn push(
                 if t.app.as_ref() != Some(&head.head.app) || t.seq != seq {
                     continue;
                 }
-                for r in t.samples.iter().skip(shown.min(t.samples.len() as u64) as usize) {
+                for r in t
+                    .samples
+                    .iter()
+                    .skip(shown.min(t.samples.len() as u64) as usize)
+                {
                     println!("  agent {}: {}", r.node.short(), r.outcome);
                 }
                 shown = t.samples.len() as u64;
@@ -170,7 +206,9 @@ pub async fn push(
     }
     let (app, version) = (&out.head.head.app, &out.head.head.release.version);
     if out.tally.active == 0 {
-        println!("the peer agent runs {app} {version}; the fleet's count has not arrived yet (use --wait)");
+        println!(
+            "the peer agent runs {app} {version}; the fleet's count has not arrived yet (use --wait)"
+        );
     } else {
         println!("{} agent(s) report {app} {version} active", out.active());
     }

@@ -40,16 +40,8 @@ impl ReleaseCmd {
         crate::validate::check_component(&wasm)
             .map_err(|why| anyhow!("{} cannot be released: {why}", self.file.display()))?;
         let release = Release::build(app.clone(), version, &wasm, self.chunk_size)?;
-        let (mut session, fleet, current) = open(&self.push, &app).await?;
-        session.serve(release.clone(), wasm);
-        push(
-            &self.push,
-            session,
-            fleet,
-            current.as_ref(),
-            release,
-            HeadKind::Release,
-        )
-        .await
+        let mut opened = open(&self.push, &app).await?;
+        opened.session.serve(release.clone(), wasm);
+        push(&self.push, opened, release, HeadKind::Release).await
     }
 }

@@ -22,8 +22,8 @@ pub struct Rollback {
 impl Rollback {
     pub async fn execute(self) -> Result<PushOutcome> {
         let app = app_name(&self.app)?;
-        let (session, fleet, current) = open(&self.push, &app).await?;
-        let Some(current) = current else {
+        let opened = open(&self.push, &app).await?;
+        let Some(current) = opened.current.clone() else {
             bail!(
                 "agent at {} has no app {app}: release it first with `fleetcast release`",
                 self.push.peer
@@ -64,14 +64,6 @@ impl Rollback {
             "rolling {app} back from {} to {}",
             active.version, target.version
         );
-        push(
-            &self.push,
-            session,
-            fleet,
-            Some(&current),
-            target,
-            HeadKind::Rollback,
-        )
-        .await
+        push(&self.push, opened, target, HeadKind::Rollback).await
     }
 }
