@@ -280,6 +280,8 @@ struct Missing<P> {
 const MAX_EARLY_DIGESTS: usize = 16;
 /// Announcements accepted from one `IHave`.
 const MAX_ANNOUNCES: usize = 64;
+/// Tally sends a node may make back to back before pacing sets in.
+const TALLY_BURST: f64 = 4.0;
 /// Apps accepted from one `Summary`.
 const MAX_SUMMARY: usize = 1024;
 
@@ -303,6 +305,11 @@ pub struct Node<P: Peer> {
     reports: BTreeMap<AppName, Report>,
     next_anti_entropy: Option<Instant>,
     next_tally: Option<Instant>,
+    /// Tally sends are paced by a token bucket: up to [`TALLY_BURST`] go out at once (so the
+    /// few changes of a small subtree travel up the tree without delay), then one per
+    /// `tally_interval` (so a node sends O(1 + duration / interval) tallies per release).
+    tally_tokens: f64,
+    tally_refilled: Instant,
     out: VecDeque<Output<P>>,
 }
 
@@ -349,6 +356,8 @@ impl<P: Peer> Node<P> {
             reports: BTreeMap::new(),
             next_anti_entropy: Some(now + ae),
             next_tally: None,
+            tally_tokens: TALLY_BURST,
+            tally_refilled: now,
             out: VecDeque::new(),
             cfg,
         };
@@ -1116,8 +1125,20 @@ impl<P: Peer> Node<P> {
 
     fn arm_tally(&mut self, now: Instant) {
         if self.next_tally.is_none() {
-            self.next_tally = Some(now + self.cfg.tally_interval);
+            self.refill_tally_tokens(now);
+            let short = (1.0 - self.tally_tokens).max(0.0);
+            self.next_tally = Some(now + self.cfg.tally_interval.mul_f64(short));
         }
+    }
+
+    fn refill_tally_tokens(&mut self, now: Instant) {
+        let interval = self.cfg.tally_interval.as_secs_f64().max(1e-6);
+        let earned = now
+            .saturating_duration_since(self.tally_refilled)
+            .as_secs_f64()
+            / interval;
+        self.tally_tokens = (self.tally_tokens + earned).min(TALLY_BURST);
+        self.tally_refilled = now;
     }
 
     fn flush_tallies(&mut self, now: Instant) {
@@ -1146,6 +1167,10 @@ impl<P: Peer> Node<P> {
                 }
                 None => waiting = h.round > 0,
             }
+        }
+        if !sends.is_empty() {
+            self.refill_tally_tokens(now);
+            self.tally_tokens = (self.tally_tokens - 1.0).max(0.0);
         }
         for (u, t) in sends {
             self.send(u, Message::Tally(t));

@@ -25,7 +25,7 @@ const HELLO_V2: &[u8] = include_bytes!("../../../tests/guests/hello-v2.wasm");
 #[command(after_help = "Example:\n  cargo build --workspace && target/debug/fleetcast demo")]
 pub struct Demo {
     /// Number of agents (at least 2).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 5)]
     pub agents: usize,
     /// The fleetcast-agent binary; default: next to this executable.
     #[arg(long)]
@@ -97,6 +97,21 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
     })
 }
 
+/// Agent `i` (1-based) joins through the agent before it and one about half way back, so the
+/// demo fleet is a small mesh rather than a chain.
+fn demo_contacts(earlier: &[Agent], i: usize) -> Vec<SocketAddr> {
+    let mut c: Vec<SocketAddr> = Vec::new();
+    for j in [i.saturating_sub(1), i / 2] {
+        if j >= 1
+            && let Some(a) = earlier.get(j - 1)
+            && !c.contains(&a.quic)
+        {
+            c.push(a.quic);
+        }
+    }
+    c
+}
+
 async fn show_all(agents: &[Agent], want: &str) -> Result<()> {
     for a in agents {
         let r = http_get::get(a.http, "hello", "/").await?;
@@ -161,17 +176,19 @@ impl Demo {
         println!("   wrote ops.key and ops.pub; every agent trusts ops.pub");
 
         step(
-            "2. start agents: each one connects to the one before it (a chain; only agent1 hears from the publisher)",
+            "2. start agents: each joins the mesh through two earlier agents (its contacts); only agent1 hears from the publisher",
         );
         let mut agents: Vec<Agent> = Vec::new();
+        let mut contacts: Vec<Vec<SocketAddr>> = Vec::new();
         for i in 1..=self.agents {
-            let peers: Vec<SocketAddr> = agents.last().map(|a| a.quic).into_iter().collect();
+            let peers = demo_contacts(&agents, i);
             let a = spawn_agent(bin, dir, &format!("agent{i}"), &peers).await?;
             println!(
-                "   {} quic {} http {} peers {:?}",
+                "   {} quic {} http {} contacts {:?}",
                 a.name, a.quic, a.http, peers
             );
             agents.push(a);
+            contacts.push(peers);
         }
         let n = agents.len();
         let push = PushArgs {
@@ -282,27 +299,18 @@ impl Demo {
         .await?;
         show_all(&agents, "2.0.0").await?;
 
-        step("7. fleetcast status --peer agent1");
-        let mut s =
-            crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
-        print!(
-            "{}",
-            super::status::render(&s.status(Duration::from_secs(10)).await?)
-        );
-        drop(s);
-
         step(&format!(
-            "8. stop {} and restart it with no peers: it serves from its cache at once",
+            "7. stop {} and restart it with no peers: it serves from its cache at once",
             agents[n - 1].name
         ));
         let mut last = agents.pop().context("agents")?;
         last.child.kill().await?;
         let t = Instant::now();
-        let restarted = spawn_agent(bin, dir, &last.name, &[]).await?;
-        let r = http_get::get(restarted.http, "hello", "/").await?;
+        let mut offline = spawn_agent(bin, dir, &last.name, &[]).await?;
+        let r = http_get::get(offline.http, "hello", "/").await?;
         println!(
             "   {} back up and answering in {:?} with no network: {} {}",
-            restarted.name,
+            offline.name,
             t.elapsed(),
             r.status,
             r.body.trim()
@@ -313,7 +321,57 @@ impl Demo {
                 r.version_header
             );
         }
-        agents.push(restarted);
+
+        step(&format!(
+            "8. while {} is down, roll the fleet back to 1.0.0; then restart it with its contacts: it catches up by anti-entropy, no new release",
+            offline.name
+        ));
+        offline.child.kill().await?;
+        let mut rest = push.clone();
+        rest.expect = Some(n - 1);
+        Rollback {
+            app: "hello".into(),
+            to: Some("1.0.0".into()),
+            push: rest,
+        }
+        .execute()
+        .await?;
+        let t = Instant::now();
+        let back = spawn_agent(bin, dir, &offline.name, &contacts[n - 1]).await?;
+        let first = http_get::get(back.http, "hello", "/").await?;
+        println!(
+            "   {} restarted: first answer (from cache) {} {}",
+            back.name,
+            first.status,
+            first.version_header.unwrap_or_default()
+        );
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = http_get::get(back.http, "hello", "/").await?;
+            if r.version_header.as_deref() == Some("1.0.0") {
+                println!(
+                    "   {} caught up to 1.0.0 {:?} after restart (summary exchange with a neighbour, then the head)",
+                    back.name,
+                    t.elapsed()
+                );
+                break;
+            }
+            if Instant::now() > until {
+                bail!("{} did not catch up to 1.0.0 within 30 s", back.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        agents.push(back);
+        show_all(&agents, "1.0.0").await?;
+
+        step("9. fleetcast status --peer agent1   (fleet totals counted up the broadcast tree)");
+        let mut s =
+            crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
+        print!(
+            "{}",
+            super::status::render(&s.status(Duration::from_secs(10)).await?)
+        );
+        drop(s);
 
         for a in &mut agents {
             let _ = a.child.kill().await;

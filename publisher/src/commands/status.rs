@@ -7,7 +7,8 @@ use fleetcast_protocol::wire::{NodeStatus, Outcome};
 
 use crate::session::Session;
 
-/// Show an agent's apps (active version, seq, digest, history) and the fleet reports it heard.
+/// Show an agent's apps (active version, seq, digest, history), its mesh neighbours and the
+/// fleet totals counted up the broadcast tree.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Example:\n  fleetcast status --peer 127.0.0.1:7401")]
 pub struct Status {
@@ -38,10 +39,17 @@ pub fn render(st: &NodeStatus) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "agent {} in fleet {:?}, {} peer(s) connected",
+        "agent {} in fleet {:?}: {} connection(s), {} mesh neighbour(s) ({}), {} more known for repair",
         st.node.short(),
         st.fleet,
-        st.peers
+        st.peers,
+        st.active_view.len(),
+        st.active_view
+            .iter()
+            .map(|p| format!("{}@{}", p.node.short(), p.addr))
+            .collect::<Vec<_>>()
+            .join(", "),
+        st.passive_view
     );
     if st.apps.is_empty() {
         let _ = writeln!(o, "no apps yet");
@@ -77,7 +85,32 @@ pub fn render(st: &NodeStatus) -> String {
             .collect();
         let _ = writeln!(o, "    history {}", hist.join(" -> "));
     }
-    // Fleet view: how many agents report which seq/version per app.
+    // Fleet totals counted up the broadcast tree: at the agent a head entered through, the
+    // whole fleet; elsewhere, this agent's subtree.
+    if !st.tallies.is_empty() {
+        let _ = writeln!(
+            o,
+            "fleet totals counted up the broadcast tree (the whole fleet at the agent a release entered through, this agent's subtree elsewhere):"
+        );
+        for t in &st.tallies {
+            let app = t.app.as_ref().map_or("?", |a| a.as_str());
+            let version = st
+                .apps
+                .iter()
+                .find(|a| a.app.as_str() == app && a.seq == t.seq)
+                .map(|a| a.active.version.to_string())
+                .unwrap_or_else(|| "not active here".into());
+            let _ = writeln!(
+                o,
+                "    {app} seq {} ({version}): {} active, {} failed, {} rejected",
+                t.seq, t.active, t.failed, t.rejected
+            );
+            for r in &t.samples {
+                let _ = writeln!(o, "        agent {}: {}", r.node.short(), r.outcome);
+            }
+        }
+    }
+    // Reports heard directly (this agent's own outcome, refusals by its neighbours).
     let mut view: BTreeMap<(String, u64, String, String), usize> = BTreeMap::new();
     for r in &st.reports {
         let outcome = match &r.outcome {
@@ -89,7 +122,7 @@ pub fn render(st: &NodeStatus) -> String {
             .or_default() += 1;
     }
     if !view.is_empty() {
-        let _ = writeln!(o, "fleet reports heard by this agent:");
+        let _ = writeln!(o, "reports heard directly by this agent:");
         for ((app, seq, version, outcome), n) in view {
             let _ = writeln!(o, "    {app} seq {seq} ({version}): {n} agent(s) {outcome}");
         }
