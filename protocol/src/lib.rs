@@ -33,4 +33,6 @@ pub use wire::{
 };
 
 #[cfg(test)]
+mod scenario_tests;
+#[cfg(test)]
 mod sim_tests;

@@ -16,8 +16,12 @@
 //!   peer, keeping passive views fresh.
 //! - Probe: periodically (and whenever the active view is short) one passive peer or bootstrap
 //!   contact is dialled even if the view is full, for an anti-entropy exchange. That is how two
-//!   halves of a healed partition find each other again; an idle probe link closes after a
-//!   linger time.
+//!   halves of a healed partition find each other again: when the exchange shows the overlay
+//!   is split (a head arrived only over the probe, or the peer lacks a head held for a while),
+//!   the node asks the probed peer into its active view, bridging the halves; otherwise an
+//!   idle probe link closes after a linger time.
+//! - Ban: a peer that served bad data (a chunk that does not match the signed chunk map) is
+//!   disconnected and never taken into either view again (a bounded list of banned nodes).
 //!
 //! Two links to the same node (simultaneous dials, a peer that restarted) are resolved the
 //! same way on both sides: the link dialled by the smaller node id wins.
@@ -104,6 +108,8 @@ struct Link {
     addr: SocketAddr,
     outbound: bool,
     role: Role,
+    /// When the link came up.
+    since: Instant,
 }
 
 /// What the membership layer asks of the node.
@@ -118,6 +124,14 @@ pub enum MOut<P> {
     Down(P),
     /// A probe link is up: run an anti-entropy exchange over it.
     Probe(P),
+    /// The link `old` to a node was replaced by the newer link `new` to the same node. With
+    /// `fresh` the peer came back (it restarted or lost the old link): treat it as a new
+    /// neighbour. Otherwise both sides dialled at once: what was known of `old` belongs to `new`.
+    Replaced {
+        old: P,
+        new: P,
+        fresh: bool,
+    },
 }
 
 /// HyParView state. See the module docs.
@@ -129,6 +143,10 @@ pub struct Membership<P: Peer> {
     active: Vec<P>,
     passive: Vec<PeerInfo>,
     dialing: BTreeMap<SocketAddr, (Intent, Instant)>,
+    /// Nodes that declined, evicted or dropped this one recently: not asked again until then.
+    cooling: BTreeMap<NodeId, Instant>,
+    /// Nodes dropped for serving bad data (oldest first, bounded): never taken back.
+    banned: VecDeque<PeerInfo>,
     next_shuffle: Option<Instant>,
     next_join: Option<Instant>,
     join_backoff: Duration,
@@ -136,6 +154,10 @@ pub struct Membership<P: Peer> {
 }
 
 const DIAL_GRACE: Duration = Duration::from_secs(15);
+/// Nodes remembered as banned.
+const MAX_BANNED: usize = 64;
+/// Two links to one node that came up within this time of each other were dialled at once.
+const SIMULTANEOUS_DIAL: Duration = Duration::from_secs(5);
 
 impl<P: Peer> Membership<P> {
     pub fn new(me: NodeId, cfg: MembershipConfig) -> Self {
@@ -146,6 +168,8 @@ impl<P: Peer> Membership<P> {
             active: Vec::new(),
             passive: Vec::new(),
             dialing: BTreeMap::new(),
+            cooling: BTreeMap::new(),
+            banned: VecDeque::new(),
             next_shuffle: None,
             next_join: None,
             join_backoff: Duration::from_secs(1),
@@ -207,6 +231,27 @@ impl<P: Peer> Membership<P> {
         &self.active
     }
 
+    /// Whether `p` is a probe link this node dialled.
+    pub fn is_probe(&self, p: P) -> bool {
+        self.links
+            .get(&p)
+            .is_some_and(|l| matches!(l.role, Role::Probe { .. }))
+    }
+
+    /// Turns probe link `p` into an active one (a high-priority `Neighbor` request, which the
+    /// peer always accepts): the probe found the other side of a split overlay.
+    pub fn promote(&mut self, p: P) {
+        if !self.is_probe(p) {
+            return;
+        }
+        self.set_role(p, Role::Asking);
+        let msg = Message::Neighbor {
+            high_priority: true,
+            addr: self.cfg.advertise,
+        };
+        self.out.push_back(MOut::Send(p, msg));
+    }
+
     pub fn node_of(&self, p: P) -> Option<NodeId> {
         self.links.get(&p).map(|l| l.node)
     }
@@ -240,6 +285,29 @@ impl<P: Peer> Membership<P> {
         }
     }
 
+    /// `p` served bad data: remember its node so it is never taken into a view again (the
+    /// caller disconnects it).
+    pub fn ban(&mut self, p: P) {
+        let Some(l) = self.links.get(&p) else {
+            return;
+        };
+        let info = PeerInfo {
+            node: l.node,
+            addr: l.addr,
+        };
+        self.passive.retain(|i| i.node != info.node);
+        if !self.is_banned(info.node) {
+            if self.banned.len() >= MAX_BANNED {
+                self.banned.pop_front();
+            }
+            self.banned.push_back(info);
+        }
+    }
+
+    fn is_banned(&self, node: NodeId) -> bool {
+        self.banned.iter().any(|b| b.node == node)
+    }
+
     pub fn peer_up(
         &mut self,
         now: Instant,
@@ -254,39 +322,59 @@ impl<P: Peer> Membership<P> {
         } else {
             None
         };
-        // Two links to one node: the one dialled by the smaller id wins, on both sides.
+        if self.is_banned(node) {
+            let reason = "dropped earlier for serving bad data".to_string();
+            self.out.push_back(MOut::Disconnect(p, reason));
+            return;
+        }
+        // Two links to one node. If the old one is young, both sides dialled at once: the link
+        // dialled by the smaller id wins, on both sides. Otherwise the peer dialled again
+        // because it lost the old link (it restarted, or its side timed out first): the new
+        // link wins, and the old one, likely dead, is closed rather than waited out.
         let dup = self
             .links
             .iter()
             .find(|(_, l)| l.node == node)
-            .map(|(q, l)| (*q, l.outbound));
-        if let Some((q, q_out)) = dup {
+            .map(|(q, l)| (*q, l.outbound, l.since));
+        if let Some((q, q_out, q_since)) = dup {
             let dialer = |out: bool| if out { self.me } else { node };
-            if dialer(outbound) >= dialer(q_out) && dialer(outbound) != dialer(q_out) {
+            let simultaneous = now.saturating_duration_since(q_since) < SIMULTANEOUS_DIAL;
+            if simultaneous
+                && dialer(outbound) >= dialer(q_out)
+                && dialer(outbound) != dialer(q_out)
+            {
                 self.out
                     .push_back(MOut::Disconnect(p, "duplicate connection".into()));
                 return;
             }
-            // The new link wins (or both were dialled by the same side: the newer one, which
-            // is the one a restarted peer uses); it inherits the old one's role.
+            // The new link wins; it inherits the old one's role (and its advertised address
+            // unless the peer came back from elsewhere).
             let old = self.links.remove(&q).expect("found above");
             self.links.insert(
                 p,
                 Link {
                     node,
-                    addr: old.addr,
+                    addr: if simultaneous { old.addr } else { addr },
                     outbound,
                     role: old.role,
+                    since: now,
                 },
             );
             if old.role == Role::Active {
                 let i = self.active.iter().position(|a| *a == q).expect("active");
                 self.active[i] = p;
-                self.out.push_back(MOut::Down(q));
-                self.out.push_back(MOut::Up(p));
             }
+            self.out.push_back(MOut::Replaced {
+                old: q,
+                new: p,
+                fresh: !simultaneous,
+            });
             self.out
                 .push_back(MOut::Disconnect(q, "duplicate connection".into()));
+            if old.role == Role::Active && !simultaneous {
+                // The peer came back: it may have missed heads while it was away.
+                self.out.push_back(MOut::Probe(p));
+            }
             return;
         }
         self.links.insert(
@@ -296,6 +384,7 @@ impl<P: Peer> Membership<P> {
                 addr,
                 outbound,
                 role: Role::Client,
+                since: now,
             },
         );
         let advertise = self.cfg.advertise;
@@ -338,6 +427,10 @@ impl<P: Peer> Membership<P> {
         let Some(link) = self.links.remove(&p) else {
             return;
         };
+        if matches!(link.role, Role::Active | Role::Asking) {
+            // It may have left on purpose (evicted us, declined): do not ask it again at once.
+            self.cool_down(now, link.node);
+        }
         if link.role == Role::Active {
             self.active.retain(|a| *a != p);
             self.out.push_back(MOut::Down(p));
@@ -371,9 +464,7 @@ impl<P: Peer> Membership<P> {
         p: P,
         msg: Message,
     ) -> Option<Message> {
-        let Some(link) = self.links.get(&p).cloned() else {
-            return None;
-        };
+        let link = self.links.get(&p).cloned()?;
         match msg {
             Message::Join { addr } => {
                 let addr = addr.unwrap_or(link.addr);
@@ -431,6 +522,9 @@ impl<P: Peer> Membership<P> {
                 if accepted {
                     self.add_active(rng, p);
                 } else if link.role == Role::Asking {
+                    // Ask others first: without a cool-down, a full peer that stays in the
+                    // passive view would be asked again at once, in a loop.
+                    self.cool_down(now, link.node);
                     self.out
                         .push_back(MOut::Disconnect(p, "neighbour request declined".into()));
                 }
@@ -453,7 +547,13 @@ impl<P: Peer> Membership<P> {
 
     /// A walk ended here: take `peer` into the active view.
     fn take_in(&mut self, now: Instant, peer: PeerInfo) {
-        if let Some((q, _)) = self.links.iter().find(|(_, l)| l.node == peer.node) {
+        if self.is_banned(peer.node) {
+            return;
+        }
+        if let Some((q, l)) = self.links.iter().find(|(_, l)| l.node == peer.node) {
+            if matches!(l.role, Role::Active | Role::Asking) {
+                return; // already a neighbour, or being asked
+            }
             let q = *q;
             let msg = Message::Neighbor {
                 high_priority: true,
@@ -468,6 +568,7 @@ impl<P: Peer> Membership<P> {
 
     pub fn on_timeout(&mut self, now: Instant, rng: &mut Rng) {
         self.dialing.retain(|_, (_, at)| *at > now);
+        self.cooling.retain(|_, until| *until > now);
         let expired: Vec<P> = self
             .links
             .iter()
@@ -516,6 +617,7 @@ impl<P: Peer> Membership<P> {
             !self.dialing.contains_key(a)
                 && !self.links.values().any(|l| l.addr == *a)
                 && Some(*a) != self.cfg.advertise
+                && !self.banned.iter().any(|b| b.addr == *a)
         });
         if let Some(addr) = rng.pick(&candidates) {
             self.dial(now, *addr, Intent::Probe);
@@ -544,6 +646,7 @@ impl<P: Peer> Membership<P> {
             .filter(|i| {
                 !self.dialing.contains_key(&i.addr)
                     && !self.links.values().any(|l| l.node == i.node)
+                    && self.cooling.get(&i.node).is_none_or(|until| *until <= now)
             })
             .copied()
             .collect();
@@ -561,6 +664,13 @@ impl<P: Peer> Membership<P> {
         }
     }
 
+    fn cool_down(&mut self, now: Instant, node: NodeId) {
+        if self.cooling.len() >= self.cfg.passive_size.max(8) * 2 {
+            self.cooling.retain(|_, until| *until > now);
+        }
+        self.cooling.insert(node, now + self.cfg.shuffle_interval);
+    }
+
     fn set_role(&mut self, p: P, role: Role) {
         if let Some(l) = self.links.get_mut(&p) {
             l.role = role;
@@ -571,7 +681,7 @@ impl<P: Peer> Membership<P> {
         let Some(link) = self.links.get(&p) else {
             return;
         };
-        if link.role == Role::Active {
+        if link.role == Role::Active || self.active.contains(&p) {
             return;
         }
         let node = link.node;
@@ -600,6 +710,7 @@ impl<P: Peer> Membership<P> {
 
     fn add_passive(&mut self, rng: &mut Rng, info: PeerInfo) {
         if info.node == self.me
+            || self.is_banned(info.node)
             || self.passive.iter().any(|i| i.node == info.node)
             || self
                 .links

@@ -20,7 +20,10 @@
 //!   `Summary` (app → seq) and push the heads the other lacks.
 //! - **Tallies**: each node sends its subtree's totals (active / failed / rejected per head) to
 //!   the neighbour it got the head from, coalesced per `tally_interval`; the node a release
-//!   entered through holds the fleet's totals and passes them to the publisher.
+//!   entered through (the root) holds the fleet's totals and passes them to the publisher;
+//!   once its count has been still for `FLEET_SETTLE` it sends it down the tree
+//!   (`FleetTally`), so every node's status can say how many agents run which seq. Sends are
+//!   paced by a token bucket, so a release costs O(N) tally messages.
 //!
 //! **Invariants:** the seq held for an app never decreases; nothing reaches `Activate` that is
 //! not signed by a trusted key and fully verified; at most one activation per app is in flight;
@@ -244,6 +247,15 @@ struct HeadState<P> {
     own: Option<Tally>,
     children: BTreeMap<P, Tally>,
     dirty: bool,
+    /// The whole fleet's totals: counted here at the root (round 0), else as heard from the
+    /// root down the tree.
+    fleet: Option<Tally>,
+    /// At the root: when to send the settled count down the tree.
+    fleet_due: Option<Instant>,
+    /// The root's number for `fleet` (it counts up with each count the root sends).
+    fleet_version: u32,
+    /// The head entered the mesh here (pushed by a publisher): this node counts the fleet.
+    root: bool,
 }
 
 impl<P> HeadState<P> {
@@ -280,8 +292,12 @@ struct Missing<P> {
 const MAX_EARLY_DIGESTS: usize = 16;
 /// Announcements accepted from one `IHave`.
 const MAX_ANNOUNCES: usize = 64;
+/// How long the root's count must be still before it is sent down the tree.
+const FLEET_SETTLE: Duration = Duration::from_millis(500);
 /// Tally sends a node may make back to back before pacing sets in.
 const TALLY_BURST: f64 = 4.0;
+/// A probed peer that lacks a head held this long is not reached by this node's overlay.
+const SPLIT_EVIDENCE: Duration = Duration::from_secs(5);
 /// Apps accepted from one `Summary`.
 const MAX_SUMMARY: usize = 1024;
 
@@ -305,10 +321,14 @@ pub struct Node<P: Peer> {
     reports: BTreeMap<AppName, Report>,
     next_anti_entropy: Option<Instant>,
     next_tally: Option<Instant>,
+    /// When the newest head of each app was accepted (absent: restored at start).
+    accepted_at: BTreeMap<AppName, Instant>,
     /// Tally sends are paced by a token bucket: up to [`TALLY_BURST`] go out at once (so the
     /// few changes of a small subtree travel up the tree without delay), then one per
     /// `tally_interval` (so a node sends O(1 + duration / interval) tallies per release).
     tally_tokens: f64,
+    /// Version of the last tally sent (see [`Tally::version`]).
+    tally_version: u64,
     tally_refilled: Instant,
     out: VecDeque<Output<P>>,
 }
@@ -356,7 +376,9 @@ impl<P: Peer> Node<P> {
             reports: BTreeMap::new(),
             next_anti_entropy: Some(now + ae),
             next_tally: None,
+            accepted_at: BTreeMap::new(),
             tally_tokens: TALLY_BURST,
+            tally_version: 0,
             tally_refilled: now,
             out: VecDeque::new(),
             cfg,
@@ -372,7 +394,7 @@ impl<P: Peer> Node<P> {
             });
             node.heads.insert(st.head.head.app.clone(), st);
         }
-        node.drain_members();
+        node.drain_members(now);
         node
     }
 
@@ -386,6 +408,10 @@ impl<P: Peer> Node<P> {
             own: None,
             children: BTreeMap::new(),
             dirty: false,
+            fleet: None,
+            fleet_due: None,
+            fleet_version: 0,
+            root: false,
         }
     }
 
@@ -434,6 +460,11 @@ impl<P: Peer> Node<P> {
             active_view: self.members.active_view(),
             passive_view: self.members.passive_len() as u32,
             tallies: self.heads.values().map(|h| h.total()).collect(),
+            fleet_tallies: self
+                .heads
+                .values()
+                .filter_map(|h| h.fleet.clone())
+                .collect(),
             seqs: self.seen_seqs(),
         }
     }
@@ -449,18 +480,18 @@ impl<P: Peer> Node<P> {
             } => {
                 self.members
                     .peer_up(now, &mut self.rng, peer, node, addr, outbound);
-                self.drain_members();
+                self.drain_members(now);
             }
             Input::PeerDown(p) => self.on_peer_down(now, p),
             Input::DialFailed(addr) => {
                 self.members.dial_failed(now, &mut self.rng, addr);
-                self.drain_members();
+                self.drain_members(now);
             }
             Input::Message(p, msg) => {
                 if let Some(msg) = self.members.on_message(now, &mut self.rng, p, msg) {
                     self.on_message(now, p, msg);
                 }
-                self.drain_members();
+                self.drain_members(now);
             }
             Input::Activated { app, seq, result } => self.on_activated(now, app, seq, result),
             Input::Timeout => self.on_timeout(now),
@@ -481,6 +512,7 @@ impl<P: Peer> Node<P> {
             .chain(self.missing.values().map(|m| m.at))
             .chain(self.next_anti_entropy)
             .chain(self.next_tally)
+            .chain(self.heads.values().filter_map(|h| h.fleet_due))
             .min()
     }
 
@@ -492,7 +524,7 @@ impl<P: Peer> Node<P> {
         self.out.push_back(Output::Event(e));
     }
 
-    fn drain_members(&mut self) {
+    fn drain_members(&mut self, now: Instant) {
         while let Some(o) = self.members.poll() {
             match o {
                 MOut::Send(to, msg) => self.send(to, msg),
@@ -507,6 +539,21 @@ impl<P: Peer> Node<P> {
                         self.event(Event::Neighbor { node, up: true });
                     }
                     self.send_summary(p, false);
+                    // Tell it which heads this node holds, and how far from the root: a node
+                    // whose tally parent is gone may re-parent to it.
+                    let anns: Vec<Announce> = self
+                        .heads
+                        .values()
+                        .map(|h| Announce {
+                            app: h.head.head.app.clone(),
+                            seq: h.seq(),
+                            id: h.id,
+                            round: h.round,
+                        })
+                        .collect();
+                    if !anns.is_empty() {
+                        self.send(p, Message::IHave(anns));
+                    }
                     let haves: Vec<(Digest, Vec<u8>)> = self
                         .transfers
                         .values()
@@ -532,7 +579,72 @@ impl<P: Peer> Node<P> {
                     }
                 }
                 MOut::Probe(p) => self.send_summary(p, false),
+                MOut::Replaced { old, new, fresh } => self.rekey(now, old, new, fresh),
             }
+        }
+    }
+
+    /// Link `old` to a peer was replaced by `new`. When both sides dialled at once, everything
+    /// known of `old` moves to `new`, so the broadcast tree and tallies carry on. When the peer
+    /// came back (`fresh`: it restarted), what it told before is stale: it is a new eager
+    /// neighbour, its old tallies are dropped (it will report again) and it gets our summary.
+    fn rekey(&mut self, now: Instant, old: P, new: P, fresh: bool) {
+        let was_eager = self.eager.remove(&old);
+        let was_lazy = self.lazy.remove(&old);
+        if fresh || was_eager {
+            self.eager.insert(new);
+        } else if was_lazy {
+            self.lazy.insert(new);
+        }
+        let mut dirty = false;
+        for h in self.heads.values_mut() {
+            let offer = h.offers.remove(&old);
+            let child = h.children.remove(&old);
+            if fresh {
+                if h.upstream == Some(old) {
+                    h.upstream = None;
+                }
+                dirty |= child.is_some() || h.upstream.is_none();
+                h.dirty |= child.is_some() || h.upstream.is_none();
+                continue;
+            }
+            if h.upstream == Some(old) {
+                h.upstream = Some(new);
+            }
+            if let Some(r) = offer {
+                h.offers.insert(new, r);
+            }
+            if let Some(t) = child {
+                h.children.insert(new, t);
+            }
+        }
+        if dirty {
+            self.arm_tally(now);
+        }
+        for m in self.missing.values_mut() {
+            for a in m.announcers.iter_mut() {
+                if *a == old {
+                    *a = new;
+                }
+            }
+        }
+        // Chunk requests in flight on the old link are lost with it; the transfer asks again.
+        for t in self.transfers.values_mut() {
+            t.remove_peer(old);
+        }
+        let haves: Vec<(Digest, Vec<u8>)> = self
+            .transfers
+            .values()
+            .filter(|t| !t.is_complete())
+            .map(|t| (t.digest(), t.bits()))
+            .collect();
+        for (digest, bits) in haves {
+            let msg = Message::Have {
+                digest,
+                bits,
+                want: true,
+            };
+            self.send(new, msg);
         }
     }
 
@@ -563,7 +675,7 @@ impl<P: Peer> Node<P> {
 
     fn on_peer_down(&mut self, now: Instant, p: P) {
         self.members.peer_down(now, &mut self.rng, p);
-        self.drain_members();
+        self.drain_members(now);
         for t in self.transfers.values_mut() {
             t.remove_peer(p);
         }
@@ -596,7 +708,7 @@ impl<P: Peer> Node<P> {
 
     fn on_message(&mut self, now: Instant, from: P, msg: Message) {
         match msg {
-            Message::Summary { heads, reply } => self.on_summary(from, heads, reply),
+            Message::Summary { heads, reply } => self.on_summary(now, from, heads, reply),
             Message::Head(sh) => self.on_head(now, from, *sh, None),
             Message::Gossip { head, round } => self.on_head(now, from, *head, Some(round)),
             Message::IHave(anns) => self.on_ihave(now, from, anns),
@@ -639,6 +751,7 @@ impl<P: Peer> Node<P> {
             } => self.on_chunk(now, from, digest, index, Some(data)),
             Message::NoChunk { digest, index } => self.on_chunk(now, from, digest, index, None),
             Message::Tally(t) => self.on_tally(now, from, t),
+            Message::FleetTally { tally, version } => self.on_fleet_tally(from, tally, version),
             Message::Report(r) => {
                 // A direct answer to a head this node pushed (stale or refused): keep the
                 // latest per app for status; it is informational only.
@@ -660,8 +773,20 @@ impl<P: Peer> Node<P> {
         }
     }
 
-    fn on_summary(&mut self, from: P, heads: Vec<(AppName, u64)>, reply: bool) {
+    fn on_summary(&mut self, now: Instant, from: P, heads: Vec<(AppName, u64)>, reply: bool) {
         let theirs: BTreeMap<AppName, u64> = heads.into_iter().take(MAX_SUMMARY).collect();
+        // A probed node that still lacks a head this node has held for a while is not reached
+        // by the overlay's broadcast: the overlay is split (a healed partition). Bridge it.
+        let split = self.apps.iter().any(|(a, r)| {
+            theirs.get(a).is_none_or(|s| *s < r.head.head.seq)
+                && self
+                    .accepted_at
+                    .get(a)
+                    .is_none_or(|t| now.saturating_duration_since(*t) >= SPLIT_EVIDENCE)
+        });
+        if split {
+            self.members.promote(from);
+        }
         let newer: Vec<(SignedHead, u16)> = self
             .apps
             .iter()
@@ -686,6 +811,17 @@ impl<P: Peer> Node<P> {
         }
         if !reply && theirs.iter().any(|(a, s)| *s > self.held(a)) {
             self.send_summary(from, true);
+        }
+        // The fleet count for heads both hold: a node the count did not reach down the tree
+        // (it joined or came back after the count settled) learns it here.
+        let counts: Vec<(Tally, u32)> = self
+            .heads
+            .values()
+            .filter(|h| theirs.get(&h.head.head.app) == Some(&h.seq()))
+            .filter_map(|h| Some((h.fleet.clone()?, h.fleet_version)))
+            .collect();
+        for (tally, version) in counts {
+            self.send(from, Message::FleetTally { tally, version });
         }
     }
 
@@ -758,10 +894,17 @@ impl<P: Peer> Node<P> {
             self.eager.insert(from);
         }
         let mut st = self.head_state(sh.clone(), my_round, Some(from));
+        st.root = !gossip;
         if let Some(r) = round {
             st.offers.insert(from, r);
         }
-        self.heads.insert(app.clone(), st);
+        let prev = self.heads.insert(app.clone(), st);
+        self.accepted_at.insert(app.clone(), now);
+        if gossip && self.members.is_probe(from) {
+            // A head that only arrived over a probe link: this node's part of the overlay did
+            // not have it, so the overlay is split (a healed partition). Bridge it.
+            self.members.promote(from);
+        }
         // Relay at once: the head runs ahead of the content.
         let eager: Vec<P> = self.eager.iter().copied().filter(|p| *p != from).collect();
         for p in eager {
@@ -791,6 +934,10 @@ impl<P: Peer> Node<P> {
             self.drop_transfer_if_unused(&old.head.head.release.digest);
         }
         self.start(now, Some(from), sh);
+        if let Some(prev) = prev {
+            // The content of a superseded head that failed to activate is no longer served.
+            self.drop_transfer_if_unused(&prev.head.head.release.digest);
+        }
     }
 
     fn prune(&mut self, from: P) {
@@ -842,7 +989,8 @@ impl<P: Peer> Node<P> {
         }
         let t = &self.transfers[&digest];
         if t.is_complete() {
-            return; // already verified, activation pending for another app
+            // Already verified (for another app, or a head that failed to activate): activate.
+            return self.finish(now, digest);
         }
         let bits = t.bits();
         let mut to: Vec<P> = self.members.active().to_vec();
@@ -892,6 +1040,7 @@ impl<P: Peer> Node<P> {
                     seq: sh.head.seq,
                     rejected: 1,
                     samples: vec![report.clone()],
+                    version: self.next_tally_version(),
                     ..Tally::default()
                 };
                 self.send(from, Message::Report(report));
@@ -983,6 +1132,8 @@ impl<P: Peer> Node<P> {
         match t.on_chunk(from, index, data) {
             ChunkOutcome::Ignored | ChunkOutcome::Refused => {}
             ChunkOutcome::Bad(reason) => {
+                // Dropped for good: its chunks come from the other holders.
+                self.members.ban(from);
                 self.out
                     .push_back(Output::Disconnect { peer: from, reason });
             }
@@ -1038,10 +1189,7 @@ impl<P: Peer> Node<P> {
         {
             return;
         }
-        let reason = match result {
-            Ok(()) => None,
-            Err(reason) => Some(reason),
-        };
+        let reason = result.err();
         let Some(reason) = reason else {
             let p = self.pending.remove(&app).expect("checked above");
             let rel = &p.head.head.release;
@@ -1116,11 +1264,55 @@ impl<P: Peer> Node<P> {
         if let Some(h) = self.heads.get_mut(&app)
             && h.seq() == t.seq
             && h.upstream != Some(from)
+            && h.children
+                .get(&from)
+                .is_none_or(|old| old.version < t.version)
         {
             h.children.insert(from, t);
             h.dirty = true;
             self.arm_tally(now);
         }
+    }
+
+    /// A settled fleet count from the root side of the tree: keep it and pass it on down.
+    fn on_fleet_tally(&mut self, from: P, mut t: Tally, version: u32) {
+        let Some(app) = t.app.clone() else {
+            return;
+        };
+        t.samples.truncate(crate::wire::MAX_TALLY_SAMPLES);
+        let Some(h) = self.heads.get_mut(&app) else {
+            return;
+        };
+        if h.seq() != t.seq
+            || h.root
+            || h.fleet.as_ref().is_some_and(|_| h.fleet_version >= version)
+        {
+            return; // another head, the root's own count, or not newer than the one held
+        }
+        h.fleet = Some(t.clone());
+        h.fleet_version = version;
+        self.send_fleet_down(Some(from), t, version);
+    }
+
+    fn send_fleet_down(&mut self, from: Option<P>, t: Tally, version: u32) {
+        let to: Vec<P> = self
+            .eager
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != from)
+            .collect();
+        for p in to {
+            let msg = Message::FleetTally {
+                tally: t.clone(),
+                version,
+            };
+            self.send(p, msg);
+        }
+    }
+
+    fn next_tally_version(&mut self) -> u64 {
+        self.tally_version += 1;
+        self.tally_version
     }
 
     fn arm_tally(&mut self, now: Instant) {
@@ -1150,29 +1342,36 @@ impl<P: Peer> Node<P> {
                 continue;
             }
             if h.upstream.is_none_or(|u| self.members.node_of(u).is_none()) {
-                // Re-parent to a neighbour closer to the root, so tallies never loop.
-                let round = h.round;
+                // Re-parent to a neighbour that precedes this node in (round, node id) order:
+                // the order is fixed per head, so tallies never loop.
+                let me = (h.round, self.cfg.node);
                 let members = &self.members;
                 h.upstream = h
                     .offers
                     .iter()
-                    .filter(|(p, r)| **r < round && members.node_of(**p).is_some())
-                    .min_by_key(|(_, r)| **r)
-                    .map(|(p, _)| *p);
+                    .filter_map(|(p, r)| Some(((*r, members.node_of(*p)?), *p)))
+                    .filter(|(key, _)| *key < me)
+                    .min()
+                    .map(|(_, p)| p);
+            }
+            if h.root {
+                // The root: the fleet's count is its own total; send it down once it settles.
+                h.fleet_due = Some(now + FLEET_SETTLE);
             }
             match h.upstream {
                 Some(u) => {
                     h.dirty = false;
                     sends.push((u, h.total()));
                 }
-                None => waiting = h.round > 0,
+                None => waiting |= h.round > 0,
             }
         }
         if !sends.is_empty() {
             self.refill_tally_tokens(now);
             self.tally_tokens = (self.tally_tokens - 1.0).max(0.0);
         }
-        for (u, t) in sends {
+        for (u, mut t) in sends {
+            t.version = self.next_tally_version();
             self.send(u, Message::Tally(t));
         }
         if waiting {
@@ -1182,7 +1381,7 @@ impl<P: Peer> Node<P> {
 
     fn on_timeout(&mut self, now: Instant) {
         self.members.on_timeout(now, &mut self.rng);
-        self.drain_members();
+        self.drain_members(now);
         let digests: Vec<Digest> = self.transfers.keys().copied().collect();
         for d in digests {
             let t = self.transfers.get_mut(&d).expect("listed above");
@@ -1236,6 +1435,23 @@ impl<P: Peer> Node<P> {
         if self.next_tally.is_some_and(|t| t <= now) {
             self.flush_tallies(now);
         }
+        let settled: Vec<AppName> = self
+            .heads
+            .iter()
+            .filter(|(_, h)| h.fleet_due.is_some_and(|t| t <= now))
+            .map(|(a, _)| a.clone())
+            .collect();
+        for app in settled {
+            let h = self.heads.get_mut(&app).expect("listed above");
+            h.fleet_due = None;
+            let total = h.total();
+            if h.fleet.as_ref() != Some(&total) {
+                h.fleet = Some(total.clone());
+                h.fleet_version += 1;
+                let version = h.fleet_version;
+                self.send_fleet_down(None, total, version);
+            }
+        }
     }
 
     fn pump_all(&mut self, now: Instant) {
@@ -1255,12 +1471,21 @@ impl<P: Peer> Node<P> {
         }
     }
 
+    /// Drops a transfer nobody needs any more: no pending head fetches it, and it is not the
+    /// complete content of an app's newest head that could not be activated (that one is kept,
+    /// in memory, so neighbours still fetching it can finish and report their own outcome).
     fn drop_transfer_if_unused(&mut self, digest: &Digest) {
-        let used = self
+        let pending = self
             .pending
             .values()
             .any(|p| p.head.head.release.digest == *digest);
-        if !used {
+        let failed_newest = !self.blobs.contains_key(digest)
+            && self.transfers.get(digest).is_some_and(|t| t.is_complete())
+            && self
+                .heads
+                .values()
+                .any(|h| h.head.head.release.digest == *digest);
+        if !pending && !failed_newest {
             self.transfers.remove(digest);
         }
     }

@@ -4,8 +4,9 @@
 //! order) and every random choice comes from one seeded RNG, so a run is a pure function of
 //! its seed and inputs: a failing seed replays exactly.
 //!
-//! The network model: each node has an upload link of `upload_bps` (messages leave one after
-//! another, so a node serving many peers serves them in turn); each pair of nodes has a fixed
+//! The network model: each node has an upload link of `upload_bps` (chunks leave one after
+//! another, so a node serving many peers serves them in turn; small control messages are sent
+//! ahead of queued chunks, as the shell sends them on higher-priority streams); each pair of nodes has a fixed
 //! one-way latency drawn from `latency`; a message of `k` packets of ~1,200 bytes that loses
 //! any of them (probability `loss` each) arrives one round trip late, as QUIC would retransmit
 //! it (the simulator does not model congestion-window backoff). Connections are dialled and
@@ -13,9 +14,14 @@
 //! a crash or partition is noticed by the other side after `detect_after` (QUIC's idle
 //! timeout); messages on a broken connection are lost.
 //!
-//! Safety is checked on every activation, and a violation panics: the head must verify against
-//! the fleet's trust policy, the content must be exactly the signed release's bytes, and a
-//! node's seq for an app never decreases (across crashes too: records persist).
+//! Safety is checked on every step, and a violation panics: on every activation the head must
+//! verify against the fleet's trust policy, the content must be exactly the signed release's
+//! bytes, and the node's seq for the app must grow (across crashes too: records persist); every
+//! head a node accepts must be newer than what it accepted since it started and than what its
+//! disk holds.
+//!
+//! Faults can be injected per node ([`Faults`]): a lying node corrupts every chunk it serves, a
+//! silent one never answers chunk requests.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -107,6 +113,16 @@ pub struct Persisted {
     pub blobs: BTreeSet<Digest>,
 }
 
+/// Misbehaviour injected into a simulated node (its protocol logic stays honest; the simulator
+/// tampers with what it sends).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// Every chunk it serves has a flipped byte (a lying peer).
+    pub corrupt_chunks: bool,
+    /// It never answers a chunk request (no `Chunk`, no `NoChunk`).
+    pub silent_chunks: bool,
+}
+
 /// One simulated node.
 #[derive(Debug)]
 pub struct SimNode {
@@ -117,6 +133,14 @@ pub struct SimNode {
     /// When the node last accepted / activated a head, per (app, seq).
     pub accepted_at: BTreeMap<(AppName, u64), Instant>,
     pub activated_at: BTreeMap<(AppName, u64), Instant>,
+    /// Misbehaviour to inject.
+    pub faults: Faults,
+    /// Chunk answers this node sent (`Chunk` messages, corrupted or not).
+    pub chunks_served: u64,
+    /// Chunk requests a silent node left unanswered.
+    pub requests_ignored: u64,
+    /// The highest seq accepted per app since the node (re)started, for the seq check.
+    accepted_seq: BTreeMap<AppName, u64>,
     upload_free: Instant,
     timer_at: Option<Instant>,
     conns: BTreeSet<Conn>,
@@ -145,6 +169,9 @@ pub struct Traffic {
     pub publisher_egress: u64,
     /// Tally messages delivered.
     pub tallies: u64,
+    /// Chunk messages sent and the total time they waited in upload queues.
+    pub chunks_sent: u64,
+    pub queue_wait: Duration,
 }
 
 /// The simulated publisher: holds content, serves chunks, collects the tallies it is sent.
@@ -167,6 +194,9 @@ pub struct Sim {
     pub accepts: fn(&[u8]) -> bool,
     /// Events emitted (only when `record_events`).
     pub events: Vec<(Id, Event)>,
+    /// Connections a node closed, with the peer (if a node) and the reason (only when
+    /// `record_events`).
+    pub disconnects: Vec<(Id, Option<Id>, String)>,
     pub record_events: bool,
     /// Partition side per node (nodes on different sides cannot talk); empty = no partition.
     side: BTreeMap<Id, u8>,
@@ -219,6 +249,7 @@ impl Sim {
             traffic: Traffic::default(),
             accepts: |_| true,
             events: Vec::new(),
+            disconnects: Vec::new(),
             record_events: true,
             side: BTreeMap::new(),
             links: BTreeMap::new(),
@@ -244,6 +275,10 @@ impl Sim {
                 disk: Persisted::default(),
                 accepted_at: BTreeMap::new(),
                 activated_at: BTreeMap::new(),
+                faults: Faults::default(),
+                chunks_served: 0,
+                requests_ignored: 0,
+                accepted_seq: BTreeMap::new(),
                 upload_free: self.now,
                 timer_at: None,
                 conns: BTreeSet::new(),
@@ -319,8 +354,19 @@ impl Sim {
                 .expect("sender exists")
                 .upload_free
         };
-        let depart = (*free).max(now) + serialise;
-        *free = depart;
+        // Chunk data queues behind chunk data; small control messages go ahead of queued chunks
+        // (the shell sends them on higher-priority streams) and only delay the chunks behind
+        // them by their own serialisation time.
+        let depart = if msg.is_payload() {
+            let d = (*free).max(now) + serialise;
+            *free = d;
+            self.traffic.queue_wait += d - serialise - now;
+            self.traffic.chunks_sent += 1;
+            d
+        } else {
+            *free = (*free).max(now) + serialise;
+            now + serialise
+        };
         let lat = self.latency(from, to);
         let mut at = depart + lat;
         if self.cfg.loss > 0.0 {
@@ -462,6 +508,7 @@ impl Sim {
         };
         n.node = None;
         n.timer_at = None;
+        n.accepted_seq.clear();
         let conns: Vec<Conn> = std::mem::take(&mut n.conns).into_iter().collect();
         let detect = self.cfg.detect_after;
         for c in conns {
@@ -617,7 +664,10 @@ impl Sim {
             }
             Message::Tally(t) => {
                 if let Some(app) = t.app.clone() {
-                    self.publisher.tallies.insert((app, t.seq), t);
+                    let e = self.publisher.tallies.entry((app, t.seq)).or_default();
+                    if e.version < t.version || e.app.is_none() {
+                        *e = t;
+                    }
                 }
             }
             _ => {}
@@ -640,7 +690,7 @@ impl Sim {
                 break;
             };
             match out {
-                Output::Send { to, msg } => self.transmit(id, to, msg),
+                Output::Send { to, msg } => self.send_from(id, to, msg),
                 Output::ServeChunk { to, digest, index } => {
                     let msg = match self.publisher.content.get(&digest).cloned() {
                         Some(c) if self.nodes[&id].disk.blobs.contains(&digest) => {
@@ -655,11 +705,15 @@ impl Sim {
                         }
                         _ => Message::NoChunk { digest, index },
                     };
-                    self.transmit(id, to, msg);
+                    self.send_from(id, to, msg);
                 }
                 Output::Activate(a) => self.activate(id, *a),
                 Output::Dial(addr) => self.dial(id, addr),
-                Output::Disconnect { peer, .. } => {
+                Output::Disconnect { peer, reason } => {
+                    if self.record_events {
+                        let other = self.peer_of(id, peer).filter(|o| *o != PUBLISHER);
+                        self.disconnects.push((id, other, reason));
+                    }
                     if let Some(n) = self.nodes.get_mut(&id) {
                         n.conns.remove(&peer);
                     }
@@ -683,6 +737,19 @@ impl Sim {
                     let n = self.nodes.get_mut(&id).expect("exists");
                     match &e {
                         Event::Accepted { app, seq, .. } => {
+                            // Seq never decreases: each accepted head is newer than anything
+                            // this incarnation accepted and than what its disk holds.
+                            let floor = n
+                                .accepted_seq
+                                .get(app)
+                                .copied()
+                                .max(n.disk.records.get(app).map(|r| r.head.head.seq));
+                            assert!(
+                                floor.is_none_or(|f| f < *seq),
+                                "safety (seed {}): node {id} accepted {app} seq {seq} after {floor:?}",
+                                self.cfg.seed
+                            );
+                            n.accepted_seq.insert(app.clone(), *seq);
                             n.accepted_at.entry((app.clone(), *seq)).or_insert(now);
                         }
                         Event::Activated { app, seq, .. } => {
@@ -707,6 +774,68 @@ impl Sim {
         }
     }
 
+    /// A node's message on its way out, through its injected faults.
+    fn send_from(&mut self, id: Id, conn: Conn, msg: Message) {
+        let n = self.nodes.get_mut(&id).expect("sender exists");
+        let msg = match msg {
+            Message::Chunk { .. } | Message::NoChunk { .. } if n.faults.silent_chunks => {
+                n.requests_ignored += 1;
+                return;
+            }
+            Message::Chunk {
+                digest,
+                index,
+                data,
+            } => {
+                n.chunks_served += 1;
+                let data = if n.faults.corrupt_chunks {
+                    let mut bad = data.to_vec();
+                    if let Some(b) = bad.first_mut() {
+                        *b ^= 0xff;
+                    }
+                    Payload::from(bad)
+                } else {
+                    data
+                };
+                Message::Chunk {
+                    digest,
+                    index,
+                    data,
+                }
+            }
+            m => m,
+        };
+        self.transmit(id, conn, msg);
+    }
+
+    /// Makes node `from` send `msg` over its connection `conn`, as if its node had (a forged
+    /// or replayed message from inside the mesh).
+    pub fn inject(&mut self, from: Id, conn: Conn, msg: Message) {
+        self.transmit(from, conn, msg);
+    }
+
+    /// The node at the other end of `id`'s connection `conn` ([`PUBLISHER`] for the publisher).
+    pub fn peer_of(&self, id: Id, conn: Conn) -> Option<Id> {
+        self.links.get(&conn).map(|l| l.other(id))
+    }
+
+    /// The overlay among live nodes: each live node's active view, as live node ids.
+    pub fn overlay(&self) -> BTreeMap<Id, Vec<Id>> {
+        self.nodes
+            .iter()
+            .filter_map(|(id, n)| Some((*id, n.node.as_ref()?)))
+            .map(|(id, node)| {
+                let peers = node
+                    .active_peers()
+                    .iter()
+                    .filter_map(|c| self.peer_of(id, *c))
+                    .filter(|p| self.nodes.get(p).is_some_and(|n| n.alive()))
+                    .collect();
+                (id, peers)
+            })
+            .collect()
+    }
+
     fn activate(&mut self, id: Id, a: crate::node::Activation) {
         let h = &a.head.head;
         let trust = self.trust.clone().expect("a node was added");
@@ -718,7 +847,7 @@ impl Sim {
         let canonical = self.publisher.content.get(&h.release.digest).cloned();
         let n = self.nodes.get_mut(&id).expect("node exists");
         let content_ok = match &a.content {
-            Some(c) => canonical.as_ref().is_some_and(|k| &k[..] == &c[..]),
+            Some(c) => canonical.as_ref().is_some_and(|k| k[..] == c[..]),
             None => n.disk.blobs.contains(&h.release.digest),
         };
         assert!(

@@ -34,7 +34,7 @@ pub fn bits_set(bits: &mut Vec<u8>, i: u32) {
 /// A bitmap with the first `n` bits set.
 pub fn bits_full(n: u32) -> Vec<u8> {
     let mut v = vec![0xff; n as usize / 8];
-    if n % 8 != 0 {
+    if !n.is_multiple_of(8) {
         v.push((1u8 << (n % 8)) - 1);
     }
     v

@@ -134,6 +134,10 @@ pub struct Tally {
     pub rejected: u32,
     /// A few of the non-active reports, with their reasons (bounded by [`MAX_TALLY_SAMPLES`]).
     pub samples: Vec<Report>,
+    /// Increases with every tally its sender sends. Messages travel on separate streams and may
+    /// arrive out of order: a receiver ignores a tally older than the last one it kept from
+    /// the same peer.
+    pub version: u64,
 }
 
 impl Tally {
@@ -162,7 +166,7 @@ impl Tally {
 /// `ShuffleReply`. Broadcast of heads (Plumtree): `Head` (a direct push: from a publisher, or an
 /// anti-entropy repair), `Gossip` (eager push along the tree), `IHave`, `Graft`, `Prune`.
 /// Anti-entropy: `Summary`. Content (swarming): `Have`, `HaveChunk`, `GetChunk`, `Chunk`,
-/// `NoChunk`. Status: `Tally`, `Report`, `StatusRequest`, `Status`.
+/// `NoChunk`. Status: `Tally`, `FleetTally`, `Report`, `StatusRequest`, `Status`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Message {
     /// The seq this node holds per app. Sent on connect and periodically to a random neighbour;
@@ -222,6 +226,11 @@ pub enum Message {
     NoChunk { digest: Digest, index: u32 },
     /// The sender's subtree totals for one head; flows up the broadcast tree.
     Tally(Tally),
+    /// The whole fleet's totals for one head, as counted where the head entered the mesh;
+    /// flows down the broadcast tree once the count has settled (and to a neighbour in an
+    /// anti-entropy exchange), so every node can say how many agents run which seq. `version`
+    /// increases with each count the root sends for the head; older ones are ignored.
+    FleetTally { tally: Tally, version: u32 },
     /// What one node did with a head (sent to the sender of a head that was refused or stale).
     Report(Report),
     /// Ask for the node's status.
@@ -252,6 +261,7 @@ impl Message {
             Message::Chunk { .. } => "chunk",
             Message::NoChunk { .. } => "no-chunk",
             Message::Tally(_) => "tally",
+            Message::FleetTally { .. } => "fleet-tally",
             Message::Report(_) => "report",
             Message::StatusRequest => "status-request",
             Message::Status(_) => "status",
@@ -316,6 +326,9 @@ pub struct NodeStatus {
     /// This node's subtree totals per head it holds (the whole fleet, at the node a release
     /// entered the mesh through).
     pub tallies: Vec<Tally>,
+    /// The whole fleet's totals per head, as last counted where the head entered the mesh and
+    /// sent down the broadcast tree once the count settled (absent until then).
+    pub fleet_tallies: Vec<Tally>,
     /// The highest seq this node has accepted per app: activated, still fetching, or verified
     /// but failed to activate. A publisher signs above it (the same seq twice is a conflict).
     pub seqs: Vec<(AppName, u64)>,

@@ -2,6 +2,8 @@
 # Rebuilds every guest artifact in tests/guests/ reproducibly:
 #   hello-v1.wasm        wasi:http/proxy component, HELLO_VERSION=1.0.0
 #   hello-v2.wasm        same, HELLO_VERSION=2.0.0
+#   hello-1mib-v1.wasm   hello-v1.wasm padded to exactly 1 MiB with a custom section (pad.py)
+#   hello-1mib-v2.wasm   hello-v2.wasm padded the same way (different padding)
 #   wrong-world.wasm     valid component exporting wasi:cli/run (no incoming-handler)
 #   not-a-component.wasm valid *core* wasm module (written byte by byte)
 #   garbage.bin          plain text, not wasm at all
@@ -45,6 +47,11 @@ build_guest hello fleetcast_guest_hello.wasm hello-v1.wasm 1.0.0
 build_guest hello fleetcast_guest_hello.wasm hello-v2.wasm 2.0.0
 build_guest wrong-world wrong-world.wasm wrong-world.wasm
 
+# 1 MiB components for the mesh tests and bench: the same guests plus one custom section of
+# deterministic padding (python3 only; pad.py alone regenerates them from the committed hello-v*).
+python3 "$GUESTS/pad.py" "$GUESTS/hello-v1.wasm" "$GUESTS/hello-1mib-v1.wasm"
+python3 "$GUESTS/pad.py" "$GUESTS/hello-v2.wasm" "$GUESTS/hello-1mib-v2.wasm"
+
 # A minimal valid core module (version 1, not a component):
 #   (module (func (export "answer") (result i32) i32.const 42))
 printf '\x00\x61\x73\x6d\x01\x00\x00\x00'          > "$GUESTS/not-a-component.wasm"  # magic, version 1
@@ -64,4 +71,4 @@ of crashing the agent or the publisher. Its first four bytes spell "This", not
 TEXT
 echo "built garbage.bin ($(wc -c < "$GUESTS/garbage.bin") bytes)"
 
-(cd "$GUESTS" && sha256sum hello-v1.wasm hello-v2.wasm wrong-world.wasm not-a-component.wasm garbage.bin)
+(cd "$GUESTS" && sha256sum hello-v1.wasm hello-v2.wasm hello-1mib-v1.wasm hello-1mib-v2.wasm wrong-world.wasm not-a-component.wasm garbage.bin)

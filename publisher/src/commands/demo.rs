@@ -30,7 +30,7 @@ pub struct Demo {
     /// The fleetcast-agent binary; default: next to this executable.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
-    /// Keep the demo directory (keys, configs, stores) instead of deleting it.
+    /// Keep the demo directory (keys, stores, agent logs) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
 }
@@ -48,6 +48,13 @@ fn step(msg: &str) {
 
 async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -> Result<Agent> {
     let data_dir = dir.join(name);
+    // Each agent's log goes to <demo dir>/<name>.log (kept with --keep; the level is
+    // FLEETCAST_DEMO_LOG, default warn).
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))
+        .with_context(|| format!("cannot create {name}.log"))?;
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--data-dir")
@@ -58,8 +65,11 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
         .arg(dir.join("ops.pub"))
         .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env("RUST_LOG", "warn")
+        .stderr(Stdio::from(log))
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEETCAST_DEMO_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .kill_on_drop(true);
     for p in peers {
         cmd.arg("--peer").arg(p.to_string());
@@ -364,13 +374,40 @@ impl Demo {
         agents.push(back);
         show_all(&agents, "1.0.0").await?;
 
-        step("9. fleetcast status --peer agent1   (fleet totals counted up the broadcast tree)");
+        step("9. fleetcast status --peer agent1   (where the releases entered the mesh)");
         let mut s =
             crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
         print!(
             "{}",
             super::status::render(&s.status(Duration::from_secs(10)).await?)
         );
+        drop(s);
+
+        let far = &agents[n - 1];
+        step(&format!(
+            "10. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
+            far.name
+        ));
+        let mut s = crate::session::Session::connect(far.quic, Duration::from_secs(10)).await?;
+        let until = Instant::now() + Duration::from_secs(15);
+        let st = loop {
+            let st = s.status(Duration::from_secs(10)).await?;
+            let counted = st.fleet_tallies.iter().any(|t| {
+                t.app.as_ref().is_some_and(|a| a.as_str() == "hello") && t.active as usize == n
+            });
+            if counted {
+                break st;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "{} did not learn the fleet's count of {n} within 15 s: {:?}",
+                    far.name,
+                    st.fleet_tallies
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        print!("{}", super::status::render(&st));
         drop(s);
 
         for a in &mut agents {

@@ -85,31 +85,41 @@ pub fn render(st: &NodeStatus) -> String {
             .collect();
         let _ = writeln!(o, "    history {}", hist.join(" -> "));
     }
-    // Fleet totals counted up the broadcast tree: at the agent a head entered through, the
-    // whole fleet; elsewhere, this agent's subtree.
-    if !st.tallies.is_empty() {
-        let _ = writeln!(
-            o,
-            "fleet totals counted up the broadcast tree (the whole fleet at the agent a release entered through, this agent's subtree elsewhere):"
-        );
-        for t in &st.tallies {
+    // The whole fleet's count (settled at the agent the release entered through and sent down
+    // the tree), then this agent's own subtree.
+    let version_of = |app: &str, seq: u64| {
+        st.apps
+            .iter()
+            .find(|a| a.app.as_str() == app && a.seq == seq)
+            .map(|a| a.active.version.to_string())
+            .unwrap_or_else(|| "not active here".into())
+    };
+    let mut show = |title: &str, tallies: &[fleetcast_protocol::Tally]| {
+        if tallies.is_empty() {
+            return;
+        }
+        let _ = writeln!(o, "{title}");
+        for t in tallies {
             let app = t.app.as_ref().map_or("?", |a| a.as_str());
-            let version = st
-                .apps
-                .iter()
-                .find(|a| a.app.as_str() == app && a.seq == t.seq)
-                .map(|a| a.active.version.to_string())
-                .unwrap_or_else(|| "not active here".into());
             let _ = writeln!(
                 o,
-                "    {app} seq {} ({version}): {} active, {} failed, {} rejected",
-                t.seq, t.active, t.failed, t.rejected
+                "    {app} seq {} ({}): {} active, {} failed, {} rejected",
+                t.seq,
+                version_of(app, t.seq),
+                t.active,
+                t.failed,
+                t.rejected
             );
             for r in &t.samples {
                 let _ = writeln!(o, "        agent {}: {}", r.node.short(), r.outcome);
             }
         }
-    }
+    };
+    show(
+        "fleet (counted up the broadcast tree where the release entered, once settled):",
+        &st.fleet_tallies,
+    );
+    show("this agent's subtree of the broadcast tree:", &st.tallies);
     // Reports heard directly (this agent's own outcome, refusals by its neighbours).
     let mut view: BTreeMap<(String, u64, String, String), usize> = BTreeMap::new();
     for r in &st.reports {
