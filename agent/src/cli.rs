@@ -50,7 +50,7 @@ pub struct RunArgs {
     /// A trusted publisher public key file (repeatable; replaces the config's list).
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<PathBuf>,
-    /// A peer to keep connected (repeatable; replaces the config's list).
+    /// A bootstrap contact to join the mesh through (repeatable; replaces the config's list).
     #[arg(long = "peer")]
     pub peers: Vec<SocketAddr>,
     /// Log format: text or json.

@@ -175,6 +175,29 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses_with_its_mesh_section() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.mesh, MeshConfig::default());
+        let mut node = fleetcast_protocol::NodeConfig::new(
+            fleetcast_protocol::NodeId([1; 32]),
+            fleetcast_protocol::TrustPolicy {
+                fleet: c.fleet.clone(),
+                keys: vec![],
+            },
+        );
+        let mesh = MeshConfig {
+            active_size: 9,
+            anti_entropy_ms: 2500,
+            ..c.mesh.clone()
+        };
+        mesh.apply(&mut node);
+        assert_eq!(node.membership.active_size, 9);
+        assert_eq!(node.anti_entropy_interval.as_millis(), 2500);
+    }
+
+    #[test]
     fn unknown_keys_and_missing_trust_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.toml");
