@@ -295,6 +295,18 @@ impl NetHandle {
 
     /// Queues `frame` on a new unidirectional stream. Never blocks; see [`SendError`].
     pub fn send(&self, conn: ConnId, frame: Vec<u8>) -> Result<(), SendError> {
+        self.send_with_priority(conn, frame, 0)
+    }
+
+    /// [`send`](Self::send) with a stream priority: on one connection, data of streams with a
+    /// higher priority is sent first (the mesh sends its small control messages ahead of the
+    /// chunks queued on the same connection).
+    pub fn send_with_priority(
+        &self,
+        conn: ConnId,
+        frame: Vec<u8>,
+        priority: i32,
+    ) -> Result<(), SendError> {
         let shared = self.shared();
         let max = shared.cfg.max_frame;
         if frame.len() > max {
@@ -315,7 +327,7 @@ impl NetHandle {
         shared.rt.spawn(async move {
             // The permit is held until the peer acknowledged the whole stream.
             let _permit = permit;
-            if let Err(e) = write_frame(&connection, &frame).await {
+            if let Err(e) = write_frame(&connection, &frame, priority).await {
                 tracing::debug!(%conn, "frame of {} bytes not delivered: {e}", frame.len());
             }
         });
@@ -354,8 +366,11 @@ impl NetHandle {
     }
 }
 
-async fn write_frame(conn: &Connection, frame: &[u8]) -> Result<()> {
+async fn write_frame(conn: &Connection, frame: &[u8], priority: i32) -> Result<()> {
     let mut stream = conn.open_uni().await?;
+    if priority != 0 {
+        stream.set_priority(priority)?;
+    }
     let len = u32::try_from(frame.len())?;
     stream.write_all(&len.to_be_bytes()).await?;
     stream.write_all(frame).await?;

@@ -162,7 +162,10 @@ pub async fn push(
                 peer = Some(rep.outcome);
             }
             News::Tally(t) => {
-                if t.app.as_ref() != Some(&head.head.app) || t.seq != seq {
+                // Frames travel on separate streams and may arrive out of order: only a count
+                // newer than the one held counts.
+                if t.app.as_ref() != Some(&head.head.app) || t.seq != seq || t.version < tally.version
+                {
                     continue;
                 }
                 for r in t
