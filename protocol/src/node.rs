@@ -16,11 +16,17 @@
 //!   the bytes.
 //! - **Transfer** ([`crate::swarm`]): the content is fetched chunk by chunk from every
 //!   neighbour that announces it, verified against the signed chunk map, and served on at once.
+//!   Requests this node serves wait in a queue for one of a few upload slots (a slot frees when
+//!   the receiver acknowledges the chunk with `HaveChunk`); the least-served chunk goes first,
+//!   so a node that alone holds fresh chunks hands out distinct ones before copies.
 //! - **Anti-entropy**: on every new neighbour and periodically with a random one, nodes swap a
 //!   `Summary` (app → seq) and push the heads the other lacks.
 //! - **Tallies**: each node sends its subtree's totals (active / failed / rejected per head) to
-//!   the neighbour it got the head from, coalesced per `tally_interval`; the node a release
-//!   entered through (the root) holds the fleet's totals and passes them to the publisher;
+//!   the neighbour it got the head from, coalesced per `tally_interval` (a node whose parent is
+//!   gone re-parents to a neighbour of lower rank; with none, it announces itself poisoned so
+//!   its subtree re-parents elsewhere, then ranks below any neighbour: see `HeadState::rank`);
+//!   the node a release entered through (the root) holds the fleet's totals and passes them to
+//!   the publisher;
 //!   once its count has been still for `FLEET_SETTLE` it sends it down the tree
 //!   (`FleetTally`), so every node's status can say how many agents run which seq. Sends are
 //!   paced by a token bucket, so a release costs O(N) tally messages.
@@ -240,6 +246,12 @@ struct HeadState<P> {
     id: Digest,
     /// Hops from where the head entered the mesh.
     round: u16,
+    /// This node's place in the tally tree: `round` at first, the new parent's rank + 1 after
+    /// re-parenting, [`POISONED`] while it has no parent. Tallies only go to a neighbour with a
+    /// smaller (rank, node id), so they never loop.
+    rank: u16,
+    /// When this node last announced itself [`POISONED`] (its parent gone, none below it).
+    poisoned_at: Option<Instant>,
     /// Where tallies go: the peer the head came from (re-chosen if it goes away).
     upstream: Option<P>,
     /// Neighbours known to hold the head, with their round.
@@ -298,8 +310,33 @@ const FLEET_SETTLE: Duration = Duration::from_millis(500);
 const TALLY_BURST: f64 = 4.0;
 /// A probed peer that lacks a head held this long is not reached by this node's overlay.
 const SPLIT_EVIDENCE: Duration = Duration::from_secs(5);
+/// The tally rank of a node that lost its parent and has no neighbour ranked below it: its
+/// subtree re-parents elsewhere first (none of them will pick it), then, after
+/// [`POISON_HOLD`], it takes any neighbour with a finite rank as its parent.
+const POISONED: u16 = u16::MAX;
+/// How long a poisoned node waits for its subtree to hear of it before re-parenting upward
+/// in rank (long enough for the poison to cross many hops, so it does not adopt a descendant).
+const POISON_HOLD: Duration = Duration::from_millis(1000);
 /// Apps accepted from one `Summary`.
 const MAX_SUMMARY: usize = 1024;
+/// Chunks this node has sent and not yet seen acknowledged (the receiver's `HaveChunk`): about
+/// one bandwidth-delay product of a WAN link, so the upload stays busy while the choice of
+/// what to send next is made late, when it is best informed.
+const SERVE_SLOTS: usize = 6;
+/// A sent chunk not acknowledged by then frees its slot anyway.
+const SERVE_SLOT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Chunk requests queued per peer (beyond that they are refused).
+const MAX_QUEUED_PER_PEER: usize = 64;
+
+/// A chunk request waiting for an upload slot.
+#[derive(Debug, Clone, Copy)]
+struct Queued<P> {
+    to: P,
+    digest: Digest,
+    index: u32,
+    /// Arrival order, for ties.
+    order: u64,
+}
 
 /// The node state machine. See the module docs.
 #[derive(Debug)]
@@ -330,6 +367,15 @@ pub struct Node<P: Peer> {
     /// Version of the last tally sent (see [`Tally::version`]).
     tally_version: u64,
     tally_refilled: Instant,
+    /// Chunk requests waiting for an upload slot; served least-served chunk first, so a node
+    /// that is the only holder of fresh chunks hands out distinct ones before copies
+    /// (super-seeding) and its neighbours trade the rest among themselves.
+    serve_queue: Vec<Queued<P>>,
+    serve_order: u64,
+    /// Chunks sent and not yet acknowledged, with when they were sent.
+    serving: BTreeMap<(P, Digest, u32), Instant>,
+    /// How often each chunk has been sent by this node.
+    served: BTreeMap<(Digest, u32), u32>,
     out: VecDeque<Output<P>>,
 }
 
@@ -380,6 +426,10 @@ impl<P: Peer> Node<P> {
             tally_tokens: TALLY_BURST,
             tally_version: 0,
             tally_refilled: now,
+            serve_queue: Vec::new(),
+            serve_order: 0,
+            serving: BTreeMap::new(),
+            served: BTreeMap::new(),
             out: VecDeque::new(),
             cfg,
         };
@@ -403,6 +453,8 @@ impl<P: Peer> Node<P> {
             id: head.id(),
             head,
             round,
+            rank: round,
+            poisoned_at: None,
             upstream,
             offers: BTreeMap::new(),
             own: None,
@@ -513,6 +565,12 @@ impl<P: Peer> Node<P> {
             .chain(self.next_anti_entropy)
             .chain(self.next_tally)
             .chain(self.heads.values().filter_map(|h| h.fleet_due))
+            .chain(
+                self.serving
+                    .values()
+                    .min()
+                    .map(|at| *at + SERVE_SLOT_TIMEOUT),
+            )
             .min()
     }
 
@@ -548,7 +606,7 @@ impl<P: Peer> Node<P> {
                             app: h.head.head.app.clone(),
                             seq: h.seq(),
                             id: h.id,
-                            round: h.round,
+                            round: h.rank,
                         })
                         .collect();
                     if !anns.is_empty() {
@@ -629,6 +687,7 @@ impl<P: Peer> Node<P> {
             }
         }
         // Chunk requests in flight on the old link are lost with it; the transfer asks again.
+        self.forget_serving(now, old);
         for t in self.transfers.values_mut() {
             t.remove_peer(old);
         }
@@ -676,6 +735,7 @@ impl<P: Peer> Node<P> {
     fn on_peer_down(&mut self, now: Instant, p: P) {
         self.members.peer_down(now, &mut self.rng, p);
         self.drain_members(now);
+        self.forget_serving(now, p);
         for t in self.transfers.values_mut() {
             t.remove_peer(p);
         }
@@ -734,6 +794,7 @@ impl<P: Peer> Node<P> {
             }
             Message::Have { digest, bits, want } => self.on_have(now, from, digest, bits, want),
             Message::HaveChunk { digest, index } => {
+                self.served_ack(now, from, digest, index);
                 if let Some(t) = self.transfers.get_mut(&digest) {
                     t.on_have_chunk(from, index);
                     self.pump(now, digest);
@@ -743,7 +804,7 @@ impl<P: Peer> Node<P> {
                     crate::swarm::bits_set(bits, index.min(crate::release::MAX_CHUNKS));
                 }
             }
-            Message::GetChunk { digest, index } => self.on_get_chunk(from, digest, index),
+            Message::GetChunk { digest, index } => self.on_get_chunk(now, from, digest, index),
             Message::Chunk {
                 digest,
                 index,
@@ -830,7 +891,17 @@ impl<P: Peer> Node<P> {
             if let Some(h) = self.heads.get_mut(&a.app)
                 && h.id == a.id
             {
-                h.offers.insert(from, a.round);
+                let old = h.offers.insert(from, a.round);
+                // A new rank from the tally parent, or a neighbour a parentless node may take:
+                // look at the tally tree again.
+                if old != Some(a.round)
+                    && !h.root
+                    && (h.upstream == Some(from) || h.upstream.is_none())
+                    && (h.own.is_some() || !h.children.is_empty())
+                {
+                    h.dirty = true;
+                    self.arm_tally(now);
+                }
                 continue;
             }
             if a.seq <= self.held(&a.app) {
@@ -1092,30 +1163,101 @@ impl<P: Peer> Node<P> {
         }
     }
 
-    fn on_get_chunk(&mut self, from: P, digest: Digest, index: u32) {
-        if self.blobs.contains_key(&digest) {
-            self.out.push_back(Output::ServeChunk {
+    /// Whether chunk `index` of `digest` can be served from here (stored, or verified in a
+    /// transfer in progress: cut-through).
+    fn can_serve(&self, digest: &Digest, index: u32) -> bool {
+        self.blobs.get(digest).is_some_and(|n| index < *n)
+            || self
+                .transfers
+                .get(digest)
+                .is_some_and(|t| t.chunk(index).is_some())
+    }
+
+    fn on_get_chunk(&mut self, now: Instant, from: P, digest: Digest, index: u32) {
+        let queued = self.serve_queue.iter().filter(|q| q.to == from).count();
+        let dup = self
+            .serve_queue
+            .iter()
+            .any(|q| q.to == from && q.digest == digest && q.index == index);
+        if !self.can_serve(&digest, index) || queued >= MAX_QUEUED_PER_PEER {
+            self.send(from, Message::NoChunk { digest, index });
+            return;
+        }
+        if !dup {
+            self.serve_order += 1;
+            self.serve_queue.push(Queued {
                 to: from,
                 digest,
                 index,
+                order: self.serve_order,
             });
-            return;
         }
-        // Cut-through: a verified chunk of a transfer in progress can be served already.
-        let data = self
-            .transfers
-            .get(&digest)
-            .and_then(|t| t.chunk(index))
-            .cloned();
-        let msg = match data {
-            Some(data) => Message::Chunk {
-                digest,
-                index,
-                data,
-            },
-            None => Message::NoChunk { digest, index },
-        };
-        self.send(from, msg);
+        self.dispatch(now);
+    }
+
+    /// Sends queued chunks while upload slots are free: the least-served chunk first, then the
+    /// oldest request.
+    fn dispatch(&mut self, now: Instant) {
+        while self.serving.len() < SERVE_SLOTS && !self.serve_queue.is_empty() {
+            let served = &self.served;
+            let (k, _) = self
+                .serve_queue
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, q)| {
+                    let n = served.get(&(q.digest, q.index)).copied().unwrap_or(0);
+                    (n, q.order)
+                })
+                .expect("not empty");
+            let q = self.serve_queue.swap_remove(k);
+            self.serve_now(now, q.to, q.digest, q.index);
+        }
+    }
+
+    fn serve_now(&mut self, now: Instant, to: P, digest: Digest, index: u32) {
+        if self.blobs.contains_key(&digest) {
+            self.out.push_back(Output::ServeChunk { to, digest, index });
+        } else {
+            // Cut-through: a verified chunk of a transfer in progress can be served already.
+            let data = self
+                .transfers
+                .get(&digest)
+                .and_then(|t| t.chunk(index))
+                .cloned();
+            let Some(data) = data else {
+                self.send(to, Message::NoChunk { digest, index });
+                return;
+            };
+            self.send(
+                to,
+                Message::Chunk {
+                    digest,
+                    index,
+                    data,
+                },
+            );
+        }
+        *self.served.entry((digest, index)).or_default() += 1;
+        self.serving.insert((to, digest, index), now);
+    }
+
+    /// `from` holds chunk `index` of `digest` (it acknowledged one this node sent, or
+    /// announced it): its slot is free and a queued request for it is moot.
+    fn served_ack(&mut self, now: Instant, from: P, digest: Digest, index: u32) {
+        let freed = self.serving.remove(&(from, digest, index)).is_some();
+        let before = self.serve_queue.len();
+        self.serve_queue
+            .retain(|q| !(q.to == from && q.digest == digest && q.index == index));
+        if freed || before != self.serve_queue.len() {
+            self.dispatch(now);
+        }
+    }
+
+    /// Forgets the upload state of a peer that is gone.
+    fn forget_serving(&mut self, now: Instant, p: P) {
+        self.serving.retain(|(q, _, _), _| *q != p);
+        self.serve_queue.retain(|q| q.to != p);
+        self.dispatch(now);
     }
 
     fn on_chunk(
@@ -1127,9 +1269,20 @@ impl<P: Peer> Node<P> {
         data: Option<Payload>,
     ) {
         let Some(t) = self.transfers.get_mut(&digest) else {
+            if data.is_some() {
+                // Acknowledge, so the sender's upload slot frees.
+                self.send(from, Message::HaveChunk { digest, index });
+            }
             return;
         };
-        match t.on_chunk(from, index, data) {
+        let got = data.is_some();
+        let outcome = t.on_chunk(from, index, data);
+        if got && !matches!(outcome, ChunkOutcome::Bad(_)) {
+            // Acknowledge, so the sender's upload slot frees.
+            self.send(from, Message::HaveChunk { digest, index });
+        }
+        let t = self.transfers.get_mut(&digest).expect("checked above");
+        match outcome {
             ChunkOutcome::Ignored | ChunkOutcome::Refused => {}
             ChunkOutcome::Bad(reason) => {
                 // Dropped for good: its chunks come from the other holders.
@@ -1337,22 +1490,89 @@ impl<P: Peer> Node<P> {
         self.next_tally = None;
         let mut waiting = false;
         let mut sends = Vec::new();
+        let mut announce: Vec<(Announce, Vec<P>)> = Vec::new();
+        let mut retract: Vec<(P, Tally)> = Vec::new();
+        let active: Vec<P> = self.members.active().to_vec();
         for h in self.heads.values_mut() {
             if !h.dirty {
                 continue;
             }
-            if h.upstream.is_none_or(|u| self.members.node_of(u).is_none()) {
-                // Re-parent to a neighbour that precedes this node in (round, node id) order:
-                // the order is fixed per head, so tallies never loop.
-                let me = (h.round, self.cfg.node);
+            if !h.root {
                 let members = &self.members;
-                h.upstream = h
-                    .offers
-                    .iter()
-                    .filter_map(|(p, r)| Some(((*r, members.node_of(*p)?), *p)))
-                    .filter(|(key, _)| *key < me)
-                    .min()
-                    .map(|(_, p)| p);
+                let me = self.cfg.node;
+                let key = |p: P, r: u16| Some((r, members.node_of(p)?));
+                let below = |h: &HeadState<P>, p: P| {
+                    h.offers
+                        .get(&p)
+                        .and_then(|r| key(p, *r))
+                        .is_some_and(|k| k < (h.rank, me) && k.0 != POISONED)
+                };
+                let old = h.upstream;
+                if h.upstream.is_none_or(|u| !below(h, u)) {
+                    // Re-parent to the neighbour ranked lowest below this node: ranks only
+                    // fall towards the root, so tallies never loop.
+                    h.upstream = h
+                        .offers
+                        .iter()
+                        .filter_map(|(p, r)| Some((key(*p, *r)?, *p)))
+                        .filter(|(k, _)| *k < (h.rank, me) && k.0 != POISONED)
+                        .min()
+                        .map(|(_, p)| p);
+                }
+                if h.upstream.is_none() {
+                    let mut new_rank = None;
+                    match h.poisoned_at {
+                        None => {
+                            // Tell the neighbours (the subtree first of all) that the path up
+                            // through this node is gone, so they re-parent elsewhere.
+                            h.poisoned_at = Some(now);
+                            new_rank = Some(POISONED);
+                        }
+                        Some(at) if now.saturating_duration_since(at) >= POISON_HOLD => {
+                            // Its subtree has heard: take the lowest-ranked neighbour that
+                            // still has a path, and rank below it.
+                            let best = h
+                                .offers
+                                .iter()
+                                .filter_map(|(p, r)| Some((key(*p, *r)?, *p)))
+                                .filter(|(k, _)| k.0 < POISONED - 1)
+                                .min();
+                            if let Some(((r, _), p)) = best {
+                                h.upstream = Some(p);
+                                h.poisoned_at = None;
+                                new_rank = Some(r + 1);
+                            }
+                        }
+                        Some(_) => {}
+                    }
+                    if let Some(rank) = new_rank
+                        && rank != h.rank
+                    {
+                        h.rank = rank;
+                        let ann = Announce {
+                            app: h.head.head.app.clone(),
+                            seq: h.seq(),
+                            id: h.id,
+                            round: rank,
+                        };
+                        announce.push((ann, active.clone()));
+                    }
+                }
+                if let Some(o) = old
+                    && h.upstream != Some(o)
+                    && members.node_of(o).is_some()
+                {
+                    // Take this subtree's count back from the old parent (it is counted via
+                    // the new one).
+                    retract.push((
+                        o,
+                        Tally {
+                            app: Some(h.head.head.app.clone()),
+                            seq: h.seq(),
+                            ..Tally::default()
+                        },
+                    ));
+                }
             }
             if h.root {
                 // The root: the fleet's count is its own total; send it down once it settles.
@@ -1366,6 +1586,15 @@ impl<P: Peer> Node<P> {
                 None => waiting |= h.round > 0,
             }
         }
+        for (ann, to) in announce {
+            for p in to {
+                self.send(p, Message::IHave(vec![ann.clone()]));
+            }
+        }
+        for (o, mut t) in retract {
+            t.version = self.next_tally_version();
+            self.send(o, Message::Tally(t));
+        }
         if !sends.is_empty() {
             self.refill_tally_tokens(now);
             self.tally_tokens = (self.tally_tokens - 1.0).max(0.0);
@@ -1375,13 +1604,19 @@ impl<P: Peer> Node<P> {
             self.send(u, Message::Tally(t));
         }
         if waiting {
-            self.next_tally = Some(now + self.cfg.tally_interval * 10);
+            self.next_tally = Some(now + POISON_HOLD.min(self.cfg.tally_interval * 10));
         }
     }
 
     fn on_timeout(&mut self, now: Instant) {
         self.members.on_timeout(now, &mut self.rng);
         self.drain_members(now);
+        let before = self.serving.len();
+        self.serving
+            .retain(|_, at| now.saturating_duration_since(*at) < SERVE_SLOT_TIMEOUT);
+        if self.serving.len() != before {
+            self.dispatch(now);
+        }
         let digests: Vec<Digest> = self.transfers.keys().copied().collect();
         for d in digests {
             let t = self.transfers.get_mut(&d).expect("listed above");
@@ -1487,6 +1722,9 @@ impl<P: Peer> Node<P> {
                 .any(|h| h.head.head.release.digest == *digest);
         if !pending && !failed_newest {
             self.transfers.remove(digest);
+            if !self.blobs.contains_key(digest) {
+                self.served.retain(|(d, _), _| d != digest);
+            }
         }
     }
 }

@@ -79,9 +79,9 @@ fn ten_percent_crashing_mid_release_with_five_percent_loss_converges_in_time() {
     check_common(&no_fault);
     let fig = scenario::run_release(&crash);
     eprintln!("10% crash at {:?}:\n{fig}", crash.crash_at);
-    // Known miss: a node whose tally parent crashed re-parents only to a neighbour before it in
-    // (round, id) order (loop-free); one with none stays uncounted, so the count is a floor.
-    check_counted(&fig);
+    // Nodes whose tally parent crashed re-parent (poisoning their subtree first when no
+    // neighbour ranks below them): the publisher counts every live node.
+    check_common(&fig);
     assert!(fig.live < fig.nodes, "nodes crashed");
     let (a, b) = (no_fault.bytes_all.unwrap(), fig.bytes_all.unwrap());
     assert!(
@@ -90,7 +90,11 @@ fn ten_percent_crashing_mid_release_with_five_percent_loss_converges_in_time() {
     );
 }
 
-/// Known miss: bytes to 100% are ~3–4× the lower bound at this size, not 1.3×.
+/// Known miss: bytes to 100% are ~3× the lower bound (10k nodes: ~3.5×), not 1.3×. The ramp is
+/// bound by pull latency: each hop of a chunk costs announce + request + chunk (~3 one-way
+/// latencies + serialisation), so holders double every ~90 ms instead of ~50 ms, and uploads
+/// sit idle (least-served-first serving and larger request windows barely change it). Needs
+/// push of the first copy (or requests queued ahead at a peer that will have the chunk).
 #[test]
 #[ignore = "target not met yet: bytes to 100% ≈ 3× the lower bound"]
 fn reference_wan_bytes_within_1_3x_of_the_lower_bound() {
