@@ -49,7 +49,7 @@ impl Scenario {
                 ..SimConfig::default()
             },
             contacts: 100,
-            active_size: 8,
+            active_size: 10,
             crash_fraction: 0.0,
             crash_at: Duration::from_millis(300),
             deadline: Duration::from_secs(60),
