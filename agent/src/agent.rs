@@ -20,6 +20,7 @@ use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus};
 use fleetcast_protocol::{AppRecord, Event, TrustPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::config::AgentConfig;
 use crate::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
@@ -169,8 +170,13 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         status_rx,
         done_tx,
         dials: tokio::task::JoinSet::new(),
+        activations: tokio::task::JoinSet::new(),
     };
-    tasks.push(tokio::spawn(actor.run(done_rx, shutdown_rx)));
+    // Every log line of this agent names it (many agents may share a process).
+    let span = tracing::info_span!("agent", node = %node_id.short());
+    tasks.push(tokio::spawn(
+        actor.run(done_rx, shutdown_rx).instrument(span),
+    ));
     tracing::info!(node = %node_id.short(), %quic_addr, %http_addr, fleet = %cfg.fleet, "agent started");
     Ok(AgentHandle {
         node_id,
@@ -271,8 +277,10 @@ fn build(
 }
 
 fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
+    let started = Instant::now();
     let release = &act.head.head.release;
     let prepared = prepare(store, runtime, release, act.content.as_deref())?;
+    let prepared_in = started.elapsed();
     if let Some(content) = &act.content
         && !store.has_blob(&release.digest)?
     {
@@ -280,7 +288,9 @@ fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
     }
     // Durable before it serves: a crash after this restarts into this release, and the seq can
     // never be accepted again.
+    let stored_in = started.elapsed() - prepared_in;
     store.commit(&act.record)?;
+    let committed_in = started.elapsed() - prepared_in - stored_in;
     let old = runtime.deploy(meta(&act.record), &prepared);
     tracing::info!(
         app = %act.head.head.app,
@@ -289,6 +299,9 @@ fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
         version = %release.version,
         digest = %release.digest.short(),
         from = old.as_ref().map(|d| d.meta.version.clone()).unwrap_or_default(),
+        ?prepared_in,
+        ?stored_in,
+        ?committed_in,
         "swapped"
     );
     Ok(())
@@ -305,6 +318,10 @@ struct Actor {
     done_tx: mpsc::UnboundedSender<Input<ConnId>>,
     /// Dials in progress; aborted when the actor stops.
     dials: tokio::task::JoinSet<()>,
+    /// Activations running on blocking threads. They hold the store: the actor waits for them
+    /// before it ends, so that once [`AgentHandle::shutdown`] returns the sled database is
+    /// closed and the data directory can be opened again (a restart in the same process).
+    activations: tokio::task::JoinSet<()>,
 }
 
 impl Actor {
@@ -327,6 +344,7 @@ impl Actor {
                 _ = shutdown.wait_for(|s| *s) => break,
                 Some(input) = done_rx.recv() => input,
                 Some(_) = self.dials.join_next(), if !self.dials.is_empty() => continue,
+                Some(_) = self.activations.join_next(), if !self.activations.is_empty() => continue,
                 Some(tx) = self.status_rx.recv() => {
                     let _ = tx.send(self.node.status());
                     continue;
@@ -343,6 +361,9 @@ impl Actor {
             self.node.handle(Instant::now(), input);
             self.drain();
         }
+        // A blocking task cannot be cancelled: let the activations in progress finish (each
+        // commits durably or stores nothing), then close the store.
+        while self.activations.join_next().await.is_some() {}
         let _ = self.store.flush();
         tracing::debug!("node actor stopped");
     }
@@ -368,7 +389,10 @@ impl Actor {
                 Some(Input::PeerDown(conn))
             }
             NetEvent::Frame { conn, bytes } => match wire::decode(&bytes) {
-                Ok(msg) => Some(Input::Message(conn, msg)),
+                Ok(msg) => {
+                    tracing::trace!(%conn, kind = msg.kind(), index = chunk_index(&msg), "recv");
+                    Some(Input::Message(conn, msg))
+                }
                 Err(e) => {
                     tracing::warn!(%conn, "disconnecting peer: {e}");
                     self.net.close(conn, &e.to_string());
@@ -379,9 +403,13 @@ impl Actor {
     }
 
     fn send(&self, to: ConnId, msg: &Message) {
+        tracing::trace!(%to, kind = msg.kind(), index = chunk_index(msg), "send");
         match wire::encode(msg) {
             Ok(bytes) => {
-                if let Err(e) = self.net.send(to, bytes) {
+                // Control messages (heads, announcements, requests, tallies) go ahead of the
+                // chunks queued on the same connection.
+                let priority = if msg.is_payload() { 0 } else { 1 };
+                if let Err(e) = self.net.send_with_priority(to, bytes, priority) {
                     tracing::debug!(%to, kind = msg.kind(), "send dropped: {e}");
                 }
             }
@@ -414,7 +442,9 @@ impl Actor {
                         self.runtime.clone(),
                         self.done_tx.clone(),
                     );
-                    tokio::task::spawn_blocking(move || {
+                    let span = tracing::Span::current();
+                    self.activations.spawn_blocking(move || {
+                        let _span = span.enter();
                         let result = activate(&store, &runtime, &act).map_err(|e| format!("{e:#}"));
                         let _ = done.send(Input::Activated {
                             app: act.head.head.app.clone(),
@@ -439,6 +469,17 @@ impl Actor {
                 Output::Event(e) => log_event(&e),
             }
         }
+    }
+}
+
+/// The chunk a chunk message is about, for trace logs.
+fn chunk_index(msg: &Message) -> Option<u32> {
+    match msg {
+        Message::GetChunk { index, .. }
+        | Message::Chunk { index, .. }
+        | Message::NoChunk { index, .. }
+        | Message::HaveChunk { index, .. } => Some(*index),
+        _ => None,
     }
 }
 

@@ -327,8 +327,9 @@ impl NetHandle {
         shared.rt.spawn(async move {
             // The permit is held until the peer acknowledged the whole stream.
             let _permit = permit;
-            if let Err(e) = write_frame(&connection, &frame, priority).await {
-                tracing::debug!(%conn, "frame of {} bytes not delivered: {e}", frame.len());
+            let len = frame.len();
+            if let Err(e) = write_frame(&connection, frame, priority).await {
+                tracing::debug!(%conn, "frame of {len} bytes not delivered: {e}");
             }
         });
         Ok(())
@@ -366,14 +367,18 @@ impl NetHandle {
     }
 }
 
-async fn write_frame(conn: &Connection, frame: &[u8], priority: i32) -> Result<()> {
+async fn write_frame(conn: &Connection, frame: Vec<u8>, priority: i32) -> Result<()> {
     let mut stream = conn.open_uni().await?;
     if priority != 0 {
         stream.set_priority(priority)?;
     }
     let len = u32::try_from(frame.len())?;
-    stream.write_all(&len.to_be_bytes()).await?;
-    stream.write_all(frame).await?;
+    // Handed over as owned buffers: quinn queues them without copying the frame again.
+    let mut chunks = [
+        bytes::Bytes::copy_from_slice(&len.to_be_bytes()),
+        bytes::Bytes::from(frame),
+    ];
+    stream.write_all_chunks(&mut chunks).await?;
     stream.finish()?;
     if let Some(code) = stream.stopped().await? {
         bail!("peer stopped the stream with code {code}");

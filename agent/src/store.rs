@@ -31,6 +31,9 @@ pub struct StoreOptions {
     pub flush_every_ms: Option<u64>,
     /// Delete the database files when the store is dropped (tests, in-process fleets).
     pub temporary: bool,
+    /// Bytes of pages sled keeps in memory (it caches what it writes, whole chunks included).
+    /// sled's default is 1 GiB; a process running hundreds of agents wants a few MiB each.
+    pub cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -39,6 +42,7 @@ impl Default for StoreOptions {
         StoreOptions {
             flush_every_ms: Some(500),
             temporary: false,
+            cache_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -85,6 +89,7 @@ impl Store {
             .path(&path)
             .flush_every_ms(options.flush_every_ms)
             .temporary(options.temporary)
+            .cache_capacity(options.cache_bytes)
             .open();
         let db = db.with_context(|| {
             format!(
@@ -351,6 +356,7 @@ mod tests {
         let opts = StoreOptions {
             flush_every_ms: None,
             temporary: true,
+            ..StoreOptions::default()
         };
         let s = Store::open_with(dir.path(), opts).unwrap();
         s.put_blob(&r, &content).unwrap();

@@ -164,7 +164,9 @@ pub async fn push(
             News::Tally(t) => {
                 // Frames travel on separate streams and may arrive out of order: only a count
                 // newer than the one held counts.
-                if t.app.as_ref() != Some(&head.head.app) || t.seq != seq || t.version < tally.version
+                if t.app.as_ref() != Some(&head.head.app)
+                    || t.seq != seq
+                    || t.version < tally.version
                 {
                     continue;
                 }

@@ -77,6 +77,8 @@ pub struct Mesh {
     pub agents: Vec<Option<AgentHandle>>,
     /// The bootstrap contacts each agent was started with (kept for restarts).
     pub contacts: Vec<Vec<SocketAddr>>,
+    /// Each agent's QUIC address (a restarted agent listens on it again).
+    pub addrs: Vec<SocketAddr>,
     rng: StdRng,
 }
 
@@ -103,6 +105,7 @@ impl Mesh {
             cache: CompileCache::new(),
             agents: Vec::with_capacity(n),
             contacts: Vec::with_capacity(n),
+            addrs: Vec::with_capacity(n),
             rng: StdRng::seed_from_u64(opts.seed),
             opts,
         };
@@ -118,7 +121,7 @@ impl Mesh {
             let mut set = tokio::task::JoinSet::new();
             for i in first..first + size {
                 let contacts = mesh.pick_contacts(first);
-                let (cfg, shared) = mesh.config(i, contacts.clone());
+                let (cfg, shared) = mesh.config(i, contacts.clone(), None);
                 mesh.contacts.push(contacts);
                 set.spawn(async move { (i, start_with(cfg, shared).await) });
             }
@@ -127,7 +130,10 @@ impl Mesh {
                 let (i, agent) = joined.context("agent start panicked")?;
                 started.insert(i, agent.with_context(|| format!("starting agent {i}"))?);
             }
-            mesh.agents.extend(started.into_values().map(Some));
+            for a in started.into_values() {
+                mesh.addrs.push(a.quic_addr());
+                mesh.agents.push(Some(a));
+            }
         }
         Ok(mesh)
     }
@@ -146,10 +152,15 @@ impl Mesh {
         self.dir.path().join(format!("agent{i}"))
     }
 
-    fn config(&mut self, i: usize, peers: Vec<SocketAddr>) -> (AgentConfig, Shared) {
+    fn config(
+        &mut self,
+        i: usize,
+        peers: Vec<SocketAddr>,
+        listen: Option<SocketAddr>,
+    ) -> (AgentConfig, Shared) {
         let mut cfg = AgentConfig::with_data_dir(self.data_dir(i));
         cfg.fleet = "mesh".into();
-        cfg.listen = "127.0.0.1:0".parse().expect("valid");
+        cfg.listen = listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid"));
         cfg.http = "127.0.0.1:0".parse().expect("valid");
         cfg.trusted_keys = vec![self.dir.path().join("ops.pub")];
         cfg.peers = peers;
@@ -164,6 +175,8 @@ impl Mesh {
             store: StoreOptions {
                 flush_every_ms: None,
                 temporary: !self.opts.persistent,
+                // Served chunks are read back from the OS page cache rather than kept twice.
+                cache_bytes: 4 * 1024 * 1024,
             },
             link,
         };
@@ -178,22 +191,35 @@ impl Mesh {
         self.agents.iter().flatten().count()
     }
 
-    /// Stops agent `i` (as a crash would, but waiting until its store is closed so that it
-    /// can be restarted in this process).
-    pub async fn stop(&mut self, i: usize) {
-        if let Some(a) = self.agents[i].take() {
-            a.shutdown().await;
+    /// Stops the agents `which` at once: their handles are dropped together, then this waits
+    /// until their stores are closed (so that they can be restarted in this process).
+    pub async fn stop(&mut self, which: &[usize]) {
+        let mut set = tokio::task::JoinSet::new();
+        for &i in which {
+            if let Some(a) = self.agents[i].take() {
+                set.spawn(a.shutdown());
+            }
         }
+        while set.join_next().await.is_some() {}
     }
 
-    /// Restarts agent `i` from its data directory, with the contacts it first had.
-    pub async fn restart(&mut self, i: usize) -> Result<()> {
+    /// Restarts agent `i` from its data directory, on its QUIC address, with the contacts it
+    /// first had. The old endpoint's socket closes once its connections have drained, so a
+    /// bind that fails is retried until `within` has passed.
+    pub async fn restart(&mut self, i: usize, within: Duration) -> Result<()> {
         assert!(self.agents[i].is_none(), "agent {i} is running");
+        let deadline = Instant::now() + within;
         let contacts = self.contacts[i].clone();
-        let (cfg, shared) = self.config(i, contacts);
-        let a = start_with(cfg, shared)
-            .await
-            .with_context(|| format!("restarting agent {i}"))?;
+        let a = loop {
+            let (cfg, shared) = self.config(i, contacts.clone(), Some(self.addrs[i]));
+            match start_with(cfg, shared).await {
+                Ok(a) => break a,
+                Err(e) if Instant::now() < deadline && format!("{e:#}").contains("QUIC") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.context(format!("restarting agent {i}"))),
+            }
+        };
         self.agents[i] = Some(a);
         Ok(())
     }
@@ -302,15 +328,7 @@ impl Mesh {
         push: PushArgs,
         chunk_size: u32,
     ) -> Result<PushOutcome> {
-        ReleaseCmd {
-            file: guest(file),
-            app: APP.into(),
-            version: version.into(),
-            push,
-            chunk_size,
-        }
-        .execute()
-        .await
+        release_cmd(file, version, push, chunk_size).execute().await
     }
 
     /// Rolls back to the release active before the current one (or to `to`).
@@ -322,6 +340,17 @@ impl Mesh {
         }
         .execute()
         .await
+    }
+}
+
+/// The publisher's `release` command for guest `file` as `version` of [`APP`].
+pub fn release_cmd(file: &str, version: &str, push: PushArgs, chunk_size: u32) -> ReleaseCmd {
+    ReleaseCmd {
+        file: guest(file),
+        app: APP.into(),
+        version: version.into(),
+        push,
+        chunk_size,
     }
 }
 
