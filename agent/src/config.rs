@@ -66,7 +66,7 @@ pub struct MeshConfig {
 impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
-            active_size: 6,
+            active_size: 10,
             passive_size: 36,
             join_contacts: 3,
             shuffle_ms: 10_000,

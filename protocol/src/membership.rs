@@ -65,7 +65,7 @@ pub struct MembershipConfig {
 impl Default for MembershipConfig {
     fn default() -> Self {
         MembershipConfig {
-            active_size: 6,
+            active_size: 10,
             passive_size: 36,
             arwl: 6,
             prwl: 3,

@@ -3,7 +3,8 @@
 //! to the entry agent (a status request) over the same QUIC stack.
 //!
 //! Run: `cargo bench --workspace --bench propagation` (env FLEETCAST_BENCH_AGENTS, default 8;
-//! FLEETCAST_BENCH_ROUNDS, default 10). Topology: a chain, so the rollback crosses every hop.
+//! FLEETCAST_BENCH_ROUNDS, default 10). Each agent's bootstrap contact is the agent before it;
+//! the mesh then builds its own overlay (HyParView), so a head crosses fewer hops than a chain.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -41,7 +42,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let fleet = Fleet::start(agents, |i| if i == 0 { vec![] } else { vec![i - 1] }).await;
-        println!("fleet: {agents} agents in a chain ({} hops), {rounds} rounds", agents - 1);
+        println!("fleet: {agents} agents, each joining through the one before it, {rounds} rounds");
 
         // Baseline: one small-message round trip to the entry agent.
         let mut s = Session::connect(fleet.agent(0).quic_addr(), TIMEOUT).await.unwrap();
@@ -71,6 +72,6 @@ fn main() {
         println!("{:<34} {first:>9.2?}  (fetch + compile on every agent)", "release v1 -> all active");
         println!("{:<34} {second:>9.2?}", "release v2 -> all active");
         summary("rollback -> all active", rollbacks);
-        println!("(times include the publisher's connect + status + sign; all agents report back through the chain)");
+        println!("(times include the publisher's connect + status + sign; the fleet count comes back up the broadcast tree)");
     });
 }
