@@ -91,7 +91,7 @@ impl NodeConfig {
             },
             ihave_timeout: Duration::from_millis(400),
             anti_entropy_interval: Duration::from_secs(10),
-            tally_interval: Duration::from_millis(100),
+            tally_interval: Duration::from_millis(25),
             history_limit: 32,
         }
     }
@@ -971,6 +971,14 @@ impl<P: Peer> Node<P> {
         }
         let prev = self.heads.insert(app.clone(), st);
         self.accepted_at.insert(app.clone(), now);
+        // A new head starts a new burst of tallies: its first counts travel up the tree at
+        // once (a rollback is reported in the time its head takes to cross the mesh), and
+        // pacing only sets in for the changes after them.
+        self.tally_tokens = TALLY_BURST;
+        self.tally_refilled = now;
+        if self.next_tally.is_some() {
+            self.next_tally = Some(now); // a send held back by pacing goes now
+        }
         if gossip && self.members.is_probe(from) {
             // A head that only arrived over a probe link: this node's part of the overlay did
             // not have it, so the overlay is split (a healed partition). Bridge it.

@@ -209,3 +209,53 @@ fn the_publisher_counts_every_node_while_the_overlay_forms() {
         }
     }
 }
+
+/// A rollback's count reaches the publisher in about the time its head takes to cross the
+/// mesh: tally pacing must not hold back the first counts of a head (simulated time).
+#[test]
+fn a_rollback_is_counted_without_pacing_delay() {
+    for seed in seeds() {
+        eprintln!("seed {seed} (replay with FLEETCAST_SEED={seed})");
+        let n = 8;
+        let net = SimConfig {
+            seed,
+            latency: (Duration::from_micros(100), Duration::from_micros(100)),
+            ..SimConfig::default()
+        };
+        let mut sim = fleet(n, 1, 6, net, Duration::from_secs(5));
+        let app = AppName::new("shop").unwrap();
+        let (v1, v2) = (content(1, 30_000), content(2, 30_000));
+        for (seq, body) in [(1u64, &v1), (2, &v2)] {
+            sim.publish(
+                0,
+                signed("shop", seq, body, 16 * 1024, HeadKind::Release),
+                body.clone(),
+            );
+            let deadline = sim.now + Duration::from_secs(10);
+            assert!(sim.run_until(deadline, |s| converged(s, &app, seq)));
+        }
+        for seq in 3..=12u64 {
+            let body = if seq % 2 == 1 { &v1 } else { &v2 };
+            let t0 = sim.now;
+            sim.publish(
+                0,
+                signed("shop", seq, body, 16 * 1024, HeadKind::Rollback),
+                body.clone(),
+            );
+            let key = (app.clone(), seq);
+            let deadline = sim.now + Duration::from_secs(10);
+            assert!(sim.run_until(deadline, |s| {
+                s.publisher
+                    .tallies
+                    .get(&key)
+                    .is_some_and(|t| t.active as usize == n)
+            }));
+            let took = sim.now - t0;
+            // 8 nodes at 0.1 ms per hop: a few ms at most, far below one 100 ms pacing period.
+            assert!(
+                took < Duration::from_millis(50),
+                "seed {seed} seq {seq}: counted after {took:?}"
+            );
+        }
+    }
+}
