@@ -94,7 +94,7 @@ fn ten_percent_crashing_mid_release_with_five_percent_loss_converges_in_time() {
 /// bound by pull latency: each hop of a chunk costs announce + request + chunk (~3 one-way
 /// latencies + serialisation), so holders double every ~90 ms instead of ~50 ms, and uploads
 /// sit idle (least-served-first serving and larger request windows barely change it). Request-
-/// ahead (`Coming`) and a one-per-chunk first-copy push were tried (branch push-first-copy-wip):
+/// ahead (`Coming`) and a one-per-chunk first-copy push were tried (not merged; BENCHMARKS.md):
 /// the median improved but the last node finished later, and unconstrained push cost ~60%
 /// duplicates. Note the sim charges a lost packet as one RTT on the whole chunk, and with 1%
 /// loss 89% of 256 KiB chunks lose one, so each hop costs ~c/B + L + 2L, not c/B + L.
