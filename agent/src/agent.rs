@@ -15,17 +15,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use fleetcast_protocol::node::{Activation, Input, Node, NodeConfig, Output};
+use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
 use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus};
-use fleetcast_protocol::{AppRecord, Event, TrustPolicy};
+use fleetcast_protocol::{Event, TrustPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::AgentConfig;
 use crate::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
-use crate::runtime::{DeployedMeta, Prepared, Runtime, RuntimeStatsSnapshot};
+use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
+use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
 use crate::tls::Identity;
 
 /// A running agent. Dropping it shuts the agent down.
@@ -33,7 +34,9 @@ pub struct AgentHandle {
     node_id: NodeId,
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     runtime: Arc<Runtime>,
+    supervisor: SupervisorHandle,
     store: Store,
     status_tx: mpsc::Sender<oneshot::Sender<NodeStatus>>,
     shutdown: watch::Sender<bool>,
@@ -49,6 +52,18 @@ impl AgentHandle {
     }
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+    /// The admin endpoint (`/status`, `/metrics`, local rollback), if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+    /// The runtime (slots, metrics).
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+    /// The activation supervisor: per-app serving state, local rollback.
+    pub fn supervisor(&self) -> &SupervisorHandle {
+        &self.supervisor
     }
     /// The agent's store (for inspection; the node actor is its only writer).
     pub fn store(&self) -> &Store {
@@ -120,12 +135,16 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     };
     let runtime = Runtime::with_shared(engine, shared.compile_cache);
 
-    let (records, blobs) = {
+    let mut restored = {
         let (store, runtime, trust) = (store.clone(), runtime.clone(), trust.clone());
-        tokio::task::spawn_blocking(move || restore(&store, &runtime, &trust))
-            .await
-            .context("restore task panicked")??
+        let trial = cfg.trial.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::supervisor::restore(&store, &runtime, &trust, &trial)
+        })
+        .await
+        .context("restore task panicked")??
     };
+    let routes = crate::http::Routes::new(&cfg.routes)?;
 
     let http = tokio::net::TcpListener::bind(cfg.http)
         .await
@@ -139,6 +158,20 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         .with_context(|| format!("cannot listen for QUIC on {}", cfg.listen))?;
     let quic_addr = net.local_addr();
 
+    let admin = match cfg.admin.listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for the admin endpoint on {addr}"))?;
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin endpoint (status, metrics, local rollback) listens beyond localhost; it has no authentication");
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     {
@@ -148,32 +181,70 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::http::serve(http, rt, stopped).await {
+            if let Err(e) = crate::http::serve_routes(http, rt, routes, stopped).await {
                 tracing::error!("http server failed: {e:#}");
             }
         }));
     }
     let (status_tx, status_rx) = mpsc::channel(16);
     let (done_tx, done_rx) = mpsc::unbounded_channel();
+    // Every log line of this agent names it (many agents may share a process).
+    let span = tracing::info_span!("agent", node = %node_id.short());
+    let (supervisor, supervisor_task) = {
+        let _enter = span.enter();
+        crate::supervisor::spawn(
+            &mut restored,
+            store.clone(),
+            runtime.clone(),
+            SupervisorConfig {
+                trial: cfg.trial.clone(),
+            },
+            done_tx.clone(),
+            shutdown_rx.clone(),
+        )
+    };
+    if let Some(listener) = admin {
+        let admin = crate::admin::Admin {
+            supervisor: supervisor.clone(),
+            runtime: runtime.clone(),
+            status: status_tx.clone(),
+        };
+        let mut stop = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = admin.serve(listener, stopped).await {
+                tracing::error!("admin endpoint failed: {e:#}");
+            }
+        }));
+    }
     let mut node_cfg = NodeConfig::new(node_id, trust);
     node_cfg.seed = rand::random();
     node_cfg.membership.contacts = cfg.peers.clone();
     node_cfg.membership.advertise = cfg.advertise;
     cfg.mesh.apply(&mut node_cfg);
-    let node = Node::new(Instant::now(), node_cfg, records, blobs);
+    let now = Instant::now();
+    let mut node = Node::new(
+        now,
+        node_cfg,
+        std::mem::take(&mut restored.records),
+        std::mem::take(&mut restored.blobs),
+    );
+    for input in std::mem::take(&mut restored.inputs) {
+        node.handle(now, input);
+    }
     let actor = Actor {
         node,
         net,
         store: store.clone(),
-        runtime: runtime.clone(),
+        supervisor: supervisor.clone(),
         events,
         status_rx,
         done_tx,
         dials: tokio::task::JoinSet::new(),
-        activations: tokio::task::JoinSet::new(),
+        supervisor_task: Some(supervisor_task),
     };
-    // Every log line of this agent names it (many agents may share a process).
-    let span = tracing::info_span!("agent", node = %node_id.short());
     tasks.push(tokio::spawn(
         actor.run(done_rx, shutdown_rx).instrument(span),
     ));
@@ -182,7 +253,9 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         node_id,
         quic_addr,
         http_addr,
+        admin_addr,
         runtime,
+        supervisor,
         store,
         status_tx,
         shutdown,
@@ -190,138 +263,21 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     })
 }
 
-/// Loads the app records, re-verifies their heads (the disk is untrusted) and deploys each
-/// active release from the agent's own compiled cache, compiling only if that is missing.
-fn restore(
-    store: &Store,
-    runtime: &Runtime,
-    trust: &TrustPolicy,
-) -> Result<(Vec<AppRecord>, Vec<fleetcast_protocol::Digest>)> {
-    let mut records = Vec::new();
-    for rec in store.records()? {
-        let h = &rec.head.head;
-        if let Err(e) = rec.head.verify(trust) {
-            tracing::error!(app = %h.app, seq = h.seq, "stored head no longer verifies, not serving it: {e}");
-            continue;
-        }
-        match prepare(store, runtime, &rec.head.head.release, None) {
-            Ok(p) => {
-                runtime.deploy(meta(&rec), &p);
-                tracing::info!(app = %h.app, version = %h.release.version, seq = h.seq, "serving from cache");
-            }
-            Err(e) => {
-                tracing::error!(app = %h.app, seq = h.seq, "cannot serve the cached release: {e:#}")
-            }
-        }
-        // The seq is held either way: it must never go backwards.
-        records.push(rec);
-    }
-    Ok((records, store.complete_blobs()?))
-}
-
-fn meta(rec: &AppRecord) -> DeployedMeta {
-    let h = &rec.head.head;
-    DeployedMeta {
-        app: h.app.to_string(),
-        version: h.release.version.to_string(),
-        digest: h.release.digest.to_hex(),
-        seq: h.seq,
-    }
-}
-
-/// The compiled release: from the process's shared compile cache when the runtime has one (keyed
-/// by the signed release's digest; whatever is built below is built from content verified
-/// against it), else from [`build`].
-fn prepare(
-    store: &Store,
-    runtime: &Runtime,
-    release: &fleetcast_protocol::Release,
-    content: Option<&[u8]>,
-) -> Result<Prepared> {
-    runtime.prepare_cached(&release.digest.0, || {
-        build(store, runtime, release, content)
-    })
-}
-
-/// The compiled release: from the agent's own artifact cache when present, else compiled from
-/// `content` (just fetched and verified) or from the verified stored blob.
-fn build(
-    store: &Store,
-    runtime: &Runtime,
-    release: &fleetcast_protocol::Release,
-    content: Option<&[u8]>,
-) -> Result<Prepared> {
-    let compat = runtime.compat_hash();
-    if let Some(artifact) = store.get_compiled(&release.digest, &compat)? {
-        // SAFETY: the artifact was produced by this agent's own engine (same compatibility
-        // hash), stored in its private data directory, and its checksum was verified on read.
-        // Compiled code from the network is never loaded: peers only ever send source bytes.
-        match unsafe { runtime.load(&artifact) } {
-            Ok(p) => return Ok(p),
-            Err(e) => {
-                tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}")
-            }
-        }
-    }
-    let stored;
-    let bytes = match content {
-        Some(c) => c,
-        None => {
-            stored = store.read_blob(release)?;
-            &stored
-        }
-    };
-    let prepared = runtime.compile(bytes)?;
-    store.put_compiled(&release.digest, &compat, &prepared.artifact)?;
-    Ok(prepared)
-}
-
-fn activate(store: &Store, runtime: &Runtime, act: &Activation) -> Result<()> {
-    let started = Instant::now();
-    let release = &act.head.head.release;
-    let prepared = prepare(store, runtime, release, act.content.as_deref())?;
-    let prepared_in = started.elapsed();
-    if let Some(content) = &act.content
-        && !store.has_blob(&release.digest)?
-    {
-        store.put_blob(release, content)?;
-    }
-    // Durable before it serves: a crash after this restarts into this release, and the seq can
-    // never be accepted again.
-    let stored_in = started.elapsed() - prepared_in;
-    store.commit(&act.record)?;
-    let committed_in = started.elapsed() - prepared_in - stored_in;
-    let old = runtime.deploy(meta(&act.record), &prepared);
-    tracing::info!(
-        app = %act.head.head.app,
-        seq = act.head.head.seq,
-        kind = %act.head.head.kind,
-        version = %release.version,
-        digest = %release.digest.short(),
-        from = old.as_ref().map(|d| d.meta.version.clone()).unwrap_or_default(),
-        ?prepared_in,
-        ?stored_in,
-        ?committed_in,
-        "swapped"
-    );
-    Ok(())
-}
-
 struct Actor {
     node: Node<ConnId>,
     net: NetHandle,
     store: Store,
-    runtime: Arc<Runtime>,
+    supervisor: SupervisorHandle,
     events: mpsc::Receiver<NetEvent>,
     status_rx: mpsc::Receiver<oneshot::Sender<NodeStatus>>,
     /// Results of work done off the actor (activations, failed dials), fed back as inputs.
     done_tx: mpsc::UnboundedSender<Input<ConnId>>,
     /// Dials in progress; aborted when the actor stops.
     dials: tokio::task::JoinSet<()>,
-    /// Activations running on blocking threads. They hold the store: the actor waits for them
-    /// before it ends, so that once [`AgentHandle::shutdown`] returns the sled database is
-    /// closed and the data directory can be opened again (a restart in the same process).
-    activations: tokio::task::JoinSet<()>,
+    /// The supervisor runs the activations, which hold the store: the actor waits for it before
+    /// it ends, so that once [`AgentHandle::shutdown`] returns the sled database is closed and
+    /// the data directory can be opened again (a restart in the same process).
+    supervisor_task: Option<JoinHandle<()>>,
 }
 
 impl Actor {
@@ -344,7 +300,6 @@ impl Actor {
                 _ = shutdown.wait_for(|s| *s) => break,
                 Some(input) = done_rx.recv() => input,
                 Some(_) = self.dials.join_next(), if !self.dials.is_empty() => continue,
-                Some(_) = self.activations.join_next(), if !self.activations.is_empty() => continue,
                 Some(tx) = self.status_rx.recv() => {
                     let _ = tx.send(self.node.status());
                     continue;
@@ -363,7 +318,9 @@ impl Actor {
         }
         // A blocking task cannot be cancelled: let the activations in progress finish (each
         // commits durably or stores nothing), then close the store.
-        while self.activations.join_next().await.is_some() {}
+        if let Some(t) = self.supervisor_task.take() {
+            let _ = t.await;
+        }
         let _ = self.store.flush();
         tracing::debug!("node actor stopped");
     }
@@ -436,22 +393,9 @@ impl Actor {
                     };
                     self.send(to, &msg);
                 }
-                Output::Activate(act) => {
-                    let (store, runtime, done) = (
-                        self.store.clone(),
-                        self.runtime.clone(),
-                        self.done_tx.clone(),
-                    );
-                    let span = tracing::Span::current();
-                    self.activations.spawn_blocking(move || {
-                        let _span = span.enter();
-                        let result = activate(&store, &runtime, &act).map_err(|e| format!("{e:#}"));
-                        let _ = done.send(Input::Activated {
-                            app: act.head.head.app.clone(),
-                            seq: act.head.head.seq,
-                            result,
-                        });
-                    });
+                Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
+                Output::CancelActivation { app, seq } => {
+                    self.supervisor.send(Command::Cancel { app, seq })
                 }
                 Output::Dial(addr) => {
                     let (net, done) = (self.net.clone(), self.done_tx.clone());

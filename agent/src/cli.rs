@@ -27,6 +27,55 @@ enum Command {
         after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml\n  fleetcast-agent run --data-dir ./edge1 --trusted-key ops.pub --listen 127.0.0.1:7401 --http 127.0.0.1:8401 --peer 127.0.0.1:7402"
     )]
     Run(RunArgs),
+    /// Roll an app back on this node only, to a release it keeps compiled, without the network
+    /// (through the running agent's local admin endpoint). Shown as a local override in status
+    /// until the next head for the app arrives.
+    #[command(
+        after_help = "Example:\n  fleetcast-agent rollback --app shop\n  fleetcast-agent rollback --app shop --to 1.3.0 --admin 127.0.0.1:9401"
+    )]
+    Rollback(RollbackArgs),
+    /// Print the running agent's status (JSON, from its local admin endpoint).
+    Status(AdminArgs),
+}
+
+/// Where the running agent's admin endpoint is.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// The admin endpoint's address (default: from --config, else 127.0.0.1:9401).
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// The agent's config file, to find its admin address.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+impl AdminArgs {
+    fn addr(&self) -> Result<SocketAddr> {
+        if let Some(a) = self.admin {
+            return Ok(a);
+        }
+        if let Some(path) = &self.config {
+            return AgentConfig::load(path)?.admin.listen.with_context(|| {
+                format!(
+                    "{} disables the admin endpoint ([admin] listen is unset)",
+                    path.display()
+                )
+            });
+        }
+        Ok(crate::config::default_admin())
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    /// The app to roll back.
+    #[arg(long)]
+    pub app: String,
+    /// The version to serve (default: the newest cached release that is not serving).
+    #[arg(long)]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// Flags override the config file.
@@ -56,6 +105,9 @@ pub struct RunArgs {
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,
+    /// Admin endpoint address (status, metrics, local rollback); `off` disables it.
+    #[arg(long)]
+    pub admin: Option<String>,
 }
 
 impl RunArgs {
@@ -89,6 +141,15 @@ impl RunArgs {
         if let Some(v) = &self.log_format {
             cfg.log_format = v.clone();
         }
+        match self.admin.as_deref() {
+            None => {}
+            Some("off") => cfg.admin.listen = None,
+            Some(a) => {
+                cfg.admin.listen = Some(a.parse().with_context(|| {
+                    format!("--admin {a:?} is not an address like 127.0.0.1:9401 (or `off`)")
+                })?)
+            }
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -104,8 +165,12 @@ impl Cli {
                 rt.block_on(async move {
                     let agent = crate::agent::start(cfg).await?;
                     // One machine-readable line for supervisors and `fleetcast demo`.
+                    let admin = agent
+                        .admin_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "off".into());
                     println!(
-                        "fleetcast-agent ready node={} quic={} http={}",
+                        "fleetcast-agent ready node={} quic={} http={} admin={admin}",
                         agent.node_id(),
                         agent.quic_addr(),
                         agent.http_addr()
@@ -116,8 +181,61 @@ impl Cli {
                     Ok(())
                 })
             }
+            Command::Rollback(args) => {
+                let addr = args.admin.addr()?;
+                let mut path = format!("/apps/{}/rollback", args.app);
+                if let Some(v) = &args.to {
+                    path.push_str(&format!("?to={v}"));
+                }
+                let (status, body) = admin_request(addr, "POST", &path)?;
+                if status != 200 {
+                    anyhow::bail!("rollback refused: {}", body.trim());
+                }
+                let v: serde_json::Value = serde_json::from_str(&body)
+                    .with_context(|| format!("unexpected answer from the agent: {body}"))?;
+                println!(
+                    "{}: now serving {} (was {}), local override; serving after {} µs, durable after {} µs",
+                    v["app"].as_str().unwrap_or_default(),
+                    v["to"].as_str().unwrap_or_default(),
+                    v["from"].as_str().unwrap_or("nothing"),
+                    v["serving_after_us"],
+                    v["durable_after_us"]
+                );
+                Ok(())
+            }
+            Command::Status(args) => {
+                let (status, body) = admin_request(args.addr()?, "GET", "/status")?;
+                if status != 200 {
+                    anyhow::bail!("status failed: {}", body.trim());
+                }
+                println!("{}", body.trim_end());
+                Ok(())
+            }
         }
     }
+}
+
+/// One HTTP/1.1 request to the local admin endpoint (plain std: no runtime needed).
+pub fn admin_request(addr: SocketAddr, method: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+        .with_context(|| {
+            format!("cannot reach the agent's admin endpoint at {addr}; is the agent running (pass --admin or --config)?")
+        })?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("not an HTTP answer from {addr}"))?;
+    Ok((status, body.to_string()))
 }
 
 async fn shutdown_signal() {

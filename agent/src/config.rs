@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::RuntimeConfig;
+use crate::runtime::trial::TrialConfig;
 
 /// Everything `fleetcast-agent run` needs. See `deploy/agent.example.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +43,44 @@ pub struct AgentConfig {
     pub log_format: String,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Trial of a freshly swapped release (`[trial]`).
+    #[serde(default)]
+    pub trial: TrialConfig,
+    /// The local admin endpoint (`[admin]`).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Routes tried before the Host's first label (`[[routes]]`).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[admin]` section: the local admin endpoint (`/status`, `/metrics`, local rollback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens; localhost by default (it has no authentication). Absent: no endpoint.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: Some(default_admin()),
+        }
+    }
+}
+
+/// One `[[routes]]` entry: requests whose Host is `host` (exact, port ignored, any case) and/or
+/// whose path starts with `path_prefix` go to `app`. The first matching entry wins; with none,
+/// the app is the Host's first label.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    pub app: String,
 }
 
 /// `[mesh]` section: membership and gossip tuning. The defaults suit fleets of a few to tens of
@@ -98,6 +137,10 @@ fn default_listen() -> SocketAddr {
 fn default_http() -> SocketAddr {
     "0.0.0.0:8401".parse().expect("valid")
 }
+/// The admin endpoint's default address.
+pub fn default_admin() -> SocketAddr {
+    "127.0.0.1:9401".parse().expect("valid")
+}
 fn default_log_format() -> String {
     "text".into()
 }
@@ -130,6 +173,9 @@ impl AgentConfig {
             mesh: MeshConfig::default(),
             log_format: default_log_format(),
             runtime: RuntimeConfig::default(),
+            trial: TrialConfig::default(),
+            admin: AdminConfig::default(),
+            routes: Vec::new(),
         }
     }
 
@@ -142,6 +188,26 @@ impl AgentConfig {
         }
         if self.fleet.is_empty() || self.fleet.len() > fleetcast_protocol::head::MAX_FLEET_LEN {
             bail!("fleet name must be 1-64 characters");
+        }
+        if !(0.0..=1.0).contains(&self.trial.max_error_rate) {
+            bail!(
+                "trial.max_error_rate must be between 0 and 1, not {}",
+                self.trial.max_error_rate
+            );
+        }
+        for r in &self.routes {
+            if r.host.is_none() && r.path_prefix.is_none() {
+                bail!(
+                    "route to app {:?} has neither host nor path_prefix; give at least one",
+                    r.app
+                );
+            }
+            if r.path_prefix.as_ref().is_some_and(|p| !p.starts_with('/')) {
+                bail!("route path_prefix {:?} must start with '/'", r.path_prefix);
+            }
+            if fleetcast_protocol::AppName::new(&r.app).is_err() {
+                bail!("route app {:?} is not a valid app name", r.app);
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(

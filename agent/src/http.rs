@@ -6,57 +6,138 @@
 //! its app to one `Arc<Deployed>` exactly once, before anything else, and then
 //! runs entirely on it; [`crate::runtime::Runtime::deploy`] only changes what
 //! later requests resolve to. Errors are reported per request (404 unknown
-//! app, 500 guest trap/timeout, 503 no instance slot) and never take the
+//! app, 500 guest trap/timeout, 503 over the concurrency limit, 413 body too
+//! large) and never take the
 //! listener or other connections down.
 //!
-//! Routing: the app is the first DNS label of the request authority (Host
+//! Routing: the first matching entry of the configured route table (host and/or
+//! path prefix → app), else the first DNS label of the request authority (Host
 //! header, or the URI authority for h2 / absolute-form requests), port
 //! stripped, lowercased. When exactly one app is deployed it serves every host.
+//!
+//! Each request runs through [`crate::runtime::invoke::serve`]: the app's
+//! concurrency gate (503 beyond it, no queue), body limit (413), a fresh
+//! instance under the release's limits, metrics, and trial counting.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::header::HOST;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use wasmtime_wasi_http::WasiHttpView as _;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
-use crate::runtime::{Deployed, Runtime};
+use crate::config::RouteConfig;
+use crate::runtime::Runtime;
+use crate::runtime::invoke::text;
 
 /// How long [`serve`] lets in-flight connections finish after shutdown.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The configured route table (`[[routes]]`), tried before the Host's first label.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    app: String,
+}
+
+impl Routes {
+    /// Checks and normalises the configured routes (hosts lowercased, ports stripped).
+    pub fn new(config: &[RouteConfig]) -> anyhow::Result<Routes> {
+        let routes = config
+            .iter()
+            .map(|r| Route {
+                host: r
+                    .host
+                    .as_deref()
+                    .map(|h| strip_port(h).to_ascii_lowercase()),
+                path_prefix: r.path_prefix.clone(),
+                app: r.app.clone(),
+            })
+            .collect();
+        Ok(Routes { routes })
+    }
+
+    /// The app for a request to `host` (port stripped, lowercased) and `path`: the first route
+    /// that matches, else the host's first label.
+    pub fn app_for(&self, host: &str, path: &str) -> String {
+        for r in &self.routes {
+            let host_ok = r.host.as_deref().is_none_or(|h| h == host);
+            let path_ok = r
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path_has_prefix(path, p));
+            if host_ok && path_ok {
+                return r.app.clone();
+            }
+        }
+        first_label(host)
+    }
+}
+
+/// `path` starts with `prefix` at a segment boundary (`/api` matches `/api` and `/api/x`, not
+/// `/apix`).
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/') || rest.starts_with('?'))
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting, asks
 /// every connection to close after its in-flight requests, and waits for them
-/// up to [`DEFAULT_DRAIN_TIMEOUT`].
+/// up to [`DEFAULT_DRAIN_TIMEOUT`]. Routing by Host only.
 pub async fn serve(
     listener: TcpListener,
     rt: Arc<Runtime>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    serve_with_drain(listener, rt, shutdown, DEFAULT_DRAIN_TIMEOUT).await
+    serve_with_drain(
+        listener,
+        rt,
+        Routes::default(),
+        shutdown,
+        DEFAULT_DRAIN_TIMEOUT,
+    )
+    .await
 }
 
-/// [`serve`] with an explicit drain timeout; connections still open when it
+/// [`serve`] with a route table.
+pub async fn serve_routes(
+    listener: TcpListener,
+    rt: Arc<Runtime>,
+    routes: Routes,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_with_drain(listener, rt, routes, shutdown, DEFAULT_DRAIN_TIMEOUT).await
+}
+
+/// [`serve_routes`] with an explicit drain timeout; connections still open when it
 /// expires are aborted.
 pub async fn serve_with_drain(
     listener: TcpListener,
     rt: Arc<Runtime>,
+    routes: Routes,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> anyhow::Result<()> {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let routes = Arc::new(routes);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -69,7 +150,7 @@ pub async fn serve_with_drain(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%peer, error = %e, "set_nodelay failed");
                     }
-                    conns.spawn(connection(builder.clone(), stream, rt.clone(), stop_rx.clone()));
+                    conns.spawn(connection(builder.clone(), stream, rt.clone(), routes.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // e.g. EMFILE: back off briefly instead of spinning.
@@ -100,11 +181,12 @@ async fn connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     stream: tokio::net::TcpStream,
     rt: Arc<Runtime>,
+    routes: Arc<Routes>,
     mut stop: watch::Receiver<bool>,
 ) {
     let service = hyper::service::service_fn(move |req| {
-        let rt = rt.clone();
-        async move { Ok::<_, Infallible>(handle(&rt, req).await) }
+        let (rt, routes) = (rt.clone(), routes.clone());
+        async move { Ok::<_, Infallible>(handle(&rt, &routes, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -126,18 +208,24 @@ async fn connection(
 }
 
 /// Handles one request end to end; always produces a response.
-pub async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+pub async fn handle(
+    rt: &Runtime,
+    routes: &Routes,
+    req: Request<Incoming>,
+) -> Response<HyperOutgoingBody> {
     rt.count_request();
-    let Some(app) = app_name(&req) else {
+    let Some(host) = request_host(&req) else {
         return text(
             StatusCode::BAD_REQUEST,
             "the request has no Host header; the agent routes requests by host name\n".into(),
         );
     };
+    let app = routes.app_for(&host, req.uri().path());
     let deployed = match rt.route(Some(&app)) {
         Ok(deployed) => deployed,
         Err(names) => {
             rt.count_not_found();
+            rt.metrics().record_not_found();
             let list = if names.is_empty() {
                 "none".to_string()
             } else {
@@ -149,161 +237,41 @@ pub async fn handle(rt: &Runtime, req: Request<Incoming>) -> Response<HyperOutgo
             );
         }
     };
-    match invoke(rt, &deployed, req).await {
-        Ok(resp) => {
-            if resp.status().is_server_error() {
-                rt.count_error();
-            }
-            resp
-        }
-        Err(failure) => {
-            rt.count_error();
-            let meta = &deployed.meta;
-            tracing::error!(
-                app = %meta.app, version = %meta.version, seq = meta.seq,
-                reason = %failure.reason, "request failed"
-            );
-            text(
-                failure.status,
-                format!(
-                    "app {:?} version {} failed to handle the request: {}\n",
-                    meta.app, meta.version, failure.reason
-                ),
-            )
-        }
-    }
+    crate::runtime::invoke::serve(rt, &deployed, req).await
 }
 
-struct Failure {
-    status: StatusCode,
-    reason: String,
-}
-
-impl Failure {
-    fn internal(reason: String) -> Self {
-        Failure {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            reason,
-        }
-    }
-}
-
-/// Runs the request in a fresh instance, the way `wasmtime serve` does: the
-/// guest runs in its own task (it may keep streaming the body after the
-/// response head is sent) and we wait for the response-outparam to be set.
-async fn invoke(
-    rt: &Runtime,
-    deployed: &Arc<Deployed>,
-    req: Request<Incoming>,
-) -> Result<Response<HyperOutgoingBody>, Failure> {
-    let timeout = rt.request_timeout();
-    let Some(permit) = rt.acquire_instance().await else {
-        return Err(Failure {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            reason: format!(
-                "all {} instance slots stayed busy for {timeout:?}",
-                rt.config().max_instances
-            ),
-        });
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut store = rt.new_store();
-    let (tx, rx) = oneshot::channel();
-    let (req, out) = {
-        let mut http = store.data_mut().http();
-        let req = http.new_incoming_request(Scheme::Http, req).map_err(|e| {
-            Failure::internal(format!("could not pass the request to the guest: {e:#}"))
-        })?;
-        let out = http
-            .new_response_outparam(tx)
-            .map_err(|e| Failure::internal(format!("could not create the response slot: {e:#}")))?;
-        (req, out)
-    };
-    let pre = deployed.pre().clone();
-    let task = tokio::spawn(async move {
-        let _permit = permit; // the instance slot is held as long as the store lives
-        let proxy = pre.instantiate_async(&mut store).await?;
-        proxy
-            .wasi_http_incoming_handler()
-            .call_handle(&mut store, req, out)
-            .await
-    });
-    match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Ok(resp))) => {
-            // The guest may still be streaming the body; report a late failure.
-            let meta = deployed.meta.clone();
-            tokio::spawn(async move {
-                if let Ok(Err(e)) = task.await {
-                    tracing::warn!(
-                        app = %meta.app, version = %meta.version,
-                        "guest failed after sending the response head: {e:#}"
-                    );
-                }
-            });
-            Ok(resp)
-        }
-        Ok(Ok(Err(code))) => Err(Failure::internal(format!(
-            "the guest responded with error {code:?}"
-        ))),
-        // The outparam was dropped unset: the guest task is over, ask it why.
-        Ok(Err(_)) => Err(Failure::internal(match task.await {
-            Ok(Ok(())) => "the guest returned without setting a response".to_string(),
-            Ok(Err(e)) if is_interrupt(&e) => {
-                format!("the guest did not respond within {timeout:?} (interrupted while running)")
-            }
-            Ok(Err(e)) => format!("the guest trapped: {e:#}"),
-            Err(e) => format!("the guest task failed: {e}"),
-        })),
-        Err(_) => {
-            task.abort();
-            Err(Failure::internal(format!(
-                "the guest did not respond within {timeout:?}"
-            )))
-        }
-    }
-}
-
-fn is_interrupt(e: &wasmtime::Error) -> bool {
-    matches!(
-        e.downcast_ref::<wasmtime::Trap>(),
-        Some(wasmtime::Trap::Interrupt)
-    )
-}
-
-/// First label of the request's host, port stripped, lowercased.
-fn app_name(req: &Request<Incoming>) -> Option<String> {
+/// The request's host (Host header, or the URI authority for h2 / absolute-form requests),
+/// port stripped, lowercased.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
     let host = match req.uri().authority() {
         Some(authority) => authority.host().to_string(),
         None => req.headers().get(HOST)?.to_str().ok()?.to_string(),
     };
-    Some(host_to_app(&host))
+    Some(strip_port(&host).to_ascii_lowercase())
 }
 
-fn host_to_app(host: &str) -> String {
-    let host = if host.starts_with('[') {
-        // IPv6 literal: no DNS labels, keep it whole.
-        host.split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // IPv6 literal: keep it whole.
+        match host.find(']') {
+            Some(i) => &host[..=i],
+            None => host,
+        }
     } else {
-        let host = host.split(':').next().unwrap_or_default();
-        host.split('.').next().unwrap_or_default().to_string()
-    };
-    host.to_ascii_lowercase()
+        host.split(':').next().unwrap_or_default()
+    }
 }
 
-fn text(status: StatusCode, body: String) -> Response<HyperOutgoingBody> {
-    let body = Full::new(Bytes::from(body))
-        .map_err(Into::into)
-        .boxed_unsync();
-    let mut resp = Response::new(body);
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
+fn first_label(host: &str) -> String {
+    if host.starts_with('[') {
+        return host.to_string();
+    }
+    host.split('.').next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+fn host_to_app(host: &str) -> String {
+    first_label(&strip_port(host).to_ascii_lowercase())
 }
 
 #[cfg(test)]

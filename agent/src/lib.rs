@@ -4,6 +4,7 @@
 //! and the [`store`] (sled), [`runtime`] owns the wasmtime engine and the per-app swap slots,
 //! and [`http`] serves requests. `main.rs` only parses flags ([`cli`]).
 
+pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
@@ -13,4 +14,5 @@ pub mod logging;
 pub mod net;
 pub mod runtime;
 pub mod store;
+pub mod supervisor;
 pub mod tls;

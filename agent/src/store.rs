@@ -6,6 +6,9 @@
 //!   so its presence marks the content complete.
 //! - `compiled`: `digest ‖ engine compatibility hash` → `BLAKE3(artifact) ‖ artifact`.
 //! - `apps`: app name → [`AppRecord`] (postcard): the signed head in force and its history.
+//! - `serving`: app name → [`ServingState`] (postcard): what this agent serves for the app and
+//!   why (last committed release, release on trial, last failure, local override, releases
+//!   kept compiled). Written in the same transaction as the record when both change.
 //!
 //! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
 //! when read, compiled artifacts against the checksum recorded when this agent compiled them,
@@ -19,6 +22,49 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, anyhow, bail};
 use fleetcast_protocol::{AppRecord, Digest, Release};
+use serde::{Deserialize, Serialize};
+use sled::Transactional as _;
+
+/// One release as the serving state refers to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseRef {
+    /// The seq of the head that brought it (0 for a local override).
+    pub seq: u64,
+    pub release: Release,
+}
+
+/// A release that failed on this agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub seq: u64,
+    pub version: String,
+    pub digest: String,
+    /// Where it failed: `compile`, `smoke`, `trial`, `restart`.
+    pub stage: String,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// What this agent serves for one app, and why. The agent's own bookkeeping, next to the
+/// protocol's [`AppRecord`] (which holds the seq and the signed head).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServingState {
+    /// The last release that passed its trial: what a restart serves (absent an override).
+    pub committed: Option<ReleaseRef>,
+    /// Swapped in and on trial. Found here at start, it means the agent stopped during the
+    /// trial: the release counts as failed and the committed one serves.
+    pub trial: Option<ReleaseRef>,
+    /// The agent stopped cleanly (shutdown, not a crash) during the trial: a restart serves
+    /// the release on trial again and restarts its trial.
+    pub trial_clean_stop: bool,
+    /// The last release that failed here (compile, smoke check, trial), and why.
+    pub failure: Option<FailureRecord>,
+    /// A release an operator on this node made serve (`fleetcast-agent rollback`); cleared by
+    /// the next head that activates.
+    pub local_override: Option<ReleaseRef>,
+    /// Releases kept compiled, newest first (at most `runtime.cached_releases`).
+    pub cached: Vec<Release>,
+}
 
 /// Decoded releases kept in memory for [`Store::read_chunk`] (per store).
 const RELEASE_CACHE_ENTRIES: usize = 32;
@@ -55,6 +101,7 @@ pub struct Store {
     releases: sled::Tree,
     compiled: sled::Tree,
     apps: sled::Tree,
+    serving: sled::Tree,
     /// Releases decoded from `releases`, so serving a chunk does not decode the
     /// release every time. Entries are never stale: a digest's release never changes.
     release_cache: Arc<Mutex<HashMap<Digest, Arc<Release>>>>,
@@ -102,6 +149,7 @@ impl Store {
             releases: db.open_tree("releases")?,
             compiled: db.open_tree("compiled")?,
             apps: db.open_tree("apps")?,
+            serving: db.open_tree("serving")?,
             db,
             release_cache: Arc::default(),
         })
@@ -250,6 +298,54 @@ impl Store {
         )?;
         self.db.flush().context("flushing the store")?;
         Ok(())
+    }
+
+    /// Persists `record` and the app's serving `state` in one transaction, and flushes.
+    pub fn commit_with(&self, record: &AppRecord, state: &ServingState) -> Result<()> {
+        let key = record.head.head.app.as_str().as_bytes();
+        let (rec, st) = (postcard::to_stdvec(record)?, postcard::to_stdvec(state)?);
+        (&self.apps, &self.serving)
+            .transaction(|(apps, serving)| {
+                apps.insert(key, rec.as_slice())?;
+                serving.insert(key, st.as_slice())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| anyhow!("writing the record of {}: {e:?}", record.head.head.app))?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// Persists the serving state of `app` and flushes.
+    pub fn put_state(&self, app: &str, state: &ServingState) -> Result<()> {
+        self.serving
+            .insert(app.as_bytes(), postcard::to_stdvec(state)?)?;
+        self.db.flush().context("flushing the store")?;
+        Ok(())
+    }
+
+    /// The serving state of every app that has one.
+    pub fn states(&self) -> Result<HashMap<String, ServingState>> {
+        let mut out = HashMap::new();
+        for kv in self.serving.iter() {
+            let (k, v) = kv?;
+            let app = String::from_utf8_lossy(&k).into_owned();
+            let st: ServingState = postcard::from_bytes(&v)
+                .with_context(|| format!("stored serving state of app {app:?} is damaged"))?;
+            out.insert(app, st);
+        }
+        Ok(out)
+    }
+
+    /// Removes a cached compiled artifact (it is rebuilt from the blob if ever needed again).
+    pub fn remove_compiled(&self, digest: &Digest, compat: &[u8; 32]) -> Result<()> {
+        self.compiled.remove(compiled_key(digest, compat))?;
+        Ok(())
+    }
+
+    /// Whether an artifact for `digest` compiled by an engine with `compat` is cached (not
+    /// checked for damage: [`Store::get_compiled`] does that).
+    pub fn has_compiled(&self, digest: &Digest, compat: &[u8; 32]) -> Result<bool> {
+        Ok(self.compiled.contains_key(compiled_key(digest, compat))?)
     }
 
     /// All app records, decoded (not yet verified: the caller checks their signatures).

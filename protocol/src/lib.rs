@@ -26,8 +26,8 @@ pub mod swarm;
 pub mod wire;
 
 pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
-pub use node::{Activation, AppRecord, Event, Input, Node, NodeConfig, Output};
-pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError};
+pub use node::{Activation, AppRecord, Event, Input, Node, NodeConfig, Output, Serving};
+pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError, RunPolicy};
 pub use wire::{
     AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, PeerInfo, Report, Tally,
 };

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadError, SignedHead, TrustPolicy};
 use crate::membership::{MOut, Membership, MembershipConfig};
-use crate::release::{AppName, Digest};
+use crate::release::{AppName, Digest, Release};
 use crate::rng::Rng;
 use crate::swarm::{ChunkOutcome, SwarmConfig, Transfer, bits_full};
 use crate::wire::{
@@ -129,7 +129,7 @@ impl AppRecord {
     }
 
     /// The status view of this record.
-    pub fn status(&self, last_error: Option<String>) -> AppStatus {
+    pub fn status(&self, last_error: Option<String>, serving: Option<&Serving>) -> AppStatus {
         let h = &self.head.head;
         AppStatus {
             app: h.app.clone(),
@@ -139,6 +139,8 @@ impl AppRecord {
             issued_at_ms: h.issued_at_ms,
             history: self.history.clone(),
             last_error,
+            serving: serving.and_then(|s| s.release.clone()),
+            local_override: serving.is_some_and(|s| s.local_override),
         }
     }
 }
@@ -167,8 +169,31 @@ pub enum Input<P> {
         seq: u64,
         result: Result<(), String>,
     },
+    /// The release of `seq` served, then failed on this node (its trial: traps, timeouts,
+    /// errors; or the agent restarted during the trial) and the shell went back to `serving`
+    /// (`None`: nothing serves). The seq stays held: the release is not activated again here
+    /// unless a newer head arrives. Counted as failed in the fleet's tallies.
+    Reverted {
+        app: AppName,
+        seq: u64,
+        reason: String,
+        serving: Option<Release>,
+    },
+    /// An operator on this node made `release` serve in place of the head's (`None`: the
+    /// override is over and the head's release serves). Shown in status; not a new head.
+    LocalOverride {
+        app: AppName,
+        release: Option<Release>,
+    },
     /// The time from [`Node::poll_timeout`] has come.
     Timeout,
+}
+
+/// What serves for an app when it is not the release of the head in force.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Serving {
+    pub release: Option<Release>,
+    pub local_override: bool,
 }
 
 /// Work for the IO shell, drained with [`Node::poll_output`].
@@ -188,6 +213,9 @@ pub enum Output<P> {
     Dial(SocketAddr),
     /// Close the connection to `peer`, telling it why.
     Disconnect { peer: P, reason: String },
+    /// A newer head is waiting behind the activation of `seq`: the shell may stop it early
+    /// (it still feeds back [`Input::Activated`], `Err` if it stopped it).
+    CancelActivation { app: AppName, seq: u64 },
     /// Something worth logging happened.
     Event(Event),
 }
@@ -351,6 +379,8 @@ pub struct Node<P: Peer> {
     members: Membership<P>,
     apps: BTreeMap<AppName, AppRecord>,
     errors: BTreeMap<AppName, String>,
+    /// Apps whose serving release is not their head's (reverted, or a local override).
+    overrides: BTreeMap<AppName, Serving>,
     /// Complete, verified content held in the store, with its chunk count.
     blobs: BTreeMap<Digest, u32>,
     pending: BTreeMap<AppName, Pending>,
@@ -416,6 +446,7 @@ impl<P: Peer> Node<P> {
             members,
             apps,
             errors: BTreeMap::new(),
+            overrides: BTreeMap::new(),
             blobs: blob_chunks,
             pending: BTreeMap::new(),
             transfers: BTreeMap::new(),
@@ -510,7 +541,7 @@ impl<P: Peer> Node<P> {
             apps: self
                 .apps
                 .iter()
-                .map(|(name, r)| r.status(self.errors.get(name).cloned()))
+                .map(|(name, r)| r.status(self.errors.get(name).cloned(), self.overrides.get(name)))
                 .collect(),
             reports: self.reports.values().cloned().collect(),
             peers: self.members.links() as u32,
@@ -551,6 +582,24 @@ impl<P: Peer> Node<P> {
                 self.drain_members(now);
             }
             Input::Activated { app, seq, result } => self.on_activated(now, app, seq, result),
+            Input::Reverted {
+                app,
+                seq,
+                reason,
+                serving,
+            } => self.on_reverted(now, app, seq, reason, serving),
+            Input::LocalOverride { app, release } => match release {
+                Some(release) => {
+                    let s = Serving {
+                        release: Some(release),
+                        local_override: true,
+                    };
+                    self.overrides.insert(app, s);
+                }
+                None => {
+                    self.overrides.remove(&app);
+                }
+            },
             Input::Timeout => self.on_timeout(now),
         }
     }
@@ -960,6 +1009,7 @@ impl<P: Peer> Node<P> {
             self.blobs.insert(rel.digest, rel.chunks.len() as u32);
             self.drop_transfer_if_unused(&rel.digest);
             self.errors.remove(&app);
+            self.overrides.remove(&app);
             self.event(Event::Activated {
                 app: app.clone(),
                 seq,
@@ -1002,6 +1052,41 @@ impl<P: Peer> Node<P> {
         if let Some(next) = p.next {
             self.start(now, None, next);
         }
+    }
+
+    fn on_reverted(
+        &mut self,
+        now: Instant,
+        app: AppName,
+        seq: u64,
+        reason: String,
+        serving: Option<Release>,
+    ) {
+        let Some(record) = self.apps.get(&app).filter(|r| r.head.head.seq == seq) else {
+            return;
+        };
+        let head = record.head.clone();
+        self.errors.insert(app.clone(), reason.clone());
+        self.overrides.insert(
+            app.clone(),
+            Serving {
+                release: serving,
+                local_override: false,
+            },
+        );
+        self.event(Event::ActivationFailed {
+            app: app.clone(),
+            seq,
+            reason: reason.clone(),
+        });
+        let report = self.own_report(&head, Outcome::Failed(truncate(reason)));
+        self.reports.insert(app.clone(), report.clone());
+        let own = Tally {
+            failed: 1,
+            samples: vec![report.clone()],
+            ..Tally::default()
+        };
+        self.set_own(now, &app, seq, own, report);
     }
 
     fn on_timeout(&mut self, now: Instant) {

@@ -129,6 +129,68 @@ pub struct Release {
     pub chunk_size: u32,
     /// BLAKE3-256 of each chunk, in order.
     pub chunks: Vec<Digest>,
+    /// How the release asks to be run and judged (health path, trial window, limits). Signed
+    /// with the rest, so a relay cannot loosen it.
+    pub policy: RunPolicy,
+}
+
+/// Longest health path a release may name.
+pub const MAX_HEALTH_PATH: usize = 256;
+
+/// What a release asks of the agent that runs it. Every field is optional: `None` means "the
+/// agent's default". Limits are requests: an agent applies the smaller of the release's value
+/// and its own maximum, never more than it allows.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct RunPolicy {
+    /// Path of a health endpoint (`/health`): before the swap the agent sends one synthetic
+    /// `GET` there and requires a 2xx.
+    pub health_path: Option<String>,
+    /// The trial ends after this many requests (or `trial_secs`, whichever comes first).
+    pub trial_requests: Option<u32>,
+    /// The trial ends after this many seconds (or `trial_requests`, whichever comes first).
+    pub trial_secs: Option<u32>,
+    /// Linear memory per instance, MiB.
+    pub memory_mib: Option<u32>,
+    /// Wall-clock deadline per request, milliseconds.
+    pub timeout_ms: Option<u32>,
+    /// Fuel per request (enforced only where the agent meters fuel).
+    pub fuel: Option<u64>,
+    /// Requests executed at once; more get 503.
+    pub max_concurrent: Option<u32>,
+    /// Largest request body accepted, bytes; larger gets 413.
+    pub max_body_bytes: Option<u64>,
+}
+
+impl RunPolicy {
+    /// Checks the policy is well formed.
+    pub fn check(&self) -> Result<(), ReleaseError> {
+        if let Some(path) = &self.health_path {
+            let ok = path.starts_with('/')
+                && path.len() <= MAX_HEALTH_PATH
+                && path.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                return Err(ReleaseError::BadPolicy(format!(
+                    "health path {path:?} must start with '/', be at most {MAX_HEALTH_PATH} \
+                     printable ASCII characters and contain no spaces"
+                )));
+            }
+        }
+        let zero = [
+            ("trial_requests", self.trial_requests.map(u64::from)),
+            ("memory_mib", self.memory_mib.map(u64::from)),
+            ("timeout_ms", self.timeout_ms.map(u64::from)),
+            ("fuel", self.fuel),
+            ("max_concurrent", self.max_concurrent.map(u64::from)),
+        ];
+        for (name, v) in zero {
+            if v == Some(0) {
+                return Err(ReleaseError::BadPolicy(format!(
+                    "{name} is 0; leave it out to use the agent's default"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Release {
@@ -149,6 +211,7 @@ impl Release {
                 .chunks(chunk_size.max(1) as usize)
                 .map(Digest::of)
                 .collect(),
+            policy: RunPolicy::default(),
         };
         release.check_shape()?;
         Ok(release)
@@ -169,7 +232,7 @@ impl Release {
                 expected,
             });
         }
-        Ok(())
+        self.policy.check()
     }
 
     /// Number of chunks.
@@ -230,6 +293,8 @@ pub enum ReleaseError {
     ContentSize { got: u64, want: u64 },
     #[error("content digest does not match the signed release digest")]
     ContentDigest,
+    #[error("run policy: {0}")]
+    BadPolicy(String),
 }
 
 #[cfg(test)]

@@ -708,6 +708,8 @@ impl Sim {
                     self.send_from(id, to, msg);
                 }
                 Output::Activate(a) => self.activate(id, *a),
+                // A simulated compile is not interrupted: it completes and reports as usual.
+                Output::CancelActivation { .. } => {}
                 Output::Dial(addr) => self.dial(id, addr),
                 Output::Disconnect { peer, reason } => {
                     if self.record_events {
@@ -806,6 +808,16 @@ impl Sim {
             m => m,
         };
         self.transmit(id, conn, msg);
+    }
+
+    /// Feeds `input` to live node `id` now, as its shell would (a trial that failed, an
+    /// operator's local override), and processes what it outputs.
+    pub fn input(&mut self, id: Id, input: Input<Conn>) {
+        let now = self.now;
+        if let Some(node) = self.nodes.get_mut(&id).and_then(|n| n.node.as_mut()) {
+            node.handle(now, input);
+            self.drain(id);
+        }
     }
 
     /// Makes node `from` send `msg` over its connection `conn`, as if its node had (a forged

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 
 use crate::head::{Head, HeadKind, SignedHead};
-use crate::node::Event;
+use crate::node::{Event, Input, Output};
 use crate::release::{AppName, Digest, Release};
 use crate::scenario::{self, Scenario, content, converged, fleet, signed};
 use crate::sim::{Id, Sim, SimConfig};
@@ -485,4 +485,178 @@ fn active_views_stay_bounded_and_survivors_repair_after_kills() {
     let entry = *overlay.keys().next().unwrap();
     sim.publish(entry, head(1, &body, HeadKind::Release), body);
     assert!(converge(&mut sim, 1, Duration::from_secs(10)));
+}
+
+/// A release that activated and then failed its trial on some nodes (the shell reverted them to
+/// the previous release) is counted as failed there: the fleet's totals move from active to
+/// failed, status names what serves instead and why, and the seq stays held (anti-entropy does
+/// not bring the release back).
+#[test]
+fn a_release_reverted_after_its_trial_counts_as_failed_and_stays_off() {
+    let seed = seed(12);
+    let n = 24;
+    let mut sim = small_fleet(n, seed);
+    let (v1, v2) = (content(1, 50_000), content(2, 50_000));
+    sim.publish(0, head(1, &v1, HeadKind::Release), v1.clone());
+    assert!(converge(&mut sim, 1, Duration::from_secs(10)));
+    sim.publish(0, head(2, &v2, HeadKind::Release), v2);
+    assert!(converge(&mut sim, 2, Duration::from_secs(10)));
+    sim.run(Duration::from_secs(2));
+    let t = &sim.publisher.tallies[&(shop(), 2)];
+    assert_eq!((t.active, t.failed), (n as u32, 0), "{t:?}");
+
+    let v1_release = head(1, &v1, HeadKind::Release).head.release;
+    let reverted: Vec<Id> = sim.live().into_iter().step_by(3).collect();
+    for id in &reverted {
+        sim.input(
+            *id,
+            Input::Reverted {
+                app: shop(),
+                seq: 2,
+                reason: "trial failed: the guest trapped".into(),
+                serving: Some(v1_release.clone()),
+            },
+        );
+    }
+    // Longer than an anti-entropy period: nobody re-activates seq 2.
+    sim.run(Duration::from_secs(15));
+    let t = &sim.publisher.tallies[&(shop(), 2)];
+    let k = reverted.len() as u32;
+    assert_eq!((t.active, t.failed), (n as u32 - k, k), "{t:?}");
+    assert!(
+        t.samples
+            .iter()
+            .any(|r| format!("{:?}", r.outcome).contains("trapped")),
+        "{t:?}"
+    );
+    for id in &reverted {
+        let st = sim.nodes[id].node.as_ref().unwrap().status();
+        let app = &st.apps[0];
+        assert_eq!(app.seq, 2, "node {id} holds seq 2");
+        assert_eq!(
+            app.serving.as_ref().map(|r| r.digest),
+            Some(Digest::of(&v1))
+        );
+        assert!(!app.local_override);
+        assert!(app.last_error.as_deref().unwrap().contains("trapped"));
+        let again = sim
+            .events
+            .iter()
+            .filter(|(i, e)| i == id && matches!(e, Event::Activated { seq: 2, .. }));
+        assert_eq!(again.count(), 1, "node {id} activated seq 2 once only");
+    }
+    // A newer head clears the revert.
+    let v3 = content(3, 50_000);
+    sim.publish(0, head(3, &v3, HeadKind::Release), v3);
+    assert!(converge(&mut sim, 3, Duration::from_secs(10)));
+    for id in &reverted {
+        let st = sim.nodes[id].node.as_ref().unwrap().status();
+        assert_eq!(
+            (st.apps[0].serving.as_ref(), st.apps[0].last_error.as_ref()),
+            (None, None)
+        );
+    }
+}
+
+/// A newer head arriving while a release is being activated asks the shell to cancel that
+/// activation (once), and starts once the shell reports back.
+#[test]
+fn a_newer_head_during_an_activation_asks_to_cancel_it() {
+    use crate::node::Node;
+    use crate::wire::NodeId;
+    let cfg = scenario::node_config(1, 4);
+    let now = std::time::Instant::now();
+    let mut node: Node<u32> = Node::new(now, cfg, [], []);
+    let peer_addr = "127.0.0.1:9".parse().unwrap();
+    node.handle(
+        now,
+        Input::PeerUp {
+            peer: 1,
+            node: NodeId([9; 32]),
+            addr: peer_addr,
+            outbound: false,
+        },
+    );
+    let (v1, v2, v3) = (content(1, 20_000), content(2, 20_000), content(3, 20_000));
+    let outputs = |node: &mut Node<u32>| {
+        let mut v = Vec::new();
+        while let Some(o) = node.poll_output() {
+            v.push(o);
+        }
+        v
+    };
+    let _ = outputs(&mut node);
+    // The peer has the content: it answers the node's chunk requests.
+    let sh = head(1, &v1, HeadKind::Release);
+    let rel = sh.head.release.clone();
+    node.handle(now, Input::Message(1, Message::Head(Box::new(sh))));
+    let bits = crate::swarm::bits_full(rel.chunk_count());
+    node.handle(
+        now,
+        Input::Message(
+            1,
+            Message::Have {
+                digest: rel.digest,
+                bits,
+                want: false,
+            },
+        ),
+    );
+    let mut activated = false;
+    for _ in 0..100 {
+        let outs = outputs(&mut node);
+        if outs.is_empty() {
+            break;
+        }
+        for o in outs {
+            match o {
+                Output::Send {
+                    msg: Message::GetChunk { digest, index },
+                    ..
+                } => {
+                    let start = index as usize * rel.chunk_size as usize;
+                    let end = (start + rel.chunk_size as usize).min(v1.len());
+                    let data = v1[start..end].to_vec().into();
+                    node.handle(
+                        now,
+                        Input::Message(
+                            1,
+                            Message::Chunk {
+                                digest,
+                                index,
+                                data,
+                            },
+                        ),
+                    );
+                }
+                Output::Activate(a) => activated |= a.head.head.seq == 1,
+                _ => {}
+            }
+        }
+    }
+    assert!(activated, "seq 1 went to activation");
+    // Two newer heads while seq 1 activates: one cancel, for seq 1.
+    for (seq, body) in [(2, &v2), (3, &v3)] {
+        let sh = head(seq, body, HeadKind::Release);
+        node.handle(now, Input::Message(1, Message::Head(Box::new(sh))));
+    }
+    let outs = outputs(&mut node);
+    let cancels: Vec<u64> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::CancelActivation { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels, vec![1], "{outs:?}");
+    node.handle(
+        now,
+        Input::Activated {
+            app: shop(),
+            seq: 1,
+            result: Err("cancelled: superseded by a newer head".into()),
+        },
+    );
+    let st = node.status();
+    assert_eq!(st.seqs, vec![(shop(), 3)], "seq 3 took over");
 }

@@ -346,8 +346,13 @@ pub struct AppStatus {
     pub issued_at_ms: u64,
     /// Past activations, oldest first (bounded).
     pub history: Vec<HistoryEntry>,
-    /// Why the most recent head for this app was not activated, if it was not.
+    /// Why the most recent head for this app was not activated, or was reverted, if so.
     pub last_error: Option<String>,
+    /// The release actually serving when it is not `active` (the node reverted to its last
+    /// good release, or an operator overrode it locally); `None` when `active` serves.
+    pub serving: Option<Release>,
+    /// `serving` was chosen by an operator on the node (`fleetcast-agent rollback`).
+    pub local_override: bool,
 }
 
 /// One activation in an app's history.

@@ -5,6 +5,11 @@
 #   hello-1mib-v1.wasm   hello-v1.wasm padded to exactly 1 MiB with a custom section (pad.py)
 #   hello-1mib-v2.wasm   hello-v2.wasm padded the same way (different padding)
 #   wrong-world.wasm     valid component exporting wasi:cli/run (no incoming-handler)
+#   fault-health-trap.wasm  faults/ with FAULT=health-trap, HELLO_VERSION=3.0.0: GET /health traps
+#   fault-crash.wasm        faults/ with FAULT=crash,       HELLO_VERSION=3.1.0: /crash* traps
+#   fault-spin.wasm         faults/ with FAULT=spin,        HELLO_VERSION=3.2.0: all but GET /health loop forever
+#   fault-bomb.wasm         faults/ with FAULT=bomb,        HELLO_VERSION=3.3.0: every request allocates until it traps
+#   start-trap.wasm      component whose instantiation traps (wat/start-trap.wat, via wat2wasm/)
 #   not-a-component.wasm valid *core* wasm module (written byte by byte)
 #   garbage.bin          plain text, not wasm at all
 #
@@ -31,11 +36,12 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     exit 1
 fi
 
-build_guest() { # <crate dir> <artifact name in target/.../release> <output> [HELLO_VERSION]
-    local dir="$1" artifact="$2" out="$3" version="${4:-}"
+build_guest() { # <crate dir> <artifact name in target/.../release> <output> [HELLO_VERSION] [FAULT]
+    local dir="$1" artifact="$2" out="$3" version="${4:-}" fault="${5:-}"
     (
         cd "$GUESTS/$dir"
         if [[ -n "$version" ]]; then export HELLO_VERSION="$version"; else unset HELLO_VERSION; fi
+        if [[ -n "$fault" ]]; then export FAULT="$fault"; else unset FAULT; fi
         cargo build --quiet --locked --release --target wasm32-wasip2 --target-dir "$GUESTS/$dir/target"
     )
     cp "$GUESTS/$dir/target/wasm32-wasip2/release/$artifact" "$GUESTS/$out"
@@ -46,6 +52,22 @@ build_guest() { # <crate dir> <artifact name in target/.../release> <output> [HE
 build_guest hello fleetcast_guest_hello.wasm hello-v1.wasm 1.0.0
 build_guest hello fleetcast_guest_hello.wasm hello-v2.wasm 2.0.0
 build_guest wrong-world wrong-world.wasm wrong-world.wasm
+
+# Fault-injecting guests (faults/): hello's behaviour plus one fault chosen by FAULT (option_env!,
+# tracked by cargo like HELLO_VERSION). Each has its own version so tests can tell them apart.
+build_guest faults fleetcast_guest_faults.wasm fault-health-trap.wasm 3.0.0 health-trap
+build_guest faults fleetcast_guest_faults.wasm fault-crash.wasm       3.1.0 crash
+build_guest faults fleetcast_guest_faults.wasm fault-spin.wasm        3.2.0 spin
+build_guest faults fleetcast_guest_faults.wasm fault-bomb.wasm        3.3.0 bomb
+
+# Hand-written components in WebAssembly text (wat/), converted by the small host tool in
+# wat2wasm/ (the `wat` crate, pinned by wat2wasm/Cargo.lock; same text -> same bytes).
+(
+    cd "$GUESTS/wat2wasm"
+    cargo build --quiet --locked --release --target-dir "$GUESTS/wat2wasm/target"
+)
+"$GUESTS/wat2wasm/target/release/wat2wasm" "$GUESTS/wat/start-trap.wat" "$GUESTS/start-trap.wasm"
+echo "built start-trap.wasm ($(wc -c < "$GUESTS/start-trap.wasm") bytes)"
 
 # 1 MiB components for the mesh tests and bench: the same guests plus one custom section of
 # deterministic padding (python3 only; pad.py alone regenerates them from the committed hello-v*).
@@ -71,4 +93,6 @@ of crashing the agent or the publisher. Its first four bytes spell "This", not
 TEXT
 echo "built garbage.bin ($(wc -c < "$GUESTS/garbage.bin") bytes)"
 
-(cd "$GUESTS" && sha256sum hello-v1.wasm hello-v2.wasm hello-1mib-v1.wasm hello-1mib-v2.wasm wrong-world.wasm not-a-component.wasm garbage.bin)
+(cd "$GUESTS" && sha256sum hello-v1.wasm hello-v2.wasm hello-1mib-v1.wasm hello-1mib-v2.wasm wrong-world.wasm \
+    fault-health-trap.wasm fault-crash.wasm fault-spin.wasm fault-bomb.wasm start-trap.wasm \
+    not-a-component.wasm garbage.bin)

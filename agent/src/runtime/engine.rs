@@ -92,6 +92,11 @@ impl RuntimeEngine {
         self.pooling
     }
 
+    /// Whether stores on this engine consume fuel (`runtime.fuel` set).
+    pub fn meters_fuel(&self) -> bool {
+        self.cfg.fuel.is_some()
+    }
+
     /// Identifies which compiled artifacts this engine can load: artifacts from
     /// an engine with a different hash must be recompiled.
     pub fn compat_hash(&self) -> [u8; 32] {
@@ -254,6 +259,22 @@ fn validate(cfg: &RuntimeConfig) -> anyhow::Result<()> {
         cfg.max_memory_mib
     );
     anyhow::ensure!(
+        cfg.max_concurrent >= 1,
+        "runtime.max_concurrent must be at least 1"
+    );
+    anyhow::ensure!(
+        cfg.cached_releases >= 1,
+        "runtime.cached_releases must be at least 1 (the release in force)"
+    );
+    anyhow::ensure!(
+        cfg.compile_concurrency >= 1,
+        "runtime.compile_concurrency must be at least 1"
+    );
+    anyhow::ensure!(
+        cfg.fuel != Some(0),
+        "runtime.fuel must be at least 1 (leave it out to not meter fuel)"
+    );
+    anyhow::ensure!(
         cfg.epoch_tick_ms >= 1,
         "runtime.epoch_tick_ms must be at least 1"
     );
@@ -270,6 +291,7 @@ fn config(cfg: &RuntimeConfig, pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
+    config.consume_fuel(cfg.fuel.is_some());
     if pooling {
         let n = cfg.max_instances;
         let mut pool = PoolingAllocationConfig::new();

@@ -28,10 +28,14 @@
 //! wasmtime's default client.
 
 mod engine;
+pub mod invoke;
+pub mod limits;
+pub mod metrics;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod trial;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +51,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use self::engine::EpochTicker;
 pub use self::engine::{CompileCache, CompileCacheStats, RuntimeEngine};
+pub use self::limits::Limits;
+use self::metrics::{Metrics, ReleaseMetrics};
+use self::trial::TrialCounters;
 
 /// The export every deployable component must provide.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
@@ -58,15 +65,27 @@ pub struct RuntimeConfig {
     /// Use wasmtime's pooling allocator (falls back to on-demand allocation,
     /// with a warning, when the host cannot reserve the virtual memory).
     pub pooling: bool,
-    /// Maximum number of guest instances alive at once (= concurrent requests
-    /// being executed; further requests wait for a slot).
+    /// Maximum number of guest instances alive at once over all apps (= concurrent requests
+    /// being executed; the pooling allocator is sized for it; beyond it requests get 503).
     pub max_instances: u32,
-    /// Linear-memory limit per instance, in MiB (1..=4096).
+    /// Linear-memory limit per instance, in MiB (1..=4096): every app's default and maximum.
     pub max_memory_mib: u64,
-    /// A request whose guest has not produced a response in this time gets a 500.
+    /// A request whose guest has not produced a response in this time gets a 500: every
+    /// app's default and maximum.
     pub request_timeout_ms: u64,
     /// Epoch tick period; the granularity of timeouts and of guest yields.
     pub epoch_tick_ms: u64,
+    /// Fuel per request (every app's default and maximum). Unset: fuel is not metered (metering
+    /// costs some speed), and a release's `fuel` is not enforced.
+    pub fuel: Option<u64>,
+    /// Requests one app executes at once (default and maximum); more get 503 at once.
+    pub max_concurrent: u32,
+    /// Largest request body, bytes (default and maximum); larger gets 413.
+    pub max_body_bytes: u64,
+    /// Releases per app kept compiled in the cache, so a rollback among them never compiles.
+    pub cached_releases: usize,
+    /// Compilations run at once (each on a blocking thread).
+    pub compile_concurrency: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +96,11 @@ impl Default for RuntimeConfig {
             max_memory_mib: 128,
             request_timeout_ms: 30_000,
             epoch_tick_ms: 10,
+            fuel: None,
+            max_concurrent: 64,
+            max_body_bytes: 16 << 20,
+            cached_releases: 5,
+            compile_concurrency: 1,
         }
     }
 }
@@ -86,7 +110,7 @@ pub struct Host {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryLimiter,
     /// Keeps the epoch ticker running while this store can still run guest
     /// code, even if the `Runtime` itself is dropped meanwhile: without ticks
     /// a spinning guest would never reach its deadline.
@@ -103,11 +127,63 @@ impl Host {
             wasi,
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(max_memory_bytes)
-                .build(),
+            limits: MemoryLimiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(max_memory_bytes)
+                    .build(),
+                max: max_memory_bytes,
+                denied: None,
+            },
             _ticker: ticker,
         }
+    }
+
+    /// The size a memory growth was refused at, when the guest hit its memory limit.
+    pub fn memory_denied(&self) -> Option<usize> {
+        self.limits.denied
+    }
+}
+
+/// [`StoreLimits`] that also remembers a refused memory growth, so a guest that traps after
+/// running out of memory is reported as such.
+struct MemoryLimiter {
+    inner: StoreLimits,
+    max: usize,
+    denied: Option<usize>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.denied = Some(desired);
+        }
+        self.inner.memory_growing(current, desired, maximum)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
     }
 }
 
@@ -141,10 +217,17 @@ pub struct DeployedMeta {
     pub seq: u64,
 }
 
-/// A deployed version: metadata plus the pre-instantiated component.
+/// A deployed version: metadata, the pre-instantiated component, and what its requests run
+/// under: limits, a concurrency gate, metrics and (while on trial) the trial's counters.
 pub struct Deployed {
     pub meta: DeployedMeta,
     pre: ProxyPre<Host>,
+    pub limits: Limits,
+    /// `limits.max_concurrent` permits: a request that finds none gets 503 (no queue).
+    pub(crate) concurrency: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<ReleaseMetrics>,
+    /// Set while the release is on trial (cleared when it is committed).
+    pub trial: ArcSwapOption<TrialCounters>,
 }
 
 impl Deployed {
@@ -238,6 +321,9 @@ pub struct Runtime {
     apps: RwLock<HashMap<String, Slot>>,
     instances: Arc<tokio::sync::Semaphore>,
     stats: Stats,
+    metrics: Arc<Metrics>,
+    /// Notified when a request finishes on a release on trial (the supervisor re-judges it).
+    trial_events: Arc<tokio::sync::Notify>,
 }
 
 impl Runtime {
@@ -269,7 +355,19 @@ impl Runtime {
             apps: RwLock::default(),
             instances: Arc::new(tokio::sync::Semaphore::new(max_instances)),
             stats: Stats::default(),
+            metrics: Arc::default(),
+            trial_events: Arc::default(),
         })
+    }
+
+    /// Per-app and per-release metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Notified whenever a request finishes on a release that is on trial.
+    pub fn trial_events(&self) -> &Arc<tokio::sync::Notify> {
+        &self.trial_events
     }
 
     /// The engine this runtime runs on.
@@ -407,16 +505,49 @@ impl Runtime {
         })
     }
 
-    /// Makes `prepared` the active version of `meta.app` in one atomic swap and
-    /// returns the version it replaced. Requests already running on the old
-    /// version finish on it.
+    /// Makes `prepared` the active version of `meta.app` in one atomic swap, under the agent's
+    /// default limits and not on trial, and returns the version it replaced. Requests already
+    /// running on the old version finish on it.
     pub fn deploy(&self, meta: DeployedMeta, prepared: &Prepared) -> Option<Arc<Deployed>> {
-        let slot = self.slot(&meta.app);
-        let deployed = Arc::new(Deployed {
+        let limits = Limits::agent(self.config());
+        self.deploy_with(meta, prepared, limits, None)
+    }
+
+    /// [`Runtime::deploy`] with the release's own limits and, when `trial` is given, its
+    /// requests counted there.
+    pub fn deploy_with(
+        &self,
+        meta: DeployedMeta,
+        prepared: &Prepared,
+        limits: Limits,
+        trial: Option<Arc<TrialCounters>>,
+    ) -> Option<Arc<Deployed>> {
+        let deployed = self.deployed(meta, prepared, limits, trial);
+        self.swap_in(deployed)
+    }
+
+    /// A deployable version, not yet in any slot (the smoke check runs requests on it).
+    pub fn deployed(
+        &self,
+        meta: DeployedMeta,
+        prepared: &Prepared,
+        limits: Limits,
+        trial: Option<Arc<TrialCounters>>,
+    ) -> Arc<Deployed> {
+        let metrics = self.metrics.release(&meta.app, &meta.version);
+        Arc::new(Deployed {
             meta,
             pre: prepared.pre.clone(),
-        });
-        slot.swap(Some(deployed))
+            limits,
+            concurrency: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent as usize)),
+            metrics,
+            trial: ArcSwapOption::from(trial),
+        })
+    }
+
+    /// Puts `deployed` in its app's slot in one atomic store; returns what it replaced.
+    pub fn swap_in(&self, deployed: Arc<Deployed>) -> Option<Arc<Deployed>> {
+        self.slot(&deployed.meta.app).swap(Some(deployed))
     }
 
     /// Removes the app; returns what was deployed. In-flight requests finish.
@@ -489,14 +620,10 @@ impl Runtime {
         Duration::from_millis(self.config().request_timeout_ms)
     }
 
-    /// Waits (up to the request timeout) for one of `max_instances` instance
-    /// slots; the permit must live as long as the store. `None` on timeout.
-    pub async fn acquire_instance(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let acquire = self.instances.clone().acquire_owned();
-        match tokio::time::timeout(self.request_timeout(), acquire).await {
-            Ok(Ok(permit)) => Some(permit),
-            _ => None,
-        }
+    /// One of the `max_instances` instance slots shared by all apps, if one is free now; the
+    /// permit must live as long as the store.
+    pub fn try_acquire_instance(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.instances.clone().try_acquire_owned().ok()
     }
 
     /// Number of guest instances currently alive (requests being executed).
@@ -504,19 +631,23 @@ impl Runtime {
         (self.config().max_instances as usize).saturating_sub(self.instances.available_permits())
     }
 
-    /// A fresh store for one request: memory limit applied, and an epoch
-    /// deadline of `request_timeout / epoch_tick` ticks. The guest yields to
-    /// the async executor at every tick (so a busy guest cannot starve other
-    /// requests) and traps when the ticks run out.
-    pub fn new_store(&self) -> Store<Host> {
+    /// A fresh store for one request under `limits`: memory limit, fuel (when metered), and an
+    /// epoch deadline of `timeout / epoch_tick` ticks. The guest yields to the async executor
+    /// at every tick (so a busy guest cannot starve other requests) and traps when the ticks
+    /// run out.
+    pub fn new_store(&self, limits: &Limits) -> Store<Host> {
         let cfg = self.config();
-        let max_memory = usize::try_from(cfg.max_memory_mib << 20).unwrap_or(usize::MAX);
+        let max_memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
         let mut store = Store::new(
             &self.engine.engine,
             Host::new(max_memory, self.engine.ticker.clone()),
         );
         store.limiter(|host| &mut host.limits);
-        let mut ticks_left = (cfg.request_timeout_ms / cfg.epoch_tick_ms).max(1);
+        if self.engine.meters_fuel() {
+            // An unmetered release on a metering engine still needs fuel to run at all.
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        let mut ticks_left = (limits.timeout_ms / cfg.epoch_tick_ms).max(1);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks_left = ticks_left.saturating_sub(1);

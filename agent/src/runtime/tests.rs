@@ -237,7 +237,7 @@ async fn spinning_guest_is_interrupted_after_the_runtime_is_dropped() {
         ..Default::default()
     });
     let prepared = prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap();
-    let mut store = rt.new_store();
+    let mut store = rt.new_store(&crate::runtime::Limits::agent(rt.config()));
     drop(rt);
     let (tx, _rx) = tokio::sync::oneshot::channel();
     let req = http::Request::get("http://spin/")

@@ -182,6 +182,14 @@ impl<P: Peer> Node<P> {
         }
         if let Some(p) = self.pending.get_mut(&app) {
             if p.stage == Stage::Activating {
+                // The shell may stop that activation early (a compile still queued or running
+                // is wasted work now); it reports the outcome either way, then `sh` starts.
+                if p.next.is_none() {
+                    self.out.push_back(Output::CancelActivation {
+                        app: app.clone(),
+                        seq: p.head.head.seq,
+                    });
+                }
                 p.next = Some(sh);
                 return;
             }

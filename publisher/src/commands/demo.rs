@@ -63,7 +63,14 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
         .arg("demo")
         .arg("--trusted-key")
         .arg(dir.join("ops.pub"))
-        .args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .env(
@@ -218,6 +225,7 @@ impl Demo {
             version: "1.0.0".into(),
             push: push.clone(),
             chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
+            policy: Default::default(),
         }
         .execute()
         .await?;
@@ -266,6 +274,7 @@ impl Demo {
             version: "2.0.0".into(),
             push: push.clone(),
             chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
+            policy: Default::default(),
         }
         .execute()
         .await?;

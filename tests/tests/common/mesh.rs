@@ -165,6 +165,7 @@ impl Mesh {
         cfg.trusted_keys = vec![self.dir.path().join("ops.pub")];
         cfg.peers = peers;
         cfg.mesh = self.opts.mesh.clone();
+        cfg.admin.listen = None;
         let link = self.opts.link.clone().map(|mut l| {
             l.seed = self.rng.r#gen();
             l
@@ -351,6 +352,7 @@ pub fn release_cmd(file: &str, version: &str, push: PushArgs, chunk_size: u32) -
         version: version.into(),
         push,
         chunk_size,
+        policy: Default::default(),
     }
 }
 

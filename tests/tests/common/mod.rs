@@ -31,6 +31,15 @@ impl Fleet {
     /// Starts `n` agents; agent `i` keeps connections to the agents listed in `peers(i)`
     /// (indices of agents started before it).
     pub async fn start(n: usize, peers: impl Fn(usize) -> Vec<usize>) -> Fleet {
+        Fleet::start_with(n, peers, |_| {}).await
+    }
+
+    /// [`Fleet::start`], with `tweak` applied to every agent's config.
+    pub async fn start_with(
+        n: usize,
+        peers: impl Fn(usize) -> Vec<usize>,
+        tweak: impl Fn(&mut AgentConfig),
+    ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         fleetcast_agent::keys::generate(&dir.path().join("ops.key")).unwrap();
         let mut fleet = Fleet {
@@ -42,7 +51,9 @@ impl Fleet {
                 .iter()
                 .map(|j| fleet.agent(*j).quic_addr())
                 .collect();
-            let a = start(fleet.config(i, addrs)).await.unwrap();
+            let mut cfg = fleet.config(i, addrs);
+            tweak(&mut cfg);
+            let a = start(cfg).await.unwrap();
             fleet.agents.push(Some(a));
         }
         fleet
@@ -56,6 +67,7 @@ impl Fleet {
         cfg.trusted_keys = vec![self.dir.path().join("ops.pub")];
         cfg.peers = peers;
         cfg.runtime.max_instances = 32;
+        cfg.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         cfg
     }
 
@@ -95,6 +107,7 @@ impl Fleet {
             version: version.into(),
             push,
             chunk_size: 16 * 1024,
+            policy: Default::default(),
         }
         .execute()
         .await

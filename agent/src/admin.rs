@@ -1,0 +1,160 @@
+//! The agent's local admin endpoint (localhost by default; it has no authentication):
+//!
+//! - `GET /status`: JSON — the node (id, fleet, peers) and, per app, the head in force, what
+//!   serves and why (committed, on trial, reverted, local override), the trial's counts, the
+//!   last failure, the releases kept compiled and the limits in force.
+//! - `GET /metrics`: Prometheus text — requests, responses by class, traps, timeouts, overload
+//!   and body-limit rejections, latency and instantiation histograms per app and release;
+//!   swaps, reverts, local rollbacks and refused releases per app.
+//! - `POST /apps/{app}/rollback[?to=VERSION]`: a local rollback to a cached release, without
+//!   the network (`fleetcast-agent rollback` calls it). JSON answer; 4xx with the reason when
+//!   refused.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::runtime::Runtime;
+use crate::runtime::metrics::PROMETHEUS_CONTENT_TYPE;
+use crate::supervisor::{AppView, SupervisorHandle};
+
+/// What the admin endpoint reads from.
+#[derive(Clone)]
+pub struct Admin {
+    pub supervisor: SupervisorHandle,
+    pub runtime: std::sync::Arc<Runtime>,
+    /// The node actor's status requests.
+    pub status: mpsc::Sender<oneshot::Sender<fleetcast_protocol::NodeStatus>>,
+}
+
+/// `GET /status`.
+#[derive(Debug, Serialize)]
+pub struct StatusView {
+    pub node: String,
+    pub fleet: String,
+    pub peers: u32,
+    pub active_view: usize,
+    pub pooling: bool,
+    pub instances_in_use: usize,
+    pub apps: Vec<AppView>,
+}
+
+type Body = Full<Bytes>;
+
+impl Admin {
+    /// Serves `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let (admin, builder) = (self.clone(), builder.clone());
+                    conns.spawn(async move {
+                        let service = hyper::service::service_fn(move |req| {
+                            let admin = admin.clone();
+                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                        });
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    });
+                }
+            }
+        }
+        conns.shutdown().await;
+        Ok(())
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/status") => match self.status().await {
+                Ok(v) => json(StatusCode::OK, &v),
+                Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")),
+            },
+            (&Method::GET, "/metrics") => {
+                let mut resp = Response::new(Full::new(Bytes::from(
+                    self.runtime.metrics().render_prometheus(),
+                )));
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    http::HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
+                );
+                resp
+            }
+            (&Method::POST, p) if p.starts_with("/apps/") && p.ends_with("/rollback") => {
+                let app = &p["/apps/".len()..p.len() - "/rollback".len()];
+                let to = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("to="))
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string);
+                match self.supervisor.rollback(app, to).await {
+                    Ok(done) => json(StatusCode::OK, &done),
+                    Err(reason) => plain(StatusCode::CONFLICT, format!("{reason}\n")),
+                }
+            }
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "the admin endpoint serves GET /status, GET /metrics and POST /apps/{app}/rollback[?to=VERSION]\n".into(),
+            ),
+        }
+    }
+
+    /// The status view.
+    pub async fn status(&self) -> anyhow::Result<StatusView> {
+        let (tx, rx) = oneshot::channel();
+        self.status.send(tx).await?;
+        let node = rx.await?;
+        let apps = self.supervisor.status().await?;
+        Ok(StatusView {
+            node: node.node.to_string(),
+            fleet: node.fleet,
+            peers: node.peers,
+            active_view: node.active_view.len(),
+            pooling: self.runtime.is_pooling(),
+            instances_in_use: self.runtime.instances_in_use(),
+            apps,
+        })
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(v).unwrap_or_else(|e| format!("{e}").into_bytes());
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn plain(status: StatusCode, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

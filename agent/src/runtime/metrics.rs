@@ -1,0 +1,1303 @@
+//! Runtime metrics for the agent: per-release request counters and latency
+//! histograms, per-app lifecycle counters, and their rendering in the
+//! Prometheus text exposition format (version 0.0.4).
+//!
+//! Shape: one [`Metrics`] registry per agent holds, per app, an
+//! [`AppMetrics`] (swaps, reverts, local rollbacks, refused releases) and, per
+//! release version of that app, a [`ReleaseMetrics`] (requests, responses by
+//! status class, traps, timeouts, overload and body-limit rejections, request
+//! latency and instantiation time). The request path looks an entry up once
+//! ([`Metrics::release`], a read lock on a hit) and keeps the returned `Arc`;
+//! every update after that is a relaxed atomic add, with no lock and no
+//! allocation. [`Metrics::render_prometheus`] snapshots everything for a
+//! scrape. Nothing here measures time: callers pass the [`Duration`]s.
+//!
+//! Invariants:
+//! * **Counters only go up.** No type here exposes a way to decrease or reset
+//!   a counter or a histogram; snapshots are read-only copies. (A `u64` of
+//!   microseconds wraps only after ~584,000 years of summed latency.)
+//! * **Cardinality is bounded by apps × cached releases.** Series exist only
+//!   for releases the agent asked for through [`Metrics::release`], and
+//!   [`Metrics::forget_release`] drops a release's series when it leaves the
+//!   agent's cache. Per-app series live until [`Metrics::forget_app`].
+//!   A forgotten release that is looked up again starts from zero, which
+//!   Prometheus reads as an ordinary counter reset.
+//! * **Every rendered histogram is self-consistent:** buckets are cumulative
+//!   and the `+Inf` bucket equals `_count`, even while other threads observe
+//!   (a snapshot derives its count from the bucket counts it read).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Bucket upper bounds (µs) for request latency: 50 µs … 30 s.
+pub const LATENCY_BUCKETS_US: &[u64] = &[
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Bucket upper bounds (µs) for component instantiation: 5 µs … 50 ms.
+pub const INSTANTIATE_BUCKETS_US: &[u64] = &[
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000,
+];
+
+/// The `Content-Type` of [`Metrics::render_prometheus`]'s output.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A fixed-bucket histogram of durations, updated with atomics only.
+///
+/// An observation is taken in whole microseconds, rounded up, and lands in
+/// the first bucket whose upper bound is `>=` it (Prometheus `le`
+/// semantics), or in the final `+Inf` bucket. Rounding up means an
+/// observation is never counted under a bound it exceeds.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// `bounds.len() + 1` counts; the last is the `+Inf` bucket.
+    counts: Box<[AtomicU64]>,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// A histogram with the given bucket upper bounds in microseconds.
+    ///
+    /// # Panics
+    /// If `bounds` is not strictly increasing.
+    pub fn new(bounds: &'static [u64]) -> Self {
+        assert!(
+            bounds.windows(2).all(|w| w[0] < w[1]),
+            "histogram bounds must be strictly increasing"
+        );
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The bucket upper bounds (µs), without the implicit `+Inf`.
+    pub fn bounds(&self) -> &'static [u64] {
+        self.bounds
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = ceil_micros(d);
+        let bucket = self.bounds.partition_point(|&bound| bound < us);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// A copy of the current state. Taken without a lock, so under concurrent
+    /// observation it may include an observation in the buckets but not yet
+    /// in `sum_us` (or the reverse); `count` is always the total of `counts`.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        HistogramSnapshot {
+            bounds: self.bounds,
+            count: counts.iter().sum(),
+            counts,
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `d` in whole microseconds, rounded up, saturating at `u64::MAX`.
+fn ceil_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000)).unwrap_or(u64::MAX)
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistogramSnapshot {
+    /// Bucket upper bounds in microseconds (without `+Inf`).
+    pub bounds: &'static [u64],
+    /// Per-bucket counts, not cumulative: `bounds.len() + 1` entries, the last
+    /// one being the `+Inf` bucket.
+    pub counts: Vec<u64>,
+    /// Sum of all observations in microseconds.
+    pub sum_us: u64,
+    /// Number of observations (the total of `counts`).
+    pub count: u64,
+}
+
+impl HistogramSnapshot {
+    /// The upper bound of the bucket holding the `q`-th observation (the
+    /// observation of rank `ceil(q × count)`, at least the first), or `None`
+    /// if there are no observations or `q` is not within `0.0..=1.0`.
+    ///
+    /// When that observation is in the `+Inf` bucket the result is
+    /// [`Duration::MAX`]: all that is known is that it exceeds the last bound.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        if !(0.0..=1.0).contains(&q) {
+            return None;
+        }
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // `q × total` is an exact integer more often than f64 says (0.07 × 100
+        // is 7.000000000000001): shave a few ulps before rounding up.
+        let exact = q * total as f64;
+        let rank = ((exact - exact * 4.0 * f64::EPSILON).ceil() as u64).clamp(1, total);
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(
+                    self.bounds
+                        .get(i)
+                        .map_or(Duration::MAX, |&us| Duration::from_micros(us)),
+                );
+            }
+        }
+        None
+    }
+}
+
+/// Counters and histograms for one app at one release version.
+///
+/// Each request that reached the release gets exactly one
+/// [`record_response`](Self::record_response) with the status the client got,
+/// whoever produced it (guest or agent), plus at most one of
+/// [`record_trap`](Self::record_trap), [`record_timeout`](Self::record_timeout),
+/// [`record_overloaded`](Self::record_overloaded) or
+/// [`record_too_large`](Self::record_too_large) when that is why the agent
+/// produced it.
+#[derive(Debug)]
+pub struct ReleaseMetrics {
+    requests: AtomicU64,
+    responses_2xx: AtomicU64,
+    responses_4xx: AtomicU64,
+    responses_5xx: AtomicU64,
+    traps: AtomicU64,
+    timeouts: AtomicU64,
+    overloaded: AtomicU64,
+    too_large: AtomicU64,
+    /// Request start → response head.
+    latency: Histogram,
+    /// Time to instantiate the guest.
+    instantiate: Histogram,
+}
+
+impl Default for ReleaseMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReleaseMetrics {
+    /// Zeroed metrics with [`LATENCY_BUCKETS_US`] and [`INSTANTIATE_BUCKETS_US`].
+    pub fn new() -> Self {
+        Self {
+            requests: AtomicU64::new(0),
+            responses_2xx: AtomicU64::new(0),
+            responses_4xx: AtomicU64::new(0),
+            responses_5xx: AtomicU64::new(0),
+            traps: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
+            latency: Histogram::new(LATENCY_BUCKETS_US),
+            instantiate: Histogram::new(INSTANTIATE_BUCKETS_US),
+        }
+    }
+
+    /// One request finished its response head with `status` after `latency`.
+    /// Counts the request, its status class (1xx and 3xx count only as
+    /// requests) and the latency.
+    pub fn record_response(&self, status: u16, latency: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let class = match status {
+            200..=299 => Some(&self.responses_2xx),
+            400..=499 => Some(&self.responses_4xx),
+            500..=599 => Some(&self.responses_5xx),
+            _ => None,
+        };
+        if let Some(counter) = class {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(latency);
+    }
+
+    /// The guest trapped while handling a request.
+    pub fn record_trap(&self) {
+        self.traps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request hit its deadline.
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request got 503 because the app's concurrency limit was reached.
+    pub fn record_overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request got 413 because its body exceeded the limit.
+    pub fn record_too_large(&self) {
+        self.too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The guest took `d` to instantiate.
+    pub fn record_instantiate(&self, d: Duration) {
+        self.instantiate.observe(d);
+    }
+
+    /// A copy of the current values.
+    pub fn snapshot(&self) -> ReleaseMetricsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ReleaseMetricsSnapshot {
+            requests: load(&self.requests),
+            responses_2xx: load(&self.responses_2xx),
+            responses_4xx: load(&self.responses_4xx),
+            responses_5xx: load(&self.responses_5xx),
+            traps: load(&self.traps),
+            timeouts: load(&self.timeouts),
+            overloaded: load(&self.overloaded),
+            too_large: load(&self.too_large),
+            latency: self.latency.snapshot(),
+            instantiate: self.instantiate.snapshot(),
+        }
+    }
+}
+
+/// A point-in-time copy of a [`ReleaseMetrics`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReleaseMetricsSnapshot {
+    pub requests: u64,
+    pub responses_2xx: u64,
+    pub responses_4xx: u64,
+    pub responses_5xx: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    pub overloaded: u64,
+    pub too_large: u64,
+    pub latency: HistogramSnapshot,
+    pub instantiate: HistogramSnapshot,
+}
+
+/// Lifecycle counters for one app.
+#[derive(Debug, Default)]
+pub struct AppMetrics {
+    swaps: AtomicU64,
+    reverts: AtomicU64,
+    local_rollbacks: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl AppMetrics {
+    /// A release was swapped in to serve the app.
+    pub fn record_swap(&self) {
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A release failed its trial here and the app went back to its last
+    /// good release.
+    pub fn record_revert(&self) {
+        self.reverts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An operator on this agent made another release serve (local override).
+    pub fn record_local_rollback(&self) {
+        self.local_rollbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A release was refused before the swap (compile or smoke-test failure).
+    pub fn record_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the current values.
+    pub fn snapshot(&self) -> AppMetricsSnapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AppMetricsSnapshot {
+            swaps: load(&self.swaps),
+            reverts: load(&self.reverts),
+            local_rollbacks: load(&self.local_rollbacks),
+            refused: load(&self.refused),
+        }
+    }
+}
+
+/// A point-in-time copy of an [`AppMetrics`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AppMetricsSnapshot {
+    pub swaps: u64,
+    pub reverts: u64,
+    pub local_rollbacks: u64,
+    pub refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct AppEntry {
+    app: Arc<AppMetrics>,
+    releases: BTreeMap<String, Arc<ReleaseMetrics>>,
+}
+
+/// The agent's metrics registry. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    apps: RwLock<BTreeMap<String, AppEntry>>,
+    not_found: AtomicU64,
+}
+
+impl Metrics {
+    /// The metrics of `app` at `version`, created on first use. Callers keep
+    /// the `Arc` for as long as they serve that release.
+    pub fn release(&self, app: &str, version: &str) -> Arc<ReleaseMetrics> {
+        if let Some(found) = self
+            .read()
+            .get(app)
+            .and_then(|entry| entry.releases.get(version))
+        {
+            return Arc::clone(found);
+        }
+        let mut apps = self.write();
+        let entry = apps.entry(app.to_owned()).or_default();
+        Arc::clone(entry.releases.entry(version.to_owned()).or_default())
+    }
+
+    /// The lifecycle metrics of `app`, created on first use.
+    pub fn app(&self, app: &str) -> Arc<AppMetrics> {
+        if let Some(entry) = self.read().get(app) {
+            return Arc::clone(&entry.app);
+        }
+        Arc::clone(&self.write().entry(app.to_owned()).or_default().app)
+    }
+
+    /// Drops the series of `app` at `version` (the release left the agent's
+    /// cache). Returns whether there were any. Updates through an `Arc` still
+    /// held elsewhere are no longer rendered; a later [`Metrics::release`]
+    /// for the same pair starts from zero.
+    pub fn forget_release(&self, app: &str, version: &str) -> bool {
+        self.write()
+            .get_mut(app)
+            .is_some_and(|entry| entry.releases.remove(version).is_some())
+    }
+
+    /// Drops every series of `app`, its own and its releases' (the app was
+    /// removed from the agent). Returns whether there were any.
+    pub fn forget_app(&self, app: &str) -> bool {
+        self.write().remove(app).is_some()
+    }
+
+    /// A request named no app that this agent serves.
+    pub fn record_not_found(&self) {
+        self.not_found.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests so far that named no app.
+    pub fn not_found(&self) -> u64 {
+        self.not_found.load(Ordering::Relaxed)
+    }
+
+    /// All metrics in the Prometheus text exposition format 0.0.4 (serve it
+    /// with [`PROMETHEUS_CONTENT_TYPE`]). Series are sorted by app, then
+    /// version.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        self.write_prometheus(&mut out)
+            .expect("formatting into a String does not fail");
+        out
+    }
+
+    /// [`Metrics::render_prometheus`] into any writer.
+    pub fn write_prometheus<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
+        // Clone the Arcs under the read lock; read the atomics after it is gone.
+        type Entry = (String, Arc<AppMetrics>, Vec<(String, Arc<ReleaseMetrics>)>);
+        let entries: Vec<Entry> = self
+            .read()
+            .iter()
+            .map(|(name, entry)| {
+                let releases = entry
+                    .releases
+                    .iter()
+                    .map(|(version, m)| (version.clone(), Arc::clone(m)))
+                    .collect();
+                (name.clone(), Arc::clone(&entry.app), releases)
+            })
+            .collect();
+        let apps: Vec<(&str, AppMetricsSnapshot)> = entries
+            .iter()
+            .map(|(name, m, _)| (name.as_str(), m.snapshot()))
+            .collect();
+        // (app, version, snapshot), sorted by app then version.
+        let releases: Vec<(&str, &str, ReleaseMetricsSnapshot)> = entries
+            .iter()
+            .flat_map(|(name, _, releases)| {
+                releases
+                    .iter()
+                    .map(move |(version, m)| (name.as_str(), version.as_str(), m.snapshot()))
+            })
+            .collect();
+
+        type ReleaseCounter = (
+            &'static str,
+            &'static str,
+            fn(&ReleaseMetricsSnapshot) -> u64,
+        );
+        let release_counters: [ReleaseCounter; 6] = [
+            (
+                "fleetcast_requests_total",
+                "Requests that reached an app release.",
+                |s| s.requests,
+            ),
+            (
+                "fleetcast_responses_total",
+                "Responses sent for an app release (by the guest or the agent), by status class.",
+                |_| 0, // rendered per class below
+            ),
+            (
+                "fleetcast_traps_total",
+                "Requests during which the guest trapped.",
+                |s| s.traps,
+            ),
+            (
+                "fleetcast_timeouts_total",
+                "Requests that hit their deadline.",
+                |s| s.timeouts,
+            ),
+            (
+                "fleetcast_overloaded_total",
+                "Requests refused with 503 because the app's concurrency limit was reached.",
+                |s| s.overloaded,
+            ),
+            (
+                "fleetcast_request_body_too_large_total",
+                "Requests refused with 413 because the body exceeded the limit.",
+                |s| s.too_large,
+            ),
+        ];
+        for (name, help, value) in release_counters {
+            header(out, name, "counter", help)?;
+            for (app, version, s) in &releases {
+                let labels = [("app", *app), ("version", *version)];
+                if name == "fleetcast_responses_total" {
+                    for (class, n) in [
+                        ("2xx", s.responses_2xx),
+                        ("4xx", s.responses_4xx),
+                        ("5xx", s.responses_5xx),
+                    ] {
+                        sample(out, name, &labels, &[("class", class)], n)?;
+                    }
+                } else {
+                    sample(out, name, &labels, &[], value(s))?;
+                }
+            }
+        }
+
+        type ReleaseHistogram = (
+            &'static str,
+            &'static str,
+            fn(&ReleaseMetricsSnapshot) -> &HistogramSnapshot,
+        );
+        let histograms: [ReleaseHistogram; 2] = [
+            (
+                "fleetcast_request_duration_seconds",
+                "Time from the start of a request to its response head.",
+                |s| &s.latency,
+            ),
+            (
+                "fleetcast_instantiation_duration_seconds",
+                "Time to instantiate the guest component.",
+                |s| &s.instantiate,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            header(out, name, "histogram", help)?;
+            for (app, version, s) in &releases {
+                let labels = [("app", *app), ("version", *version)];
+                write_histogram(out, name, &labels, histogram(s))?;
+            }
+        }
+
+        type AppCounter = (&'static str, &'static str, fn(&AppMetricsSnapshot) -> u64);
+        let app_counters: [AppCounter; 4] = [
+            (
+                "fleetcast_swaps_total",
+                "Releases swapped in to serve an app.",
+                |s| s.swaps,
+            ),
+            (
+                "fleetcast_reverts_total",
+                "Releases that failed their trial on this agent and were reverted.",
+                |s| s.reverts,
+            ),
+            (
+                "fleetcast_local_rollbacks_total",
+                "Releases made to serve by an operator on this agent (local override).",
+                |s| s.local_rollbacks,
+            ),
+            (
+                "fleetcast_releases_refused_total",
+                "Releases refused before the swap (compile or smoke-test failure).",
+                |s| s.refused,
+            ),
+        ];
+        for (name, help, value) in app_counters {
+            header(out, name, "counter", help)?;
+            for (app, s) in &apps {
+                sample(out, name, &[("app", *app)], &[], value(s))?;
+            }
+        }
+
+        let name = "fleetcast_not_found_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Requests that named no app served here.",
+        )?;
+        sample(out, name, &[], &[], self.not_found())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, AppEntry>> {
+        // The maps are only inserted into and removed from, so a panic
+        // elsewhere cannot leave them inconsistent: ignore poisoning.
+        self.apps.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, AppEntry>> {
+        self.apps.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `# HELP` and `# TYPE` of one family. `help` must hold no `\` or newline.
+fn header<W: fmt::Write>(out: &mut W, name: &str, kind: &str, help: &str) -> fmt::Result {
+    debug_assert!(!help.contains(['\\', '\n']));
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// One sample line: `name{labels,extra} value`, or `name value` without labels.
+fn sample<W: fmt::Write>(
+    out: &mut W,
+    name: &str,
+    labels: &[(&str, &str)],
+    extra: &[(&str, &str)],
+    value: impl fmt::Display,
+) -> fmt::Result {
+    out.write_str(name)?;
+    let mut pairs = labels.iter().chain(extra).peekable();
+    if pairs.peek().is_some() {
+        out.write_char('{')?;
+        for (i, (label, value)) in pairs.enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            write!(out, "{label}=\"")?;
+            escape_label_value(out, value)?;
+            out.write_char('"')?;
+        }
+        out.write_char('}')?;
+    }
+    writeln!(out, " {value}")
+}
+
+/// The `_bucket` (cumulative), `_sum` (seconds) and `_count` lines of one
+/// histogram series. `_count` is the `+Inf` bucket by construction.
+fn write_histogram<W: fmt::Write>(
+    out: &mut W,
+    name: &str,
+    labels: &[(&str, &str)],
+    h: &HistogramSnapshot,
+) -> fmt::Result {
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    for (i, &n) in h.counts.iter().enumerate() {
+        cumulative += n;
+        let le = h
+            .bounds
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |&us| MicrosAsSeconds(us).to_string());
+        sample(out, &bucket, labels, &[("le", &le)], cumulative)?;
+    }
+    sample(
+        out,
+        &format!("{name}_sum"),
+        labels,
+        &[],
+        MicrosAsSeconds(h.sum_us),
+    )?;
+    sample(out, &format!("{name}_count"), labels, &[], cumulative)
+}
+
+/// Writes a label value escaped per the text format: `\` → `\\`, `"` → `\"`,
+/// newline → `\n`.
+fn escape_label_value<W: fmt::Write>(out: &mut W, value: &str) -> fmt::Result {
+    for c in value.chars() {
+        match c {
+            '\\' => out.write_str("\\\\")?,
+            '"' => out.write_str("\\\"")?,
+            '\n' => out.write_str("\\n")?,
+            c => out.write_char(c)?,
+        }
+    }
+    Ok(())
+}
+
+/// Microseconds displayed as exact decimal seconds, without float rounding:
+/// `50` → `0.00005`, `2_500_000` → `2.5`, `1_000_000` → `1`.
+struct MicrosAsSeconds(u64);
+
+impl fmt::Display for MicrosAsSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, micros) = (self.0 / 1_000_000, self.0 % 1_000_000);
+        if micros == 0 {
+            return write!(f, "{secs}");
+        }
+        let frac = format!("{micros:06}");
+        write!(f, "{secs}.{}", frac.trim_end_matches('0'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap};
+
+    const B: &[u64] = &[10, 20, 30];
+
+    fn us(n: u64) -> Duration {
+        Duration::from_micros(n)
+    }
+
+    #[test]
+    fn everything_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Histogram>();
+        check::<HistogramSnapshot>();
+        check::<ReleaseMetrics>();
+        check::<ReleaseMetricsSnapshot>();
+        check::<AppMetrics>();
+        check::<Metrics>();
+        check::<Arc<Metrics>>();
+        fn serializable<T: Serialize>() {}
+        serializable::<ReleaseMetricsSnapshot>();
+        serializable::<AppMetricsSnapshot>();
+        serializable::<HistogramSnapshot>();
+    }
+
+    #[test]
+    fn bucket_placement_at_and_around_bounds() {
+        let h = Histogram::new(B);
+        for d in [
+            Duration::ZERO,               // bucket 0
+            us(10),                       // bucket 0: le is inclusive
+            Duration::from_nanos(1),      // bucket 0 (1 µs)
+            Duration::from_nanos(10_001), // bucket 1: 10.001 µs > 10 µs
+            us(11),                       // bucket 1
+            us(20),                       // bucket 1
+            us(30),                       // bucket 2
+            us(31),                       // +Inf
+        ] {
+            h.observe(d);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.bounds, B);
+        assert_eq!(s.counts, vec![3, 3, 1, 1]);
+        assert_eq!(s.count, 8);
+        assert_eq!(s.sum_us, 1 + 10 + 11 + 11 + 20 + 30 + 31);
+
+        let h = Histogram::new(B);
+        h.observe(Duration::MAX); // saturates to u64::MAX µs
+        let s = h.snapshot();
+        assert_eq!(s.counts, vec![0, 0, 0, 1]);
+        assert_eq!(s.sum_us, u64::MAX);
+    }
+
+    #[test]
+    fn sum_is_in_microseconds() {
+        let h = Histogram::new(LATENCY_BUCKETS_US);
+        h.observe(Duration::from_millis(3));
+        h.observe(us(250));
+        let s = h.snapshot();
+        assert_eq!(s.sum_us, 3_250);
+        assert_eq!(s.count, 2);
+        assert_eq!(s.counts.len(), LATENCY_BUCKETS_US.len() + 1);
+        // 250 µs is exactly a bound; 3 ms falls in (2.5 ms, 5 ms].
+        let at = |bound| LATENCY_BUCKETS_US.iter().position(|&b| b == bound).unwrap();
+        assert_eq!(s.counts[at(250)], 1);
+        assert_eq!(s.counts[at(5_000)], 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "strictly increasing")]
+    fn unsorted_bounds_are_rejected() {
+        Histogram::new(&[10, 10]);
+    }
+
+    #[test]
+    fn bucket_constants_are_valid() {
+        // Histogram::new asserts strictly increasing bounds.
+        assert_eq!(Histogram::new(LATENCY_BUCKETS_US).bounds().len(), 18);
+        assert_eq!(Histogram::new(INSTANTIATE_BUCKETS_US).bounds().len(), 12);
+        assert_eq!(LATENCY_BUCKETS_US.last(), Some(&30_000_000));
+    }
+
+    #[test]
+    fn quantile_of_empty_is_none() {
+        let s = Histogram::new(B).snapshot();
+        assert_eq!(s.count, 0);
+        assert_eq!(s.quantile(0.0), None);
+        assert_eq!(s.quantile(0.5), None);
+        assert_eq!(s.quantile(1.0), None);
+    }
+
+    #[test]
+    fn quantile_rejects_out_of_range_q() {
+        let h = Histogram::new(B);
+        h.observe(us(5));
+        let s = h.snapshot();
+        assert_eq!(s.quantile(-0.1), None);
+        assert_eq!(s.quantile(1.1), None);
+        assert_eq!(s.quantile(f64::NAN), None);
+        assert_eq!(s.quantile(1.0), Some(us(10)));
+    }
+
+    #[test]
+    fn quantile_picks_the_bucket_of_the_ranked_observation() {
+        let h = Histogram::new(B);
+        // 4 observations ≤ 10 µs, 4 in (10, 20], 2 in +Inf.
+        for _ in 0..4 {
+            h.observe(us(7));
+            h.observe(us(15));
+        }
+        h.observe(us(100));
+        h.observe(us(1_000));
+        let s = h.snapshot();
+        assert_eq!(s.counts, vec![4, 4, 0, 2]);
+        assert_eq!(s.quantile(0.0), Some(us(10))); // rank 1
+        assert_eq!(s.quantile(0.1), Some(us(10))); // rank 1
+        assert_eq!(s.quantile(0.4), Some(us(10))); // rank 4: last in bucket 0
+        assert_eq!(s.quantile(0.41), Some(us(20))); // rank 5: first in bucket 1
+        assert_eq!(s.quantile(0.5), Some(us(20)));
+        assert_eq!(s.quantile(0.8), Some(us(20))); // rank 8: last in bucket 1
+        assert_eq!(s.quantile(0.81), Some(Duration::MAX)); // rank 9: +Inf
+        assert_eq!(s.quantile(1.0), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn quantile_is_not_fooled_by_float_error() {
+        // 0.07 * 100.0 == 7.000000000000001 in f64; the rank must still be 7.
+        assert!(std::hint::black_box(0.07_f64) * 100.0 > 7.0);
+        let h = Histogram::new(B);
+        for _ in 0..7 {
+            h.observe(us(1));
+        }
+        for _ in 0..93 {
+            h.observe(us(25));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.quantile(0.07), Some(us(10)));
+        assert_eq!(s.quantile(0.071), Some(us(30)));
+    }
+
+    #[test]
+    fn quantile_with_no_bounds_is_unbounded() {
+        let h = Histogram::new(&[]);
+        h.observe(us(1));
+        let s = h.snapshot();
+        assert_eq!(s.counts, vec![1]);
+        assert_eq!(s.quantile(0.5), Some(Duration::MAX));
+    }
+
+    #[test]
+    fn concurrent_observe_sums_correctly() {
+        const THREADS: u64 = 8;
+        const PER_THREAD: u64 = 20_000;
+        let h = Histogram::new(B);
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let h = &h;
+                scope.spawn(move || {
+                    for i in 0..PER_THREAD {
+                        // 5, 15, 25, 35 µs in turn: one per bucket.
+                        h.observe(us(5 + 10 * ((i + t) % 4)));
+                    }
+                });
+            }
+        });
+        let s = h.snapshot();
+        let n = THREADS * PER_THREAD;
+        assert_eq!(s.count, n);
+        assert_eq!(s.counts, vec![n / 4; 4]);
+        assert_eq!(s.sum_us, n / 4 * (5 + 15 + 25 + 35));
+    }
+
+    #[test]
+    fn concurrent_registry_use_shares_one_entry() {
+        let m = Metrics::default();
+        let arcs: Vec<Arc<ReleaseMetrics>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let r = m.release("app", "1.0.0");
+                        for _ in 0..1_000 {
+                            r.record_response(200, us(60));
+                        }
+                        m.app("app").record_swap();
+                        r
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(arcs.iter().all(|a| Arc::ptr_eq(a, &arcs[0])));
+        let s = m.release("app", "1.0.0").snapshot();
+        assert_eq!(s.requests, 6_000);
+        assert_eq!(s.responses_2xx, 6_000);
+        assert_eq!(s.latency.count, 6_000);
+        assert_eq!(s.latency.sum_us, 6_000 * 60);
+        assert_eq!(m.app("app").snapshot().swaps, 6);
+    }
+
+    #[test]
+    fn responses_are_counted_by_status_class() {
+        let r = ReleaseMetrics::new();
+        for status in [
+            200, 204, 299, 301, 100, 400, 404, 413, 499, 500, 503, 599, 600, 0,
+        ] {
+            r.record_response(status, us(100));
+        }
+        r.record_trap();
+        r.record_timeout();
+        r.record_timeout();
+        r.record_overloaded();
+        r.record_too_large();
+        r.record_instantiate(us(42));
+        let s = r.snapshot();
+        assert_eq!(s.requests, 14);
+        assert_eq!(s.responses_2xx, 3);
+        assert_eq!(s.responses_4xx, 4);
+        assert_eq!(s.responses_5xx, 3);
+        assert_eq!(
+            (s.traps, s.timeouts, s.overloaded, s.too_large),
+            (1, 2, 1, 1)
+        );
+        assert_eq!(s.latency.count, 14);
+        assert_eq!(s.latency.sum_us, 1_400);
+        assert_eq!(s.instantiate.count, 1);
+        assert_eq!(s.instantiate.sum_us, 42);
+        assert_eq!(s.instantiate.quantile(1.0), Some(us(50)));
+    }
+
+    #[test]
+    fn app_counters() {
+        let m = Metrics::default();
+        let a = m.app("a");
+        a.record_swap();
+        a.record_swap();
+        a.record_revert();
+        a.record_local_rollback();
+        a.record_refused();
+        a.record_refused();
+        a.record_refused();
+        assert!(Arc::ptr_eq(&a, &m.app("a")));
+        assert_eq!(
+            m.app("a").snapshot(),
+            AppMetricsSnapshot {
+                swaps: 2,
+                reverts: 1,
+                local_rollbacks: 1,
+                refused: 3
+            }
+        );
+        assert_eq!(m.app("b").snapshot(), AppMetricsSnapshot::default());
+    }
+
+    #[test]
+    fn seconds_formatting_is_exact() {
+        let f = |n| MicrosAsSeconds(n).to_string();
+        assert_eq!(f(0), "0");
+        assert_eq!(f(5), "0.000005");
+        assert_eq!(f(50), "0.00005");
+        assert_eq!(f(2_500), "0.0025");
+        assert_eq!(f(1_000_000), "1");
+        assert_eq!(f(2_500_000), "2.5");
+        assert_eq!(f(30_000_000), "30");
+        assert_eq!(f(1_234_567), "1.234567");
+        assert_eq!(f(u64::MAX), "18446744073709.551615");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd").unwrap();
+        assert_eq!(out, r#"a\\b\"c\nd"#);
+
+        let m = Metrics::default();
+        m.release("we\"ird\\app\nx", "1.0.0-rc.1+\"b\"")
+            .record_response(200, us(1));
+        let text = m.render_prometheus();
+        assert!(
+            text.contains(
+                r#"fleetcast_requests_total{app="we\"ird\\app\nx",version="1.0.0-rc.1+\"b\""} 1"#
+            ),
+            "{text}"
+        );
+        // No raw newline leaked into a sample line.
+        for line in text.lines() {
+            assert!(
+                line.starts_with('#') || line.starts_with("fleetcast_"),
+                "{line}"
+            );
+        }
+        check_exposition(&text);
+    }
+
+    fn sample_registry() -> Metrics {
+        let m = Metrics::default();
+        let b1 = m.release("beta", "2.0.0");
+        b1.record_response(200, us(40)); // le 0.00005
+        b1.record_response(200, us(50)); // le 0.00005 (boundary)
+        b1.record_response(404, us(51)); // le 0.0001
+        b1.record_response(500, Duration::from_millis(7)); // le 0.01
+        b1.record_response(503, Duration::from_secs(31)); // +Inf
+        b1.record_overloaded();
+        b1.record_trap();
+        b1.record_instantiate(us(30));
+        let a1 = m.release("alpha", "1.1.0");
+        a1.record_response(200, us(100));
+        m.release("alpha", "1.0.0").record_response(413, us(10));
+        m.release("alpha", "1.0.0").record_too_large();
+        m.app("alpha").record_swap();
+        m.app("beta").record_refused();
+        m.record_not_found();
+        m.record_not_found();
+        m
+    }
+
+    #[test]
+    fn rendered_histogram_is_cumulative_and_inf_equals_count() {
+        let text = sample_registry().render_prometheus();
+        let series = r#"app="beta",version="2.0.0""#;
+        let expect = [
+            ("0.00005", 2),
+            ("0.0001", 3),
+            ("0.00025", 3),
+            ("0.005", 3),
+            ("0.01", 4),
+            ("30", 4),
+            ("+Inf", 5),
+        ];
+        for (le, n) in expect {
+            let line =
+                format!(r#"fleetcast_request_duration_seconds_bucket{{{series},le="{le}"}} {n}"#);
+            assert!(text.contains(&line), "missing {line}\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "fleetcast_request_duration_seconds_count{{{series}}} 5\n"
+        )));
+        // 40 + 50 + 51 + 7000 + 31_000_000 µs.
+        assert!(text.contains(&format!(
+            "fleetcast_request_duration_seconds_sum{{{series}}} 31.007141\n"
+        )));
+        assert!(text.contains(&format!(
+            "fleetcast_instantiation_duration_seconds_bucket{{{series},le=\"0.00005\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "fleetcast_instantiation_duration_seconds_sum{{{series}}} 0.00003\n"
+        )));
+        // Every histogram series, in the generic check.
+        check_exposition(&text);
+    }
+
+    #[test]
+    fn rendered_counters_and_order() {
+        let text = sample_registry().render_prometheus();
+        for line in [
+            r#"fleetcast_requests_total{app="beta",version="2.0.0"} 5"#,
+            r#"fleetcast_responses_total{app="beta",version="2.0.0",class="2xx"} 2"#,
+            r#"fleetcast_responses_total{app="beta",version="2.0.0",class="4xx"} 1"#,
+            r#"fleetcast_responses_total{app="beta",version="2.0.0",class="5xx"} 2"#,
+            r#"fleetcast_responses_total{app="alpha",version="1.0.0",class="4xx"} 1"#,
+            r#"fleetcast_traps_total{app="beta",version="2.0.0"} 1"#,
+            r#"fleetcast_timeouts_total{app="beta",version="2.0.0"} 0"#,
+            r#"fleetcast_overloaded_total{app="beta",version="2.0.0"} 1"#,
+            r#"fleetcast_request_body_too_large_total{app="alpha",version="1.0.0"} 1"#,
+            r#"fleetcast_swaps_total{app="alpha"} 1"#,
+            r#"fleetcast_swaps_total{app="beta"} 0"#,
+            r#"fleetcast_reverts_total{app="alpha"} 0"#,
+            r#"fleetcast_local_rollbacks_total{app="beta"} 0"#,
+            r#"fleetcast_releases_refused_total{app="beta"} 1"#,
+            "fleetcast_not_found_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        // Sorted by app, then version, within a family.
+        let requests: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("fleetcast_requests_total"))
+            .collect();
+        assert_eq!(
+            requests,
+            [
+                r#"fleetcast_requests_total{app="alpha",version="1.0.0"} 1"#,
+                r#"fleetcast_requests_total{app="alpha",version="1.1.0"} 1"#,
+                r#"fleetcast_requests_total{app="beta",version="2.0.0"} 5"#,
+            ]
+        );
+        // Deterministic.
+        let m = sample_registry();
+        assert_eq!(m.render_prometheus(), m.render_prometheus());
+        assert!(text.ends_with('\n'));
+    }
+
+    #[test]
+    fn forget_release_drops_its_series_only() {
+        let m = sample_registry();
+        let held = m.release("beta", "2.0.0");
+        assert!(m.forget_release("beta", "2.0.0"));
+        assert!(!m.forget_release("beta", "2.0.0"));
+        assert!(!m.forget_release("nope", "1"));
+        let text = m.render_prometheus();
+        assert!(!text.contains(r#"version="2.0.0""#), "{text}");
+        // The app's own series stay; so do other releases.
+        assert!(text.contains(r#"fleetcast_releases_refused_total{app="beta"} 1"#));
+        assert!(text.contains(r#"fleetcast_requests_total{app="alpha",version="1.1.0"} 1"#));
+        check_exposition(&text);
+        // A held Arc still works but is detached; a new lookup starts at zero.
+        held.record_response(200, us(1));
+        assert_eq!(m.release("beta", "2.0.0").snapshot().requests, 0);
+
+        assert!(m.forget_app("alpha"));
+        let text = m.render_prometheus();
+        assert!(!text.contains(r#"app="alpha""#), "{text}");
+        check_exposition(&text);
+    }
+
+    #[test]
+    fn empty_registry_renders_headers_and_not_found() {
+        let text = Metrics::default().render_prometheus();
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 13);
+        assert!(text.ends_with("fleetcast_not_found_total 0\n"));
+        check_exposition(&text);
+    }
+
+    // --- A small parser for the text exposition format 0.0.4 -------------
+
+    #[derive(Debug)]
+    struct Sample {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    fn is_name_start(c: char) -> bool {
+        c.is_ascii_alphabetic() || c == '_' || c == ':'
+    }
+
+    fn is_name_char(c: char) -> bool {
+        is_name_start(c) || c.is_ascii_digit()
+    }
+
+    /// Parses `name{labels} value` or `name value`; `Err` says what is wrong.
+    fn parse_sample(line: &str) -> Result<Sample, String> {
+        let name_len = line
+            .char_indices()
+            .find(|&(i, c)| {
+                !(if i == 0 {
+                    is_name_start(c)
+                } else {
+                    is_name_char(c)
+                })
+            })
+            .map_or(line.len(), |(i, _)| i);
+        if name_len == 0 {
+            return Err("no metric name".into());
+        }
+        let name = line[..name_len].to_owned();
+        let mut rest = &line[name_len..];
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            rest = inner;
+            loop {
+                if let Some(after) = rest.strip_prefix('}') {
+                    rest = after;
+                    break;
+                }
+                if !labels.is_empty() {
+                    rest = rest.strip_prefix(',').ok_or("expected ,")?;
+                }
+                let len = rest
+                    .char_indices()
+                    .find(|&(i, c)| {
+                        !(if i == 0 {
+                            c.is_ascii_alphabetic() || c == '_'
+                        } else {
+                            c.is_ascii_alphanumeric() || c == '_'
+                        })
+                    })
+                    .map_or(rest.len(), |(i, _)| i);
+                if len == 0 {
+                    return Err("no label name".into());
+                }
+                let label = rest[..len].to_owned();
+                rest = rest[len..].strip_prefix("=\"").ok_or("expected =\"")?;
+                let mut value = String::new();
+                let mut chars = rest.char_indices();
+                let end = loop {
+                    match chars.next().ok_or("unterminated label value")? {
+                        (i, '"') => break i,
+                        (_, '\\') => match chars.next().ok_or("dangling escape")?.1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            c => return Err(format!("bad escape \\{c}")),
+                        },
+                        (_, '\n') => return Err("raw newline in label value".into()),
+                        (_, c) => value.push(c),
+                    }
+                };
+                rest = &rest[end + 1..];
+                labels.push((label, value));
+            }
+        }
+        let value = rest.strip_prefix(' ').ok_or("expected one space")?;
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                v.parse().map_err(|e| format!("bad value {v}: {e}"))?
+            }
+            v => return Err(format!("bad value {v:?}")),
+        };
+        Ok(Sample {
+            name,
+            labels,
+            value,
+        })
+    }
+
+    /// Checks the whole exposition: every non-comment line parses as a sample;
+    /// `# HELP` and `# TYPE` come once per family, before its samples, and a
+    /// family's samples are contiguous; histograms are cumulative with
+    /// `+Inf` == `_count` and have one `_sum` per series.
+    fn check_exposition(text: &str) {
+        assert!(text.is_empty() || text.ends_with('\n'));
+        let mut helps = BTreeSet::new();
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut finished = BTreeSet::new();
+        let mut current: Option<String> = None;
+        // (family, labels without le) → (last cumulative, +Inf, count, has sum)
+        type Series = (Option<f64>, Option<f64>, Option<f64>, bool);
+        let mut histograms: BTreeMap<(String, Vec<(String, String)>), Series> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(comment) = line.strip_prefix('#') {
+                let mut words = comment.splitn(4, ' ');
+                assert_eq!(words.next(), Some(""), "{line}");
+                let (kind, name) = (words.next().unwrap(), words.next().unwrap());
+                match kind {
+                    "HELP" => {
+                        assert!(helps.insert(name.to_owned()), "second HELP: {line}");
+                        assert!(!words.next().unwrap_or("").is_empty(), "{line}");
+                    }
+                    "TYPE" => {
+                        let t = words.next().unwrap();
+                        assert!(
+                            ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                            "{line}"
+                        );
+                        assert!(
+                            types.insert(name.to_owned(), t.to_owned()).is_none(),
+                            "second TYPE: {line}"
+                        );
+                    }
+                    _ => panic!("unexpected comment {line}"),
+                }
+                if let Some(previous) = current.replace(name.to_owned())
+                    && previous != name
+                {
+                    finished.insert(previous);
+                }
+                assert!(!finished.contains(name), "family {name} split: {line}");
+                continue;
+            }
+            let s = parse_sample(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+            let family = current.clone().expect("sample before any TYPE");
+            let kind = types.get(&family).expect("sample without TYPE");
+            assert!(helps.contains(&family), "no HELP for {family}");
+            if kind == "histogram" {
+                let suffix = s.name.strip_prefix(family.as_str()).unwrap_or_else(|| {
+                    panic!("{} outside its family {family}", s.name);
+                });
+                let mut labels = s.labels.clone();
+                let le = labels
+                    .iter()
+                    .position(|(k, _)| k == "le")
+                    .map(|i| labels.remove(i).1);
+                let entry = histograms
+                    .entry((family.clone(), labels))
+                    .or_insert((None, None, None, false));
+                match (suffix, le) {
+                    ("_bucket", Some(le)) => {
+                        let previous = entry.0.unwrap_or(0.0);
+                        assert!(s.value >= previous, "not cumulative: {line}");
+                        entry.0 = Some(s.value);
+                        if le == "+Inf" {
+                            entry.1 = Some(s.value);
+                        } else {
+                            let _: f64 = le.parse().unwrap_or_else(|_| panic!("bad le {line}"));
+                        }
+                    }
+                    ("_sum", None) => entry.3 = true,
+                    ("_count", None) => entry.2 = Some(s.value),
+                    _ => panic!("bad histogram line {line}"),
+                }
+            } else {
+                assert_eq!(s.name, family, "sample outside its family");
+                assert!(s.value >= 0.0 && s.value.fract() == 0.0, "{line}");
+            }
+        }
+        for (key, (_, inf, count, sum)) in histograms {
+            assert!(inf.is_some(), "{key:?} has no +Inf bucket");
+            assert_eq!(inf, count, "{key:?}: +Inf != _count");
+            assert!(sum, "{key:?} has no _sum");
+        }
+        for family in types.keys() {
+            assert!(helps.contains(family), "TYPE without HELP: {family}");
+        }
+    }
+
+    #[test]
+    fn parser_rejects_malformed_lines() {
+        for bad in [
+            "",
+            " x 1",
+            "x  1",
+            "x{a=\"1\"}1",
+            "x{a=1} 1",
+            "x{a=\"1\" 1",
+            "x{a=\"\\t\"} 1",
+            "x{a=\"1\"b=\"2\"} 1",
+            "x 1e",
+            "x one",
+            "1x 1",
+        ] {
+            assert!(parse_sample(bad).is_err(), "accepted {bad:?}");
+        }
+        let s = parse_sample(r#"a_b:c{x="q\"\\\n",le="+Inf"} 12.5"#).unwrap();
+        assert_eq!(s.name, "a_b:c");
+        assert_eq!(
+            s.labels,
+            vec![
+                ("x".to_owned(), "q\"\\\n".to_owned()),
+                ("le".to_owned(), "+Inf".to_owned())
+            ]
+        );
+        assert_eq!(s.value, 12.5);
+        assert_eq!(parse_sample("x +Inf").unwrap().value, f64::INFINITY);
+    }
+}
