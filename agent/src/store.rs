@@ -8,7 +8,8 @@
 //! - `apps`: app name → [`AppRecord`] (postcard): the signed head in force and its history.
 //! - `serving`: app name → [`ServingState`] (postcard): what this agent serves for the app and
 //!   why (last committed release, release on trial, last failure, local override, releases
-//!   kept compiled). Written in the same transaction as the record when both change.
+//!   kept compiled). A record whose release the serving state does not account for (neither
+//!   committed, on trial nor failed) is one the agent stopped activating.
 //!
 //! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
 //! when read, compiled artifacts against the checksum recorded when this agent compiled them,
@@ -23,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result, anyhow, bail};
 use fleetcast_protocol::{AppRecord, Digest, Release};
 use serde::{Deserialize, Serialize};
-use sled::Transactional as _;
 
 /// One release as the serving state refers to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -296,21 +296,6 @@ impl Store {
             record.head.head.app.as_str().as_bytes(),
             postcard::to_stdvec(record)?,
         )?;
-        self.db.flush().context("flushing the store")?;
-        Ok(())
-    }
-
-    /// Persists `record` and the app's serving `state` in one transaction, and flushes.
-    pub fn commit_with(&self, record: &AppRecord, state: &ServingState) -> Result<()> {
-        let key = record.head.head.app.as_str().as_bytes();
-        let (rec, st) = (postcard::to_stdvec(record)?, postcard::to_stdvec(state)?);
-        (&self.apps, &self.serving)
-            .transaction(|(apps, serving)| {
-                apps.insert(key, rec.as_slice())?;
-                serving.insert(key, st.as_slice())?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| anyhow!("writing the record of {}: {e:?}", record.head.head.app))?;
         self.db.flush().context("flushing the store")?;
         Ok(())
     }

@@ -110,6 +110,23 @@ pub struct AppView {
     /// Releases kept compiled, newest first.
     pub cached: Vec<CachedView>,
     pub limits: Option<Limits>,
+    /// Step timings of the last activation that reached the swap.
+    pub last_activation: Option<ActivationTiming>,
+}
+
+/// Where the time of one activation went, microseconds from its start.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ActivationTiming {
+    /// Compiled (or loaded from the artifact cache) and stored.
+    pub compiled_us: u64,
+    /// Record and "on trial" durable.
+    pub persist_us: u64,
+    /// The smoke check.
+    pub smoke_us: u64,
+    /// The atomic swap itself.
+    pub swap_us: u64,
+    /// Compiled → serving: persist + smoke + swap.
+    pub compiled_to_serving_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -178,6 +195,7 @@ struct App {
     fallback: Option<Arc<Deployed>>,
     trial: Option<Trial>,
     activation: Option<Running>,
+    last_activation: Option<ActivationTiming>,
 }
 
 struct Trial {
@@ -233,6 +251,7 @@ struct Ready {
     trial: TrialPolicy,
     counters: Arc<TrialCounters>,
     compiled_in: Duration,
+    persist_in: Duration,
     smoke_in: Duration,
 }
 
@@ -303,6 +322,25 @@ pub fn restore(
             );
             tracing::warn!(app = %name, seq = t.seq, version = %t.release.version, "{reason}");
             state.failure = Some(failure(t.seq, &t.release, "restart", reason));
+            store.put_state(&name, &state)?;
+        }
+        // A record whose release neither serves nor failed here: the agent stopped between
+        // persisting it and the swap (or before the swap was recorded).
+        let accounted = state.committed.as_ref().is_some_and(|c| c.seq == h.seq)
+            || resume.as_ref().is_some_and(|t| t.seq == h.seq)
+            || state.failure.as_ref().is_some_and(|f| f.seq == h.seq);
+        if !accounted {
+            let to = state
+                .committed
+                .as_ref()
+                .map(|c| c.release.version.to_string())
+                .unwrap_or_else(|| "nothing".into());
+            let reason = format!(
+                "the agent stopped while release {} (seq {}) was being activated; restarted into {to}",
+                h.release.version, h.seq
+            );
+            tracing::warn!(app = %name, seq = h.seq, version = %h.release.version, "{reason}");
+            state.failure = Some(failure(h.seq, &h.release, "restart", reason));
             store.put_state(&name, &state)?;
         }
         let target = resume
@@ -560,19 +598,12 @@ impl Supervisor {
             // The node sends one activation per app at a time; be safe anyway.
             old.cancel.cancel();
         }
-        // Persisted before the smoke check: the record (seq held) and "on trial".
-        let mut state = app.state.clone();
-        state.trial = Some(ReleaseRef {
-            seq,
-            release: h.release.clone(),
-        });
         let ctx = PipelineCtx {
             store: self.store.clone(),
             runtime: self.runtime.clone(),
             compile_slots: self.compile_slots.clone(),
             trial: self.cfg.trial.clone(),
             cancel,
-            state,
         };
         self.pipelines.spawn(ctx.run(act));
     }
@@ -603,17 +634,13 @@ impl Supervisor {
                         stage, %reason, "release refused; the serving release keeps serving"
                     );
                 }
-                // Whatever was persisted for it (record, "on trial") now says it failed.
-                let mut state = app.state.clone();
-                if state.trial.as_ref().is_some_and(|t| t.seq == seq) || !cancelled {
-                    state.trial = None;
-                    if !cancelled {
-                        state.failure = Some(failure(seq, &release, stage, reason.clone()));
-                    }
-                    if let Err(e) = self.store.put_state(&name, &state) {
+                // The record may already hold its seq: the serving state says why it does not
+                // serve.
+                if !cancelled {
+                    app.state.failure = Some(failure(seq, &release, stage, reason.clone()));
+                    if let Err(e) = self.store.put_state(&name, &app.state) {
                         tracing::error!(app = %name, "cannot persist the serving state: {e:#}");
                     }
-                    app.state = state;
                 }
                 let _ = self.node.send(Input::Activated {
                     app: app_name,
@@ -628,6 +655,14 @@ impl Supervisor {
         let old = self.runtime.swap_in(ready.deployed.clone());
         let swap_in = swap_started.elapsed();
         failpoint("swap");
+        app.last_activation = Some(ActivationTiming {
+            compiled_us: ready.compiled_in.as_micros() as u64,
+            persist_us: ready.persist_in.as_micros() as u64,
+            smoke_us: ready.smoke_in.as_micros() as u64,
+            swap_us: swap_in.as_micros() as u64,
+            compiled_to_serving_us: (ready.persist_in + ready.smoke_in + swap_in).as_micros()
+                as u64,
+        });
         self.runtime.metrics().app(&name).record_swap();
         let from = old.as_ref().map(|d| d.meta.version.clone());
         // Keep the committed release at hand while the new one is on trial.
@@ -969,6 +1004,7 @@ impl Supervisor {
                         })
                         .collect(),
                     limits: a.serving.as_ref().map(|d| d.limits),
+                    last_activation: a.last_activation,
                 }
             })
             .collect()
@@ -997,8 +1033,6 @@ struct PipelineCtx {
     compile_slots: Arc<Semaphore>,
     trial: TrialConfig,
     cancel: Arc<CancelToken>,
-    /// The serving state to persist with the record (the release marked on trial).
-    state: ServingState,
 }
 
 impl PipelineCtx {
@@ -1050,11 +1084,13 @@ impl PipelineCtx {
             return Err(cancelled());
         }
         // 3. persist the record and "on trial".
-        let (store, record, state) = (self.store.clone(), act.record.clone(), self.state.clone());
-        tokio::task::spawn_blocking(move || store.commit_with(&record, &state))
+        let persist_started = Instant::now();
+        let (store, record) = (self.store.clone(), act.record.clone());
+        tokio::task::spawn_blocking(move || store.commit(&record))
             .await
             .map_err(|e| ("persist", format!("the store task failed: {e}")))?
             .map_err(|e| ("persist", format!("{e:#}")))?;
+        let persist_in = persist_started.elapsed();
         failpoint("persist");
         // 4. smoke check.
         let release = &act.head.head.release;
@@ -1094,6 +1130,7 @@ impl PipelineCtx {
             trial,
             counters,
             compiled_in,
+            persist_in,
             smoke_in,
         })
     }
