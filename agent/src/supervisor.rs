@@ -22,9 +22,10 @@
 //!
 //! **Invariant (crash safety).** What a restart serves is decided by the persisted
 //! [`ServingState`] alone: a local override, else the committed release. A release found *on
-//! trial* at start is one the agent stopped during steps 3–7: it counts as failed (reason
-//! `restart`) and the committed release serves. A crash before step 3 leaves no trace but the
-//! cached artifact.
+//! trial* after a crash counts as failed (reason `restart`) and the committed release serves
+//! (after a clean stop, or with no committed release to go back to, its trial resumes). A
+//! record the state does not account for is a release the agent stopped activating (steps
+//! 3–5): failed, `restart`. A crash before step 3 leaves no trace but the cached artifact.
 //!
 //! Failpoints: with `FLEETCAST_FAILPOINT=<step>` in its environment the agent aborts right
 //! after that step (`compile`, `cache`, `persist`, `smoke`, `swap`, `trial`, `commit`), for the
@@ -302,11 +303,16 @@ pub fn restore(
             ..ServingState::default()
         });
         let mut resume = None;
-        if state.trial_clean_stop
+        if (state.trial_clean_stop || state.committed.is_none())
             && let Some(t) = state.trial.clone()
         {
-            // A clean stop during the trial: serve it again and restart its trial.
-            tracing::info!(app = %name, seq = t.seq, version = %t.release.version, "resuming the trial interrupted by the last shutdown");
+            // A clean stop during the trial, or nothing committed to go back to: serve it
+            // again and restart its trial.
+            tracing::info!(
+                app = %name, seq = t.seq, version = %t.release.version,
+                clean_stop = state.trial_clean_stop,
+                "resuming the trial interrupted by the last stop"
+            );
             resume = Some(t);
             state.trial_clean_stop = false;
         } else if let Some(t) = state.trial.take() {

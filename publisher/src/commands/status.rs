@@ -64,6 +64,19 @@ pub fn render(st: &NodeStatus) -> String {
             a.kind.to_string(),
             a.active.digest.short()
         );
+        if let Some(r) = &a.serving {
+            let why = if a.local_override {
+                "local override by an operator on the node"
+            } else {
+                "the head's release failed here; reverted"
+            };
+            let _ = writeln!(
+                o,
+                "    serving {} (digest {}): {why}",
+                r.version,
+                r.digest.short()
+            );
+        }
         if let Some(e) = &a.last_error {
             let _ = writeln!(o, "    last failure: {e}");
         }
