@@ -303,6 +303,27 @@ mod tests {
     }
 
     #[test]
+    fn the_route_table_goes_first_by_host_and_path_prefix() {
+        let cfg = |host: Option<&str>, prefix: Option<&str>, app: &str| RouteConfig {
+            host: host.map(String::from),
+            path_prefix: prefix.map(String::from),
+            app: app.into(),
+        };
+        let routes = Routes::new(&[
+            cfg(Some("WWW.Example.com:443"), None, "shop"),
+            cfg(None, Some("/api/"), "api"),
+            cfg(Some("admin.example.com"), Some("/v2"), "admin2"),
+        ])
+        .unwrap();
+        assert_eq!(routes.app_for("www.example.com", "/"), "shop");
+        assert_eq!(routes.app_for("beta.example.com", "/api"), "api");
+        assert_eq!(routes.app_for("beta.example.com", "/api/x?y=1"), "api");
+        assert_eq!(routes.app_for("beta.example.com", "/apix"), "beta");
+        assert_eq!(routes.app_for("admin.example.com", "/v2/users"), "admin2");
+        assert_eq!(routes.app_for("admin.example.com", "/v1/users"), "admin");
+    }
+
+    #[test]
     fn host_to_app_takes_the_first_label() {
         assert_eq!(host_to_app("Hello.Example.com:8080"), "hello");
         assert_eq!(host_to_app("api"), "api");
@@ -538,6 +559,77 @@ mod tests {
             "hello was served only after the spinning guest ended"
         );
         spin.abort();
+        server.stop().await.unwrap();
+    }
+
+    /// Fuel, when the agent meters it: a guest that spins runs out of fuel (a trap) long before
+    /// its deadline; hello, under the same budget, is served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_guest_out_of_fuel_traps_and_others_are_served() {
+        let rt = runtime_with(RuntimeConfig {
+            max_instances: 8,
+            request_timeout_ms: 20_000,
+            fuel: Some(50_000_000),
+            ..RuntimeConfig::default()
+        });
+        rt.deploy(
+            meta("spin", "0.1.0", 1),
+            &prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap(),
+        );
+        rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
+        let server = TestServer::start(rt.clone()).await;
+        let c = client();
+        let started = std::time::Instant::now();
+        let r = get(&c, server.addr, "spin", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(r.body.contains("the guest trapped"), "{}", r.body);
+        assert!(r.body.contains("fuel"), "{}", r.body);
+        assert!(started.elapsed() < Duration::from_secs(20), "fuel, not the deadline");
+        let r = get(&c, server.addr, "hello", "/").await.unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        server.stop().await.unwrap();
+    }
+
+    /// A body whose declared length is over the app's limit is refused with 413 before any
+    /// instance exists. (A body without a declared length is cut at the limit by the stream
+    /// the guest reads: it sees an `HTTP-request-body-size` error; hello never reads it.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_body_over_the_limit_is_413() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = small_runtime();
+        let limits = crate::runtime::Limits {
+            max_body_bytes: 64,
+            ..crate::runtime::Limits::agent(rt.config())
+        };
+        rt.deploy_with(
+            meta("hello", "1.0.0", 1),
+            &compile(&rt, HELLO_V1).await,
+            limits,
+            None,
+        );
+        let server = TestServer::start(rt.clone()).await;
+        let raw = |req: String| async move {
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            let _ = tokio::time::timeout(DEADLINE, s.read_to_string(&mut out)).await;
+            out
+        };
+        let big = "x".repeat(100);
+        let resp = raw(format!(
+            "POST / HTTP/1.1\r\nHost: hello\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{big}"
+        ))
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+        assert!(resp.contains("over this app's limit of 64 bytes"), "{resp}");
+        let small = raw(
+            "POST / HTTP/1.1\r\nHost: hello\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789"
+                .to_string(),
+        )
+        .await;
+        assert!(small.starts_with("HTTP/1.1 200"), "{small}");
+        let snap = rt.metrics().release("hello", "1.0.0").snapshot();
+        assert_eq!(snap.too_large, 1);
         server.stop().await.unwrap();
     }
 

@@ -924,6 +924,7 @@ impl Supervisor {
         app.fallback = None;
         app.state.trial = None;
         app.state.local_override = Some(r);
+        remember_cached(&mut app.state.cached, &target);
         self.runtime.metrics().app(name).record_local_rollback();
         self.store
             .put_state(name, &app.state)

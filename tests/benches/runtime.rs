@@ -34,13 +34,13 @@ fn pct(xs: &mut [u64], q: f64) -> u64 {
 
 fn line(name: &str, r: &LoadReport) {
     println!(
-        "{name:<28} requests {:>7}  failed {:>3}  {:>8.0} req/s  p50 {:>7.0?}  p99 {:>7.0?}  max {:>7.0?}",
+        "{name:<28} requests {:>7}  failed {:>3}  {:>8.0} req/s  p50 {:>6} us  p99 {:>6} us  max {:>6} us",
         r.requests(),
         r.failed(),
         r.throughput_rps(),
-        r.percentile(0.5),
-        r.percentile(0.99),
-        r.max_latency()
+        r.percentile(0.5).as_micros(),
+        r.percentile(0.99).as_micros(),
+        r.max_latency().as_micros()
     );
 }
 
@@ -144,12 +144,12 @@ fn main() {
             .collect();
         let failed = during.failed();
         println!(
-            "{:<28} requests {:>7}  failed {:>3}  p50 {:>7.0?}  p99 {:>7.0?}  ({swaps} swaps in {:.2?})",
+            "{:<28} requests {:>7}  failed {:>3}  p50 {:>6} us  p99 {:>6} us  ({swaps} swaps in {:.2?})",
             "  within the swap window",
             window.len(),
             window.iter().filter(|s| !s.is_ok()).count(),
-            percentile_of(&window, 0.5),
-            percentile_of(&window, 0.99),
+            percentile_of(&window, 0.5).as_micros(),
+            percentile_of(&window, 0.99).as_micros(),
             last - first
         );
         println!(

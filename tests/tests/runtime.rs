@@ -361,6 +361,7 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
     let tweak = |c: &mut AgentConfig| {
         c.trial.requests = 0;
         c.trial.secs = 0;
+        c.runtime.cached_releases = 2;
         c.routes = vec![RouteConfig {
             host: None,
             path_prefix: Some("/beta".into()),
@@ -444,11 +445,21 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
     assert_eq!(app_status(a, "alpha").await["state"], "local-override");
 
     // The next head for alpha ends the override.
-    release(&fleet, "alpha", "hello-v1.wasm", "1.0.1", no())
+    // (Other bytes than 1.0.0: the cache keeps releases by content digest.)
+    release(&fleet, "alpha", "hello-1mib-v1.wasm", "1.0.1", no())
         .await
         .unwrap();
     let st = until_status(a, "alpha", |s| s["state"] == "committed").await;
     assert_eq!(st["serving"]["version"], "1.0.1");
+    // runtime.cached_releases = 2: the newest two served stay compiled, 2.0.0 was dropped.
+    let cached: Vec<&str> = st["cached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(cached, ["1.0.1", "1.0.0"]);
+    assert!(st["cached"].as_array().unwrap().iter().all(|c| c["compiled"] == true));
 }
 
 // ---- crashes at each step of the pipeline (a real agent process, aborted by a failpoint) ----
