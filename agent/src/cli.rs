@@ -71,7 +71,8 @@ pub struct RollbackArgs {
     /// The app to roll back.
     #[arg(long)]
     pub app: String,
-    /// The version to serve (default: the newest cached release that is not serving).
+    /// The version to serve (default: the newest cached release that is neither serving nor
+    /// the last one that failed on this node).
     #[arg(long)]
     pub to: Option<String>,
     #[command(flatten)]

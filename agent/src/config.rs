@@ -246,6 +246,10 @@ mod tests {
         let c = AgentConfig::load(&p).unwrap();
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.mesh, MeshConfig::default());
+        assert_eq!(c.runtime, RuntimeConfig::default());
+        assert_eq!(c.trial, TrialConfig::default());
+        assert_eq!(c.admin, AdminConfig::default());
+        assert!(c.routes.is_empty());
         let mut node = fleetcast_protocol::NodeConfig::new(
             fleetcast_protocol::NodeId([1; 32]),
             fleetcast_protocol::TrustPolicy {

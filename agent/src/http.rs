@@ -584,7 +584,10 @@ mod tests {
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(r.body.contains("the guest trapped"), "{}", r.body);
         assert!(r.body.contains("fuel"), "{}", r.body);
-        assert!(started.elapsed() < Duration::from_secs(20), "fuel, not the deadline");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "fuel, not the deadline"
+        );
         let r = get(&c, server.addr, "hello", "/").await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         server.stop().await.unwrap();
@@ -630,6 +633,42 @@ mod tests {
         assert!(small.starts_with("HTTP/1.1 200"), "{small}");
         let snap = rt.metrics().release("hello", "1.0.0").snapshot();
         assert_eq!(snap.too_large, 1);
+        server.stop().await.unwrap();
+    }
+
+    /// Retiring a release: a request in flight when it is swapped out finishes on it, and the
+    /// release (the `Deployed` and the pre-instantiated component it holds) is dropped when that
+    /// request ends, not before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_swapped_out_release_is_freed_when_its_last_request_ends() {
+        let rt = rt_with_timeout(400);
+        rt.deploy(
+            meta("hello", "0.1.0", 1),
+            &prepare_wat(&rt, &handler_wat("(loop $l (br $l))")).unwrap(),
+        );
+        let server = TestServer::start(rt.clone()).await;
+        let addr = server.addr;
+        let in_flight = tokio::spawn(async move { get(&client(), addr, "hello", "/").await });
+        until(|| rt.instances_in_use() == 1).await;
+        let old = rt.deploy(meta("hello", "1.0.0", 2), &compile(&rt, HELLO_V1).await);
+        let old = Arc::downgrade(&old.expect("0.1.0 was deployed"));
+        assert!(
+            old.upgrade().is_some(),
+            "the request in flight holds the old release"
+        );
+        let r = get(&client(), addr, "hello", "/").await.unwrap();
+        assert_eq!(
+            r.header("x-hello-version"),
+            Some("1.0.0"),
+            "new requests see the new one"
+        );
+        let r = in_flight.await.unwrap().unwrap();
+        assert!(
+            r.body.contains("version 0.1.0"),
+            "it finished on the old release: {}",
+            r.body
+        );
+        until(|| old.upgrade().is_none()).await;
         server.stop().await.unwrap();
     }
 

@@ -67,7 +67,7 @@ pub enum Command {
     /// A newer head waits behind the activation of `seq`.
     Cancel { app: AppName, seq: u64 },
     /// An operator's local rollback: serve a cached release of `app` (`to`: a version; default
-    /// the newest cached release that is not serving).
+    /// the newest cached release that is neither serving nor the last one that failed here).
     Rollback {
         app: String,
         to: Option<String>,
@@ -819,6 +819,8 @@ impl Supervisor {
             }
         }
         app.serving = back;
+        // Not a rollback target any more (a rollback never picks a release that failed here).
+        app.state.cached.retain(|r| r.digest != t.release.digest);
         self.runtime.metrics().app(name).record_revert();
         app.state.failure = Some(failure(t.seq, &t.release, "trial", reason.clone()));
         if let Err(e) = self.store.put_state(name, &app.state) {
@@ -836,6 +838,17 @@ impl Supervisor {
                 reason: format!("trial: {reason}"),
                 serving: app.state.committed.as_ref().map(|c| c.release.clone()),
             });
+        }
+        let used = self
+            .apps
+            .values()
+            .any(|a| a.state.cached.iter().any(|c| c.digest == t.release.digest));
+        if !used
+            && let Err(e) = self
+                .store
+                .remove_compiled(&t.release.digest, &self.runtime.compat_hash())
+        {
+            tracing::warn!("cannot drop the failed release's artifact: {e:#}");
         }
     }
 
@@ -878,16 +891,20 @@ impl Supervisor {
                         list()
                     )
                 })?,
+            // The newest cached release that is not serving and did not just fail here.
             None => app
                 .state
                 .cached
                 .iter()
-                .find(|r| Some(r.digest.to_hex()) != serving_digest)
+                .find(|r| {
+                    let d = Some(r.digest.to_hex());
+                    d != serving_digest && d != app.state.failure.as_ref().map(|f| f.digest.clone())
+                })
                 .cloned()
                 .ok_or_else(|| {
                     format!(
-                        "no cached release of {name} other than the one serving (cached: {}); \
-                         name one with --to",
+                        "no cached release of {name} other than the one serving and the one \
+                         that failed (cached: {}); name one with --to",
                         list()
                     )
                 })?,
