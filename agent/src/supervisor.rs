@@ -316,11 +316,7 @@ pub fn restore(
             resume = Some(t);
             state.trial_clean_stop = false;
         } else if let Some(t) = state.trial.take() {
-            let to = state
-                .committed
-                .as_ref()
-                .map(|c| c.release.version.to_string())
-                .unwrap_or_else(|| "nothing".into());
+            let to = restarted_into(&state);
             let reason = format!(
                 "the agent stopped while release {} (seq {}) was being activated or on trial; \
                  restarted into {to}",
@@ -336,11 +332,7 @@ pub fn restore(
             || resume.as_ref().is_some_and(|t| t.seq == h.seq)
             || state.failure.as_ref().is_some_and(|f| f.seq == h.seq);
         if !accounted {
-            let to = state
-                .committed
-                .as_ref()
-                .map(|c| c.release.version.to_string())
-                .unwrap_or_else(|| "nothing".into());
+            let to = restarted_into(&state);
             let reason = format!(
                 "the agent stopped while release {} (seq {}) was being activated; restarted into {to}",
                 h.release.version, h.seq
@@ -399,6 +391,16 @@ pub fn restore(
         out.records.push(rec);
     }
     Ok(out)
+}
+
+/// The version a restart serves (for the reason of a failure found at start).
+fn restarted_into(state: &ServingState) -> String {
+    state
+        .local_override
+        .as_ref()
+        .or(state.committed.as_ref())
+        .map(|c| c.release.version.to_string())
+        .unwrap_or_else(|| "nothing".into())
 }
 
 fn meta(app: &str, r: &ReleaseRef) -> DeployedMeta {

@@ -1027,28 +1027,15 @@ impl<P: Peer> Node<P> {
             }
             return;
         };
-        self.on_activated_err(now, app, seq, reason);
+        self.on_activated_err(now, app, reason);
     }
 
-    fn on_activated_err(&mut self, now: Instant, app: AppName, seq: u64, reason: String) {
+    fn on_activated_err(&mut self, now: Instant, app: AppName, reason: String) {
         let Some(p) = self.pending.remove(&app) else {
             return;
         };
         self.drop_transfer_if_unused(&p.head.head.release.digest);
-        self.errors.insert(app.clone(), reason.clone());
-        self.event(Event::ActivationFailed {
-            app: app.clone(),
-            seq,
-            reason: reason.clone(),
-        });
-        let report = self.own_report(&p.head, Outcome::Failed(truncate(reason)));
-        self.reports.insert(app.clone(), report.clone());
-        let own = Tally {
-            failed: 1,
-            samples: vec![report.clone()],
-            ..Tally::default()
-        };
-        self.set_own(now, &app, seq, own, report);
+        self.failed_here(now, &p.head, reason);
         if let Some(next) = p.next {
             self.start(now, None, next);
         }
@@ -1066,20 +1053,27 @@ impl<P: Peer> Node<P> {
             return;
         };
         let head = record.head.clone();
-        self.errors.insert(app.clone(), reason.clone());
         self.overrides.insert(
-            app.clone(),
+            app,
             Serving {
                 release: serving,
                 local_override: false,
             },
         );
+        self.failed_here(now, &head, reason);
+    }
+
+    /// `head` failed on this node (refused by the runtime, or reverted after its trial): the
+    /// reason is kept for status and the node's own outcome in the tallies is a failure.
+    fn failed_here(&mut self, now: Instant, head: &SignedHead, reason: String) {
+        let (app, seq) = (head.head.app.clone(), head.head.seq);
+        self.errors.insert(app.clone(), reason.clone());
         self.event(Event::ActivationFailed {
             app: app.clone(),
             seq,
             reason: reason.clone(),
         });
-        let report = self.own_report(&head, Outcome::Failed(truncate(reason)));
+        let report = self.own_report(head, Outcome::Failed(truncate(reason)));
         self.reports.insert(app.clone(), report.clone());
         let own = Tally {
             failed: 1,

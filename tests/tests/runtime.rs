@@ -20,14 +20,30 @@ use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
 use tokio::time::Instant;
 
-fn push_to(fleet: &Fleet, quic: SocketAddr, wait: bool) -> PushArgs {
-    PushArgs {
-        key: fleet.key(),
-        peer: quic,
-        fleet: Some("test".into()),
-        wait,
-        expect: wait.then_some(1),
-        timeout: 20,
+/// What `fleetcast release` would be told for `app` at `version` from `file`, pushed to the
+/// agent at `quic` (no waiting for the fleet's count).
+fn release_cmd(
+    key: std::path::PathBuf,
+    quic: SocketAddr,
+    app: &str,
+    file: &str,
+    version: &str,
+    policy: PolicyArgs,
+) -> ReleaseCmd {
+    ReleaseCmd {
+        file: guest(file),
+        app: app.into(),
+        version: version.into(),
+        push: PushArgs {
+            key,
+            peer: quic,
+            fleet: Some("test".into()),
+            wait: false,
+            expect: None,
+            timeout: 20,
+        },
+        chunk_size: 16 * 1024,
+        policy,
     }
 }
 
@@ -57,16 +73,9 @@ async fn release_at(
     version: &str,
     policy: PolicyArgs,
 ) -> anyhow::Result<PushOutcome> {
-    ReleaseCmd {
-        file: guest(file),
-        app: app.into(),
-        version: version.into(),
-        push: push_to(fleet, quic, false),
-        chunk_size: 16 * 1024,
-        policy,
-    }
-    .execute()
-    .await
+    release_cmd(fleet.key(), quic, app, file, version, policy)
+        .execute()
+        .await
 }
 
 /// A release that asks for a health check and a trial of `trial_requests` requests.
@@ -628,28 +637,15 @@ async fn a_crash_at_any_pipeline_step_restarts_into_the_last_committed_release()
         // v2, with the agent aborting right after `step`.
         let mut c = spawn_agent(&config, Some(step)).await;
         let (quic, http) = (c.quic, c.http);
-        let push = tokio::spawn({
-            let key = fleet.key();
-            async move {
-                ReleaseCmd {
-                    file: guest("hello-v2.wasm"),
-                    app: "hello".into(),
-                    version: "2.0.0".into(),
-                    push: PushArgs {
-                        key,
-                        peer: quic,
-                        fleet: Some("test".into()),
-                        wait: false,
-                        expect: None,
-                        timeout: 20,
-                    },
-                    chunk_size: 16 * 1024,
-                    policy: checked(1),
-                }
-                .execute()
-                .await
-            }
-        });
+        let push = release_cmd(
+            fleet.key(),
+            quic,
+            "hello",
+            "hello-v2.wasm",
+            "2.0.0",
+            checked(1),
+        );
+        let push = tokio::spawn(push.execute());
         // Requests move the trial along (the `commit` step needs one); the process dies.
         let exited = tokio::time::timeout(TIMEOUT, async {
             loop {

@@ -107,9 +107,8 @@ impl<P: Peer> Node<P> {
                     self.emit_activate(head, Some(content.clone()));
                 }
                 Err(e) => {
-                    let seq = p.head.head.seq;
                     let reason = format!("content does not match its release: {e}");
-                    self.on_activated_err(now, app, seq, reason);
+                    self.on_activated_err(now, app, reason);
                 }
             }
         }
