@@ -34,20 +34,28 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use fleetcast_protocol::node::{Activation, Input};
-use fleetcast_protocol::{AppName, AppRecord, Release, TrustPolicy};
-use http_body_util::Empty;
-use serde::Serialize;
+use fleetcast_protocol::{AppName, AppRecord, Release};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+mod pipeline;
+mod restore;
+mod view;
+
+pub use self::pipeline::smoke_check;
+use self::pipeline::{Finished, PipelineCtx};
+pub use self::restore::{Restored, prepare, restore};
+use self::restore::{failure, load_cached, meta};
+pub use self::view::{ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, TrialView};
+
 use crate::net::ConnId;
-use crate::runtime::trial::{TrialConfig, TrialCount, TrialCounters, TrialPolicy, Verdict};
-use crate::runtime::{Deployed, DeployedMeta, Limits, Prepared, Runtime};
-use crate::store::{FailureRecord, ReleaseRef, ServingState, Store};
+use crate::runtime::trial::{TrialConfig, TrialCounters, TrialPolicy, Verdict};
+use crate::runtime::{Deployed, Limits, Runtime};
+use crate::store::{ReleaseRef, ServingState, Store};
 
 /// Aborts the process when `FLEETCAST_FAILPOINT` names `step` (crash tests).
 pub fn failpoint(step: &str) {
@@ -77,81 +85,6 @@ pub enum Command {
     Status {
         reply: oneshot::Sender<Vec<AppView>>,
     },
-}
-
-/// What a local rollback did.
-#[derive(Debug, Clone, Serialize)]
-pub struct RollbackDone {
-    pub app: String,
-    pub from: Option<String>,
-    pub to: String,
-    pub digest: String,
-    /// Command received → the new release serving (load from cache + swap).
-    pub serving_after_us: u64,
-    /// Command received → the override durable.
-    pub durable_after_us: u64,
-}
-
-/// One app, as `/status` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AppView {
-    pub app: String,
-    /// The highest seq this agent holds for the app (its signed head in force).
-    pub seq: u64,
-    /// The release of that head.
-    pub head_version: Option<String>,
-    /// `committed`, `trial`, `reverted`, `local-override`, `activating`, `none`.
-    pub state: &'static str,
-    pub serving: Option<ReleaseView>,
-    pub committed: Option<ReleaseView>,
-    pub trial: Option<TrialView>,
-    pub activating: Option<u64>,
-    pub local_override: Option<ReleaseView>,
-    pub last_failure: Option<FailureRecord>,
-    /// Releases kept compiled, newest first.
-    pub cached: Vec<CachedView>,
-    pub limits: Option<Limits>,
-    /// Step timings of the last activation that reached the swap.
-    pub last_activation: Option<ActivationTiming>,
-}
-
-/// Where the time of one activation went, microseconds from its start.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ActivationTiming {
-    /// Compiled (or loaded from the artifact cache) and stored.
-    pub compiled_us: u64,
-    /// Record and "on trial" durable.
-    pub persist_us: u64,
-    /// The smoke check.
-    pub smoke_us: u64,
-    /// The atomic swap itself.
-    pub swap_us: u64,
-    /// Compiled → serving: persist + smoke + swap.
-    pub compiled_to_serving_us: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReleaseView {
-    pub version: String,
-    pub digest: String,
-    pub seq: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TrialView {
-    pub version: String,
-    pub seq: u64,
-    pub elapsed_ms: u64,
-    pub window_ms: u64,
-    pub window_requests: u64,
-    pub count: TrialCount,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CachedView {
-    pub version: String,
-    pub digest: String,
-    pub compiled: bool,
 }
 
 /// Handle to the supervisor actor. Cheap to clone.
@@ -186,7 +119,7 @@ impl SupervisorHandle {
 
 /// Per-app state owned by the actor.
 #[derive(Default)]
-struct App {
+pub(super) struct App {
     state: ServingState,
     record: Option<AppRecord>,
     /// What serves now (also in the runtime's slot).
@@ -199,7 +132,7 @@ struct App {
     last_activation: Option<ActivationTiming>,
 }
 
-struct Trial {
+pub(super) struct Trial {
     seq: u64,
     release: Release,
     counters: Arc<TrialCounters>,
@@ -207,13 +140,13 @@ struct Trial {
     started: Instant,
 }
 
-struct Running {
+pub(super) struct Running {
     seq: u64,
     cancel: Arc<CancelToken>,
 }
 
 #[derive(Default)]
-struct CancelToken {
+pub(super) struct CancelToken {
     cancelled: AtomicBool,
     notify: Notify,
 }
@@ -237,245 +170,10 @@ impl CancelToken {
     }
 }
 
-/// How a pipeline ended.
-struct Finished {
-    app: AppName,
-    seq: u64,
-    act: Box<Activation>,
-    started: Instant,
-    result: Result<Ready, (&'static str, String)>,
-}
-
-/// A release through steps 1–4, ready to swap.
-struct Ready {
-    deployed: Arc<Deployed>,
-    trial: TrialPolicy,
-    counters: Arc<TrialCounters>,
-    compiled_in: Duration,
-    persist_in: Duration,
-    smoke_in: Duration,
-}
-
 /// Settings of the supervisor.
 #[derive(Clone, Debug)]
 pub struct SupervisorConfig {
     pub trial: TrialConfig,
-}
-
-/// What [`restore`] found: the records for the node, the inputs that tell the node what the
-/// store says beyond them (reverts, overrides), and the apps for the supervisor.
-pub struct Restored {
-    pub records: Vec<AppRecord>,
-    pub blobs: Vec<fleetcast_protocol::Digest>,
-    pub inputs: Vec<Input<ConnId>>,
-    apps: BTreeMap<String, App>,
-}
-
-/// Loads the app records, re-verifies their heads (the disk is untrusted) and serves, per app,
-/// the local override or else the last committed release, from the agent's own compiled cache
-/// (compiling from the stored source only if the artifact is missing). A release found on trial
-/// is marked failed. Blocking: run it on a blocking thread.
-pub fn restore(
-    store: &Store,
-    runtime: &Runtime,
-    trust: &TrustPolicy,
-    trial_cfg: &TrialConfig,
-) -> Result<Restored> {
-    let mut states = store.states()?;
-    let mut out = Restored {
-        records: Vec::new(),
-        blobs: store.complete_blobs()?,
-        inputs: Vec::new(),
-        apps: BTreeMap::new(),
-    };
-    for rec in store.records()? {
-        let h = &rec.head.head;
-        if let Err(e) = rec.head.verify(trust) {
-            tracing::error!(app = %h.app, seq = h.seq, "stored head no longer verifies, not serving it: {e}");
-            continue;
-        }
-        let name = h.app.to_string();
-        let mut state = states.remove(&name).unwrap_or_else(|| ServingState {
-            committed: Some(ReleaseRef {
-                seq: h.seq,
-                release: h.release.clone(),
-            }),
-            ..ServingState::default()
-        });
-        let mut resume = None;
-        if (state.trial_clean_stop || state.committed.is_none())
-            && let Some(t) = state.trial.clone()
-        {
-            // A clean stop during the trial, or nothing committed to go back to: serve it
-            // again and restart its trial.
-            tracing::info!(
-                app = %name, seq = t.seq, version = %t.release.version,
-                clean_stop = state.trial_clean_stop,
-                "resuming the trial interrupted by the last stop"
-            );
-            resume = Some(t);
-            state.trial_clean_stop = false;
-        } else if let Some(t) = state.trial.take() {
-            let to = restarted_into(&state);
-            let reason = format!(
-                "the agent stopped while release {} (seq {}) was being activated or on trial; \
-                 restarted into {to}",
-                t.release.version, t.seq
-            );
-            tracing::warn!(app = %name, seq = t.seq, version = %t.release.version, "{reason}");
-            state.failure = Some(failure(t.seq, &t.release, "restart", reason));
-            store.put_state(&name, &state)?;
-        }
-        // A record whose release neither serves nor failed here: the agent stopped between
-        // persisting it and the swap (or before the swap was recorded).
-        let accounted = state.committed.as_ref().is_some_and(|c| c.seq == h.seq)
-            || resume.as_ref().is_some_and(|t| t.seq == h.seq)
-            || state.failure.as_ref().is_some_and(|f| f.seq == h.seq);
-        if !accounted {
-            let to = restarted_into(&state);
-            let reason = format!(
-                "the agent stopped while release {} (seq {}) was being activated; restarted into {to}",
-                h.release.version, h.seq
-            );
-            tracing::warn!(app = %name, seq = h.seq, version = %h.release.version, "{reason}");
-            state.failure = Some(failure(h.seq, &h.release, "restart", reason));
-            store.put_state(&name, &state)?;
-        }
-        let target = resume
-            .clone()
-            .or(state.local_override.clone())
-            .or(state.committed.clone());
-        let mut app = App::default();
-        if let Some(target) = &target {
-            match prepare(store, runtime, &target.release, None) {
-                Ok(p) => {
-                    let limits = Limits::resolve(runtime.config(), &target.release.policy);
-                    let counters = resume.as_ref().map(|_| Arc::new(TrialCounters::default()));
-                    let d = runtime.deployed(meta(&name, target), &p, limits, counters.clone());
-                    runtime.swap_in(d.clone());
-                    if let (Some(t), Some(counters)) = (&resume, counters) {
-                        app.trial = Some(Trial {
-                            seq: t.seq,
-                            release: t.release.clone(),
-                            counters,
-                            policy: TrialPolicy::resolve(trial_cfg, &t.release.policy),
-                            started: Instant::now(),
-                        });
-                    }
-                    app.serving = Some(d);
-                    tracing::info!(app = %name, version = %target.release.version, seq = target.seq, "serving from cache");
-                }
-                Err(e) => {
-                    tracing::error!(app = %name, seq = target.seq, "cannot serve the cached release: {e:#}")
-                }
-            }
-        }
-        if let Some(f) = state.failure.as_ref().filter(|f| f.seq == h.seq) {
-            out.inputs.push(Input::Reverted {
-                app: h.app.clone(),
-                seq: h.seq,
-                reason: f.reason.clone(),
-                serving: state.committed.as_ref().map(|c| c.release.clone()),
-            });
-        }
-        if let Some(o) = &state.local_override {
-            out.inputs.push(Input::LocalOverride {
-                app: h.app.clone(),
-                release: Some(o.release.clone()),
-            });
-        }
-        app.state = state;
-        app.record = Some(rec.clone());
-        out.apps.insert(name, app);
-        // The seq is held either way: it must never go backwards.
-        out.records.push(rec);
-    }
-    Ok(out)
-}
-
-/// The version a restart serves (for the reason of a failure found at start).
-fn restarted_into(state: &ServingState) -> String {
-    state
-        .local_override
-        .as_ref()
-        .or(state.committed.as_ref())
-        .map(|c| c.release.version.to_string())
-        .unwrap_or_else(|| "nothing".into())
-}
-
-fn meta(app: &str, r: &ReleaseRef) -> DeployedMeta {
-    DeployedMeta {
-        app: app.to_string(),
-        version: r.release.version.to_string(),
-        digest: r.release.digest.to_hex(),
-        seq: r.seq,
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-fn failure(seq: u64, release: &Release, stage: &str, reason: String) -> FailureRecord {
-    FailureRecord {
-        seq,
-        version: release.version.to_string(),
-        digest: release.digest.to_hex(),
-        stage: stage.to_string(),
-        reason,
-        at_ms: now_ms(),
-    }
-}
-
-/// The compiled release: from the process's shared compile cache when the runtime has one
-/// (keyed by the signed release's digest; whatever is built below is built from content
-/// verified against it), else from the agent's own artifact cache, else compiled from `content`
-/// (just fetched and verified) or from the verified stored blob.
-pub fn prepare(
-    store: &Store,
-    runtime: &Runtime,
-    release: &Release,
-    content: Option<&[u8]>,
-) -> Result<Prepared> {
-    runtime.prepare_cached(&release.digest.0, || {
-        let compat = runtime.compat_hash();
-        if let Some(p) = load_cached(store, runtime, release)? {
-            return Ok(p);
-        }
-        let stored;
-        let bytes = match content {
-            Some(c) => c,
-            None => {
-                stored = store.read_blob(release)?;
-                &stored
-            }
-        };
-        let prepared = runtime.compile(bytes)?;
-        failpoint("compile");
-        store.put_compiled(&release.digest, &compat, &prepared.artifact)?;
-        Ok(prepared)
-    })
-}
-
-/// The release from the agent's own artifact cache, without compiling; `None` if absent.
-fn load_cached(store: &Store, runtime: &Runtime, release: &Release) -> Result<Option<Prepared>> {
-    let compat = runtime.compat_hash();
-    let Some(artifact) = store.get_compiled(&release.digest, &compat)? else {
-        return Ok(None);
-    };
-    // SAFETY: the artifact was produced by this agent's own engine (same compatibility hash),
-    // stored in its private data directory, and its checksum was verified on read. Compiled
-    // code from the network is never loaded: peers only ever send source bytes.
-    match unsafe { runtime.load(&artifact) } {
-        Ok(p) => Ok(Some(p)),
-        Err(e) => {
-            tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}");
-            Ok(None)
-        }
-    }
 }
 
 /// Starts the supervisor for the apps [`restore`] found. Results for the protocol node go to
@@ -1049,166 +747,5 @@ fn trim_cached(cached: &mut Vec<Release>, k: usize) -> Vec<Release> {
         cached.split_off(k.max(1))
     } else {
         Vec::new()
-    }
-}
-
-/// What one pipeline needs; it runs as its own task.
-struct PipelineCtx {
-    store: Store,
-    runtime: Arc<Runtime>,
-    compile_slots: Arc<Semaphore>,
-    trial: TrialConfig,
-    cancel: Arc<CancelToken>,
-}
-
-impl PipelineCtx {
-    async fn run(self, act: Box<Activation>) -> Finished {
-        let started = Instant::now();
-        let app = act.head.head.app.clone();
-        let seq = act.head.head.seq;
-        let result = self.steps(&act, started).await;
-        Finished {
-            app,
-            seq,
-            act,
-            started,
-            result,
-        }
-    }
-
-    async fn steps(
-        &self,
-        act: &Activation,
-        started: Instant,
-    ) -> Result<Ready, (&'static str, String)> {
-        let cancelled = || ("cancelled", "a newer head arrived".to_string());
-        // 1. compile (bounded, cancellable while waiting).
-        let permit = tokio::select! {
-            p = self.compile_slots.clone().acquire_owned() => p.map_err(|_| ("compile", "shutting down".to_string()))?,
-            () = self.cancel.cancelled() => return Err(cancelled()),
-        };
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
-        let (head, content) = (act.head.clone(), act.content.clone());
-        let prepared = tokio::task::spawn_blocking(move || {
-            let release = &head.head.release;
-            let prepared = prepare(&store, &runtime, release, content.as_deref())?;
-            // 2. cache the verified source (the artifact went in with the compile).
-            if let Some(content) = &content
-                && !store.has_blob(&release.digest)?
-            {
-                store.put_blob(release, content)?;
-            }
-            failpoint("cache");
-            anyhow::Ok(prepared)
-        })
-        .await
-        .map_err(|e| ("compile", format!("the compile task failed: {e}")))?
-        .map_err(|e| ("compile", format!("{e:#}")))?;
-        drop(permit);
-        let compiled_in = started.elapsed();
-        if self.cancel.is_cancelled() {
-            return Err(cancelled());
-        }
-        // 3. persist the record and "on trial".
-        let persist_started = Instant::now();
-        let (store, record) = (self.store.clone(), act.record.clone());
-        tokio::task::spawn_blocking(move || store.commit(&record))
-            .await
-            .map_err(|e| ("persist", format!("the store task failed: {e}")))?
-            .map_err(|e| ("persist", format!("{e:#}")))?;
-        let persist_in = persist_started.elapsed();
-        failpoint("persist");
-        // 4. smoke check.
-        let release = &act.head.head.release;
-        let limits = Limits::resolve(self.runtime.config(), &release.policy);
-        let counters = Arc::new(TrialCounters::default());
-        let trial = TrialPolicy::resolve(&self.trial, &release.policy);
-        let meta = DeployedMeta {
-            app: release.app.to_string(),
-            version: release.version.to_string(),
-            digest: release.digest.to_hex(),
-            seq: act.head.head.seq,
-        };
-        let deployed = self.runtime.deployed(meta, &prepared, limits, None);
-        let smoke_started = Instant::now();
-        let smoke = Duration::from_millis(self.trial.smoke_timeout_ms);
-        let health = release.policy.health_path.as_deref();
-        match tokio::time::timeout(smoke, smoke_check(&self.runtime, &deployed, health)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(("smoke", reason)),
-            Err(_) => {
-                return Err((
-                    "smoke",
-                    format!("the smoke check did not finish within {smoke:?}"),
-                ));
-            }
-        }
-        let smoke_in = smoke_started.elapsed();
-        failpoint("smoke");
-        if self.cancel.is_cancelled() {
-            return Err(cancelled());
-        }
-        if !trial.is_none() {
-            deployed.trial.store(Some(counters.clone()));
-        }
-        Ok(Ready {
-            deployed,
-            trial,
-            counters,
-            compiled_in,
-            persist_in,
-            smoke_in,
-        })
-    }
-}
-
-/// Instantiates the release once under its limits and, if it names a health path, sends it one
-/// `GET` that must answer 2xx. Nothing is counted in the release's metrics or trial.
-pub async fn smoke_check(
-    runtime: &Runtime,
-    deployed: &Arc<Deployed>,
-    health_path: Option<&str>,
-) -> Result<(), String> {
-    let mut store = runtime.new_store(&deployed.limits);
-    let instantiate = deployed.pre().instantiate_async(&mut store);
-    match tokio::time::timeout(deployed.limits.timeout(), instantiate).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            let memory = store
-                .data()
-                .memory_denied()
-                .map(|b| {
-                    format!(
-                        " (it tried to grow its memory to {} MiB, over its limit)",
-                        b >> 20
-                    )
-                })
-                .unwrap_or_default();
-            return Err(format!("instantiating the component failed{memory}: {e:#}"));
-        }
-        Err(_) => {
-            return Err(format!(
-                "instantiating the component did not finish within {:?}",
-                deployed.limits.timeout()
-            ));
-        }
-    }
-    drop(store);
-    // The health request, if the release names a path.
-    let Some(path) = health_path else {
-        return Ok(());
-    };
-    let req = http::Request::get(format!("http://{}{path}", deployed.meta.app))
-        .header(http::header::HOST, deployed.meta.app.as_str())
-        .header(http::header::USER_AGENT, "fleetcast-agent smoke check")
-        .body(Empty::<bytes::Bytes>::new())
-        .map_err(|e| format!("health path {path:?} is not a valid request target: {e}"))?;
-    match crate::runtime::invoke::invoke(runtime, deployed, req).await {
-        Ok(resp) if resp.status().is_success() => Ok(()),
-        Ok(resp) => Err(format!(
-            "its health check GET {path} answered {} (a 2xx is required)",
-            resp.status()
-        )),
-        Err(f) => Err(format!("its health check GET {path} failed: {}", f.reason)),
     }
 }
