@@ -121,6 +121,33 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
     k
 }
 
+/// Version of what the store holds (postcard layouts of records, releases and serving state).
+/// Format 2: releases carry a run policy, apps a serving state.
+pub const STORE_FORMAT: u32 = 2;
+const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
+
+/// A new store gets [`STORE_FORMAT`]; an existing one must have it. A store written by an older
+/// agent is refused with what to do, rather than misread.
+fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
+    let found = db
+        .get(FORMAT_KEY)?
+        .map(|v| v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0));
+    match found {
+        Some(STORE_FORMAT) => Ok(()),
+        None if db.open_tree("apps")?.is_empty() && db.open_tree("releases")?.is_empty() => {
+            db.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+            Ok(())
+        }
+        found => bail!(
+            "the store at {} was written by another fleetcast-agent version (store format {}, \
+             this agent reads format {STORE_FORMAT}); move the data directory away and start \
+             again: the agent fetches its releases from the mesh",
+            path.display(),
+            found.map_or("1".to_string(), |f| f.to_string())
+        ),
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store under `dir`, with sled's defaults.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -144,6 +171,7 @@ impl Store {
                 path.display()
             )
         })?;
+        check_format(&db, &path)?;
         Ok(Store {
             blobs: db.open_tree("blobs")?,
             releases: db.open_tree("releases")?,
@@ -366,6 +394,24 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_of_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        // Reopening our own format is fine.
+        drop(Store::open(dir.path()).unwrap());
+        {
+            let db = sled::open(dir.path().join("store")).unwrap();
+            db.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
+        assert!(
+            err.contains("store format 1") && err.contains("move the data directory"),
+            "{err}"
+        );
+    }
     use fleetcast_protocol::{AppName, Head, HeadKind};
 
     fn release(content: &[u8]) -> Release {

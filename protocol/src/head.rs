@@ -23,7 +23,7 @@ use crate::release::{AppName, Digest, Release, ReleaseError};
 
 /// Domain separation for head signatures: a head signature can never be mistaken for a
 /// signature over anything else.
-pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v1\0";
+pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v2\0";
 
 /// At most this many signatures ride on one head.
 pub const MAX_SIGNATURES: usize = 8;

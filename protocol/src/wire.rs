@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::head::{HeadKind, SignedHead};
 use crate::release::{AppName, Digest, MAX_CHUNK_SIZE, Release};
 
-/// QUIC ALPN for protocol version 1.
-pub const ALPN: &[u8] = b"fleetcast/1";
+/// QUIC ALPN for protocol version 2 (version 2: releases carry a run policy).
+pub const ALPN: &[u8] = b"fleetcast/2";
 
 /// Largest frame payload: one maximal chunk plus headroom for the envelope.
 pub const MAX_FRAME: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
@@ -369,7 +369,7 @@ pub struct HistoryEntry {
 pub enum WireError {
     #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    #[error("frame does not decode as a fleetcast/1 message: {0}")]
+    #[error("frame does not decode as a fleetcast/2 message: {0}")]
     Undecodable(String),
 }
 
