@@ -579,15 +579,10 @@ mod tests {
         rt.deploy(meta("hello", "1.0.0", 1), &compile(&rt, HELLO_V1).await);
         let server = TestServer::start(rt.clone()).await;
         let c = client();
-        let started = std::time::Instant::now();
         let r = get(&c, server.addr, "spin", "/").await.unwrap();
         assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(r.body.contains("the guest trapped"), "{}", r.body);
         assert!(r.body.contains("fuel"), "{}", r.body);
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "fuel, not the deadline"
-        );
         let r = get(&c, server.addr, "hello", "/").await.unwrap();
         assert_eq!(r.status, StatusCode::OK);
         server.stop().await.unwrap();

@@ -354,7 +354,6 @@ async fn over_the_concurrency_limit_is_503_and_service_continues() {
         assert!(t0.elapsed() < TIMEOUT);
         tokio::task::yield_now().await;
     }
-    let started = Instant::now();
     let r = get(a, "hello", "/health").await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(
@@ -362,9 +361,10 @@ async fn over_the_concurrency_limit_is_503_and_service_continues() {
         "{}",
         r.body
     );
+    // Answered while both slots are still taken: refused at once, not queued behind them.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "answered at once, not queued"
+        spinning.iter().all(|t| !t.is_finished()),
+        "the 503 came before a slot freed"
     );
     for t in spinning {
         assert_eq!(
