@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use common::{Fleet, TIMEOUT, guest};
 use fleetcast::commands::publish::{PushArgs, PushOutcome};
