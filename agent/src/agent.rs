@@ -144,7 +144,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         .await
         .context("restore task panicked")??
     };
-    let routes = crate::http::Routes::new(&cfg.routes)?;
+    let routes = crate::http::Routes::new(&cfg.routes);
 
     let http = tokio::net::TcpListener::bind(cfg.http)
         .await

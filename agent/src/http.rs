@@ -55,8 +55,9 @@ struct Route {
 }
 
 impl Routes {
-    /// Checks and normalises the configured routes (hosts lowercased, ports stripped).
-    pub fn new(config: &[RouteConfig]) -> anyhow::Result<Routes> {
+    /// Normalises the configured routes (hosts lowercased, ports stripped); the config's
+    /// `validate` checked them.
+    pub fn new(config: &[RouteConfig]) -> Routes {
         let routes = config
             .iter()
             .map(|r| Route {
@@ -68,7 +69,7 @@ impl Routes {
                 app: r.app.clone(),
             })
             .collect();
-        Ok(Routes { routes })
+        Routes { routes }
     }
 
     /// The app for a request to `host` (port stripped, lowercased) and `path`: the first route
@@ -313,8 +314,7 @@ mod tests {
             cfg(Some("WWW.Example.com:443"), None, "shop"),
             cfg(None, Some("/api/"), "api"),
             cfg(Some("admin.example.com"), Some("/v2"), "admin2"),
-        ])
-        .unwrap();
+        ]);
         assert_eq!(routes.app_for("www.example.com", "/"), "shop");
         assert_eq!(routes.app_for("beta.example.com", "/api"), "api");
         assert_eq!(routes.app_for("beta.example.com", "/api/x?y=1"), "api");

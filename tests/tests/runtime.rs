@@ -107,6 +107,27 @@ async fn app_status(a: &AgentHandle, app: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The versions in an app status's cached list, newest first.
+fn cached_versions(st: &Value) -> Vec<String> {
+    st["cached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["version"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `POST /apps/{app}/rollback[?to=]` on `a`'s admin endpoint: (status, body).
+async fn local_rollback(a: &AgentHandle, app: &str, to: Option<&str>) -> (u16, String) {
+    let query = to.map(|v| format!("?to={v}")).unwrap_or_default();
+    admin(
+        a.admin_addr().unwrap(),
+        "POST",
+        format!("/apps/{app}/rollback{query}"),
+    )
+    .await
+}
+
 /// Waits (deadline [`TIMEOUT`]) until `app`'s status satisfies `ok`; returns it.
 async fn until_status(a: &AgentHandle, app: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + TIMEOUT;
@@ -260,19 +281,9 @@ async fn bad_releases_are_refused_or_reverted_and_the_old_one_keeps_serving() {
     assert!(seen.iter().any(|(s, v)| *s == 200 && v == "1.0.0"));
 
     // Releases that failed are not rollback targets: only 1.0.0 is cached, and it serves.
-    let cached: Vec<&str> = st["cached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["version"].as_str().unwrap())
-        .collect();
+    let cached = cached_versions(&st);
     assert_eq!(cached, ["1.0.0"], "{st:#}");
-    let (code, body) = admin(
-        a.admin_addr().unwrap(),
-        "POST",
-        "/apps/hello/rollback".into(),
-    )
-    .await;
+    let (code, body) = local_rollback(a, "hello", None).await;
     assert_eq!(code, 409, "{body}");
     assert!(
         body.contains("no cached release of hello other than the one serving"),
@@ -419,15 +430,10 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
         .unwrap();
     assert_eq!(version(a, "alpha").await, "2.0.0");
     assert_eq!(version(a, "beta").await, "2.0.0");
-    until_status(a, "alpha", |s| s["cached"].as_array().unwrap().len() == 2).await;
+    until_status(a, "alpha", |s| cached_versions(s).len() == 2).await;
 
     // Local rollback of alpha only, to the cached 1.0.0.
-    let (code, body) = admin(
-        a.admin_addr().unwrap(),
-        "POST",
-        "/apps/alpha/rollback".into(),
-    )
-    .await;
+    let (code, body) = local_rollback(a, "alpha", None).await;
     assert_eq!(code, 200, "{body}");
     let done: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -442,12 +448,7 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
     let alpha = ns.apps.iter().find(|x| x.app.as_str() == "alpha").unwrap();
     assert!(alpha.local_override);
     // A version the agent does not hold is refused, naming what it holds.
-    let (code, body) = admin(
-        a.admin_addr().unwrap(),
-        "POST",
-        "/apps/alpha/rollback?to=9.9.9".into(),
-    )
-    .await;
+    let (code, body) = local_rollback(a, "alpha", Some("9.9.9")).await;
     assert_eq!(code, 409);
     assert!(
         body.contains("cached: 1.0.0, 2.0.0") || body.contains("cached: 2.0.0, 1.0.0"),
@@ -480,12 +481,7 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
     let st = until_status(a, "alpha", |s| s["state"] == "committed").await;
     assert_eq!(st["serving"]["version"], "1.0.1");
     // runtime.cached_releases = 2: the newest two served stay compiled, 2.0.0 was dropped.
-    let cached: Vec<&str> = st["cached"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["version"].as_str().unwrap())
-        .collect();
+    let cached = cached_versions(&st);
     assert_eq!(cached, ["1.0.1", "1.0.0"]);
     assert!(
         st["cached"]

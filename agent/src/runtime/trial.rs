@@ -141,28 +141,19 @@ impl TrialCounters {
     /// The verdict after `elapsed` on trial.
     pub fn verdict(&self, policy: &TrialPolicy, elapsed: Duration) -> Verdict {
         let c = self.count();
-        let first = || {
-            self.first_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .unwrap_or_default()
-        };
-        if c.traps > 0 {
-            return Verdict::Fail(format!(
-                "trapped on {} of {} requests during its trial ({})",
-                c.traps,
-                c.requests,
-                first()
-            ));
-        }
-        if c.timeouts > 0 {
-            return Verdict::Fail(format!(
-                "timed out on {} of {} requests during its trial ({})",
-                c.timeouts,
-                c.requests,
-                first()
-            ));
+        for (n, what) in [(c.traps, "trapped"), (c.timeouts, "timed out")] {
+            if n > 0 {
+                let first = self
+                    .first_failure
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                return Verdict::Fail(format!(
+                    "{what} on {n} of {} requests during its trial ({first})",
+                    c.requests
+                ));
+            }
         }
         if c.requests >= policy.min_requests {
             let rate = c.server_errors as f64 / c.requests as f64;
