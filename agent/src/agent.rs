@@ -16,18 +16,18 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
-use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus};
+use fleetcast_protocol::wire::{Message, NodeId, NodeStatus};
 use fleetcast_protocol::{Event, TrustPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetEvent, NetHandle};
+
 use crate::config::AgentConfig;
-use crate::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
 use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
-use crate::tls::Identity;
 
 /// A running agent. Dropping it shuts the agent down.
 pub struct AgentHandle {
@@ -106,7 +106,7 @@ pub struct Shared {
     /// How the agent's sled store is opened.
     pub store: crate::store::StoreOptions,
     /// Emulate a WAN link on this agent's QUIC socket (delay, loss, upload cap).
-    pub link: Option<crate::net::LinkModel>,
+    pub link: Option<fleetcast_net::LinkModel>,
 }
 
 /// Starts an agent from `cfg`: opens the store, restores and serves the active releases from
@@ -123,8 +123,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         keys: cfg
             .trusted_keys
             .iter()
-            .map(|p| crate::keys::read_public(p))
-            .collect::<Result<_>>()?,
+            .map(|p| fleetcast_net::keys::read_public(p))
+            .collect::<Result<_, _>>()?,
     };
     let identity = Identity::load_or_create(cfg.data_dir.join("node.key"))?;
     let node_id = identity.node_id();
@@ -345,32 +345,17 @@ impl Actor {
                 tracing::debug!(peer = %node.short(), %reason, "peer disconnected");
                 Some(Input::PeerDown(conn))
             }
-            NetEvent::Frame { conn, bytes } => match wire::decode(&bytes) {
-                Ok(msg) => {
-                    tracing::trace!(%conn, kind = msg.kind(), index = chunk_index(&msg), "recv");
-                    Some(Input::Message(conn, msg))
-                }
-                Err(e) => {
-                    tracing::warn!(%conn, "disconnecting peer: {e}");
-                    self.net.close(conn, &e.to_string());
-                    None
-                }
-            },
+            NetEvent::Message { conn, msg } => {
+                tracing::trace!(%conn, kind = msg.kind(), index = chunk_index(&msg), "recv");
+                Some(Input::Message(conn, msg))
+            }
         }
     }
 
     fn send(&self, to: ConnId, msg: &Message) {
         tracing::trace!(%to, kind = msg.kind(), index = chunk_index(msg), "send");
-        match wire::encode(msg) {
-            Ok(bytes) => {
-                // Control messages (heads, announcements, requests, tallies) go ahead of the
-                // chunks queued on the same connection.
-                let priority = if msg.is_payload() { 0 } else { 1 };
-                if let Err(e) = self.net.send_with_priority(to, bytes, priority) {
-                    tracing::debug!(%to, kind = msg.kind(), "send dropped: {e}");
-                }
-            }
-            Err(e) => tracing::error!(kind = msg.kind(), "cannot encode message: {e}"),
+        if let Err(e) = self.net.send(to, msg) {
+            tracing::debug!(%to, kind = msg.kind(), "send dropped: {e}");
         }
     }
 

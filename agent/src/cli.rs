@@ -161,7 +161,7 @@ impl Cli {
         match self.command {
             Command::Run(args) => {
                 let cfg = args.config()?;
-                crate::logging::init(&cfg.log_format);
+                fleetcast_net::logging::init(&cfg.log_format);
                 let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
                 rt.block_on(async move {
                     let agent = crate::agent::start(cfg).await?;

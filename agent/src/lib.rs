@@ -1,18 +1,15 @@
 //! fleetcast-agent: the edge daemon as a library, so tests can run agents in-process.
 //!
-//! One actor per IO concern: [`net`] owns the quinn endpoint, [`agent`] owns the protocol node
-//! and the [`store`] (sled), [`runtime`] owns the wasmtime engine and the per-app swap slots,
-//! and [`http`] serves requests. `main.rs` only parses flags ([`cli`]).
+//! One actor per IO concern: the transport crate `fleetcast-net` owns the quinn endpoint (with
+//! the codec, TLS identity and key files, which the operator CLI shares), [`agent`] owns the
+//! protocol node, [`store`] the sled cache, [`runtime`] the wasmtime engine and the per-app
+//! swap slots, and [`http`] serves requests. `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod http;
-pub mod keys;
-pub mod logging;
-pub mod net;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;
-pub mod tls;

@@ -7,7 +7,7 @@ use fleetcast::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    fleetcast_agent::logging::init("text");
+    fleetcast_net::logging::init("text");
     match tokio::runtime::Runtime::new() {
         Ok(rt) => match rt.block_on(cli.execute()) {
             Ok(()) => ExitCode::SUCCESS,

@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use fleetcast_agent::net::{ConnId, Net, NetConfig, NetEvent, NetHandle};
-use fleetcast_agent::tls::Identity;
-use fleetcast_protocol::wire::{self, Message, NodeId, NodeStatus, Report, Tally};
+use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetEvent, NetHandle};
+use fleetcast_protocol::wire::{Message, NodeId, NodeStatus, Report, Tally};
 
 /// What an agent tells the publisher after a push.
 #[derive(Debug)]
@@ -47,7 +46,7 @@ impl Session {
         let conn = tokio::time::timeout(within, net.dial(addr))
             .await
             .map_err(|_| anyhow!("timed out after {within:?}"))
-            .and_then(|r| r)
+            .and_then(|r| r.map_err(anyhow::Error::from))
             .with_context(fail)?;
         let deadline = Instant::now() + within;
         let peer = loop {
@@ -79,9 +78,8 @@ impl Session {
     }
 
     fn send(&self, msg: &Message) -> Result<()> {
-        let bytes = wire::encode(msg)?;
         self.net
-            .send(self.conn, bytes)
+            .send(self.conn, msg)
             .map_err(|e| anyhow!("cannot send to {}: {e}", self.addr))
     }
 
@@ -137,9 +135,7 @@ impl Session {
                 Ok(Some(ev)) => ev,
             };
             match ev {
-                NetEvent::Frame { conn, bytes } if conn == self.conn => {
-                    let msg = wire::decode(&bytes)
-                        .with_context(|| format!("agent at {} sent a bad frame", self.addr))?;
+                NetEvent::Message { conn, msg } if conn == self.conn => {
                     if let Message::GetChunk { digest, index } = msg {
                         // A send that fails here means the connection is closing (the agent
                         // dropped it: its reason arrives as the next event) or its send queue

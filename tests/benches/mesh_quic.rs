@@ -24,7 +24,7 @@ use anyhow::{Context, Result, anyhow};
 use common::guest;
 use common::mesh::{APP, Mesh, MeshOptions, seed_from_env};
 use fleetcast::commands::publish::{PushOutcome, open, push};
-use fleetcast_agent::net::LinkModel;
+use fleetcast_net::LinkModel;
 use fleetcast_protocol::{AppName, HeadKind, Release};
 use fleetcast_tests::raw_quinn_bulk_copy;
 

@@ -2,7 +2,7 @@
 //! top, for benches that compare mesh propagation against it in the same run.
 //!
 //! Plain quinn endpoints with a self-signed ECDSA certificate (rcgen, rustls + ring, TLS 1.3)
-//! and the mesh's own transport parameters ([`fleetcast_agent::tls::transport_config`]), so
+//! and the mesh's own transport parameters ([`fleetcast_net::tls::transport_config`]), so
 //! flow-control windows match the agents'.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -174,7 +174,7 @@ fn configs() -> Result<(ServerConfig, ClientConfig)> {
     let mut server = ServerConfig::with_crypto(Arc::new(
         QuicServerConfig::try_from(server_tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?,
     ));
-    server.transport_config(fleetcast_agent::tls::transport_config());
+    server.transport_config(fleetcast_net::tls::transport_config());
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert)?;
@@ -186,6 +186,6 @@ fn configs() -> Result<(ServerConfig, ClientConfig)> {
     let mut client = ClientConfig::new(Arc::new(
         QuicClientConfig::try_from(client_tls).map_err(|e| anyhow!("QUIC client TLS: {e}"))?,
     ));
-    client.transport_config(fleetcast_agent::tls::transport_config());
+    client.transport_config(fleetcast_net::tls::transport_config());
     Ok((server, client))
 }

@@ -27,7 +27,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn log_init() {
     if std::env::var_os("RUST_LOG").is_some() {
-        fleetcast_agent::logging::init("text");
+        fleetcast_net::logging::init("text");
     }
 }
 

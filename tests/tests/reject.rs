@@ -20,7 +20,7 @@ fn head(key: &std::path::Path, seq: u64, version: &str, content: &[u8]) -> Signe
         kind: HeadKind::Release,
         issued_at_ms: 0,
     }
-    .sign(&fleetcast_agent::keys::read_secret(key).unwrap())
+    .sign(&fleetcast_net::keys::read_secret(key).unwrap())
 }
 
 /// Pushes `h` (serving `content`) to agent 0 and returns its report.
@@ -65,7 +65,7 @@ async fn assert_unchanged(fleet: &Fleet, refused: &Digest) {
 async fn head_signed_by_an_untrusted_key_is_refused() {
     let fleet = fleet_on_v1().await;
     let rogue = fleet.dir.path().join("rogue.key");
-    fleetcast_agent::keys::generate(&rogue).unwrap();
+    fleetcast_net::keys::generate(&rogue).unwrap();
     let mut args = fleet.push_args(2);
     args.key = rogue;
     let err = fleet
@@ -180,15 +180,12 @@ async fn replayed_older_head_is_refused_also_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_sending_an_undecodable_frame_is_disconnected_with_the_reason() {
-    use fleetcast_agent::net::{Net, NetConfig, NetEvent};
+    use fleetcast_net::{Net, NetConfig, NetEvent};
     let fleet = fleet_on_v1().await;
-    let (net, mut events) = Net::client(
-        &fleetcast_agent::tls::Identity::generate(),
-        NetConfig::default(),
-    )
-    .unwrap();
+    let (net, mut events) =
+        Net::client(&fleetcast_net::Identity::generate(), NetConfig::default()).unwrap();
     let conn = net.dial(fleet.agent(0).quic_addr()).await.unwrap();
-    net.send(conn, vec![0xff; 64]).unwrap();
+    net.send_frame(conn, vec![0xff; 64], 0).unwrap();
     let reason = tokio::time::timeout(TIMEOUT, async {
         loop {
             if let Some(NetEvent::Disconnected {

@@ -52,10 +52,10 @@ pub use self::restore::{Restored, prepare, restore};
 use self::restore::{failure, load_cached, meta};
 pub use self::view::{ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, TrialView};
 
-use crate::net::ConnId;
 use crate::runtime::trial::{TrialConfig, TrialCounters, TrialPolicy, Verdict};
 use crate::runtime::{Deployed, Limits, Runtime};
 use crate::store::{ReleaseRef, ServingState, Store};
+use fleetcast_net::ConnId;
 
 /// Aborts the process when `FLEETCAST_FAILPOINT` names `step` (crash tests).
 pub fn failpoint(step: &str) {

@@ -11,10 +11,10 @@ use fleetcast_protocol::node::Input;
 use fleetcast_protocol::{AppRecord, Release, TrustPolicy};
 
 use super::{App, Trial, failpoint};
-use crate::net::ConnId;
 use crate::runtime::trial::{TrialConfig, TrialCounters, TrialPolicy};
 use crate::runtime::{DeployedMeta, Limits, Prepared, Runtime};
 use crate::store::{FailureRecord, ReleaseRef, ServingState, Store};
+use fleetcast_net::ConnId;
 
 /// What [`restore`] found: the records for the node, the inputs that tell the node what the
 /// store says beyond them (reverts, overrides), and the apps for the supervisor.

@@ -187,7 +187,7 @@ impl Demo {
 
     async fn walk(&self, bin: &Path, dir: &Path) -> Result<()> {
         step("1. keys: fleetcast keygen --out ops.key");
-        fleetcast_agent::keys::generate(&dir.join("ops.key"))?;
+        fleetcast_net::keys::generate(&dir.join("ops.key"))?;
         std::fs::write(dir.join("hello-v1.wasm"), HELLO_V1)?;
         std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
         println!("   wrote ops.key and ops.pub; every agent trusts ops.pub");

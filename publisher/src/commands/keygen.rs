@@ -15,7 +15,7 @@ pub struct Keygen {
 
 impl Keygen {
     pub fn execute(self) -> Result<()> {
-        let (public, vk) = fleetcast_agent::keys::generate(&self.out)?;
+        let (public, vk) = fleetcast_net::keys::generate(&self.out)?;
         println!(
             "wrote {} (secret, keep it safe) and {}",
             self.out.display(),

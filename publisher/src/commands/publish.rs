@@ -100,7 +100,7 @@ pub async fn push(
         seq: held,
         ..
     } = opened;
-    let key = fleetcast_agent::keys::read_secret(&args.key)?;
+    let key = fleetcast_net::keys::read_secret(&args.key)?;
     let seq = held + 1;
     let head = Head {
         fleet,

@@ -17,9 +17,9 @@ use fleetcast::commands::release::ReleaseCmd;
 use fleetcast::commands::rollback::Rollback;
 use fleetcast_agent::agent::{AgentHandle, Shared, start_with};
 use fleetcast_agent::config::{AgentConfig, MeshConfig};
-use fleetcast_agent::net::LinkModel;
 use fleetcast_agent::runtime::{CompileCache, RuntimeConfig, RuntimeEngine};
 use fleetcast_agent::store::StoreOptions;
+use fleetcast_net::LinkModel;
 use fleetcast_protocol::wire::{NodeId, NodeStatus};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -91,7 +91,7 @@ impl Mesh {
             opts.seed
         );
         let dir = tempfile::tempdir()?;
-        fleetcast_agent::keys::generate(&dir.path().join("ops.key"))?;
+        fleetcast_net::keys::generate(&dir.path().join("ops.key"))?;
         let runtime = RuntimeConfig {
             // One engine for the process: a small pool is plenty for the few requests the
             // checks make, and keeps the address-space reservation small.

@@ -41,7 +41,7 @@ impl Fleet {
         tweak: impl Fn(&mut AgentConfig),
     ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
-        fleetcast_agent::keys::generate(&dir.path().join("ops.key")).unwrap();
+        fleetcast_net::keys::generate(&dir.path().join("ops.key")).unwrap();
         let mut fleet = Fleet {
             dir,
             agents: Vec::new(),

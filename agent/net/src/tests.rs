@@ -8,6 +8,11 @@ use std::time::Duration;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
+use fleetcast_protocol::release::Digest;
+use fleetcast_protocol::wire::{Message, Payload};
+
+use quinn::{ConnectionError, VarInt};
+
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -39,10 +44,30 @@ async fn connected(rx: &mut Receiver<NetEvent>) -> (ConnId, NodeId, bool) {
     }
 }
 
+/// Test payloads travel as chunk messages, whose data can be any bytes of any length.
+fn chunk(data: Vec<u8>) -> Message {
+    Message::Chunk {
+        digest: Digest([9; 32]),
+        index: 0,
+        data: Payload(data.into()),
+    }
+}
+
+/// The encoded size of a [`chunk`] message of `len` bytes.
+fn chunk_frame_len(len: usize) -> usize {
+    codec::encode(&chunk(vec![0; len]), usize::MAX)
+        .unwrap()
+        .len()
+}
+
+/// The next message, which must be a [`chunk`]: its connection and data.
 async fn frame(rx: &mut Receiver<NetEvent>) -> (ConnId, Vec<u8>) {
     match next(rx).await {
-        NetEvent::Frame { conn, bytes } => (conn, bytes),
-        other => panic!("expected Frame, got {other:?}"),
+        NetEvent::Message {
+            conn,
+            msg: Message::Chunk { data, .. },
+        } => (conn, data.0.to_vec()),
+        other => panic!("expected a chunk message, got {other:?}"),
     }
 }
 
@@ -50,7 +75,7 @@ async fn disconnected(rx: &mut Receiver<NetEvent>) -> (ConnId, NodeId, String) {
     loop {
         match next(rx).await {
             NetEvent::Disconnected { conn, node, reason } => return (conn, node, reason),
-            NetEvent::Frame { .. } => continue,
+            NetEvent::Message { .. } => continue,
             other => panic!("expected Disconnected, got {other:?}"),
         }
     }
@@ -94,15 +119,15 @@ async fn frames_both_ways() {
     );
     assert_eq!(b.connections()[0].1, a.node_id());
 
-    b.send(b_conn, b"hello".to_vec()).unwrap();
+    b.send(b_conn, &chunk(b"hello".to_vec())).unwrap();
     assert_eq!(frame(&mut a_rx).await, (a_conn, b"hello".to_vec()));
-    a.send(a_conn, Vec::new()).unwrap();
+    a.send(a_conn, &chunk(Vec::new())).unwrap();
     assert_eq!(frame(&mut b_rx).await, (b_conn, Vec::new()));
 
     let big = pattern(1024 * 1024, 3);
-    a.send(a_conn, big.clone()).unwrap();
+    a.send(a_conn, &chunk(big.clone())).unwrap();
     assert_eq!(frame(&mut b_rx).await.1, big);
-    b.send(b_conn, big.clone()).unwrap();
+    b.send(b_conn, &chunk(big.clone())).unwrap();
     assert_eq!(frame(&mut a_rx).await.1, big);
 }
 
@@ -113,10 +138,10 @@ async fn big_frame_does_not_block_small_ones_and_many_arrive() {
         ..NetConfig::default()
     };
     let (_a, mut a_rx, _, b, _b_rx, b_conn) = pair(cfg.clone(), cfg).await;
-    b.send(b_conn, pattern(256 * 1024, 9)).unwrap();
+    b.send(b_conn, &chunk(pattern(256 * 1024, 9))).unwrap();
     let mut expected = HashSet::new();
     for i in 0..500u32 {
-        b.send(b_conn, i.to_be_bytes().to_vec()).unwrap();
+        b.send(b_conn, &chunk(i.to_be_bytes().to_vec())).unwrap();
         expected.insert(i.to_be_bytes().to_vec());
     }
     let mut got = HashSet::new();
@@ -141,14 +166,18 @@ async fn send_errors() {
     };
     let max = cfg.max_frame;
     let (_a, _a_rx, _, b, _b_rx, b_conn) = pair(NetConfig::default(), cfg).await;
+    let len = chunk_frame_len(max + 1);
     assert_eq!(
-        b.send(b_conn, vec![0; max + 1]),
-        Err(SendError::TooLarge { len: max + 1, max })
+        b.send(b_conn, &chunk(vec![0; max + 1])),
+        Err(SendError::TooLarge { len, max })
     );
-    b.send(b_conn, vec![1]).unwrap();
+    b.send(b_conn, &chunk(vec![1])).unwrap();
     // The first send holds the only permit until the peer acknowledges it.
-    assert_eq!(b.send(b_conn, vec![2]), Err(SendError::Busy));
-    assert_eq!(b.send(ConnId(9999), vec![3]), Err(SendError::Closed));
+    assert_eq!(b.send(b_conn, &chunk(vec![2])), Err(SendError::Busy));
+    assert_eq!(
+        b.send(ConnId(9999), &chunk(vec![3])),
+        Err(SendError::Closed)
+    );
 }
 
 #[tokio::test]
@@ -158,17 +187,20 @@ async fn oversized_frame_closes_the_connection_on_both_sides() {
         ..NetConfig::default()
     };
     let (_a, mut a_rx, a_conn, b, mut b_rx, b_conn) = pair(small, NetConfig::default()).await;
-    b.send(b_conn, vec![0; 1001]).unwrap();
+    b.send(b_conn, &chunk(vec![0; 1001])).unwrap();
     let (conn, node, reason) = disconnected(&mut a_rx).await;
     assert_eq!((conn, node), (a_conn, b.node_id()));
+    let len = chunk_frame_len(1001);
     assert!(
-        reason.contains("frame of 1001 bytes exceeds the maximum of 1000 bytes"),
+        reason.contains(&format!(
+            "frame of {len} bytes exceeds the maximum of 1000 bytes"
+        )),
         "{reason}"
     );
     let (conn, _, reason) = disconnected(&mut b_rx).await;
     assert_eq!(conn, b_conn);
     assert!(reason.contains("exceeds the maximum"), "{reason}");
-    assert_eq!(b.send(b_conn, vec![1]), Err(SendError::Closed));
+    assert_eq!(b.send(b_conn, &chunk(vec![1])), Err(SendError::Closed));
     assert!(b.connections().is_empty());
 }
 
@@ -201,7 +233,7 @@ async fn dropping_all_handles_closes_the_endpoint() {
     let a_id = a.node_id();
     let a2 = a.clone();
     drop(a);
-    b.send(b_conn, b"still up".to_vec()).unwrap();
+    b.send(b_conn, &chunk(b"still up".to_vec())).unwrap();
     assert_eq!(frame(&mut a_rx).await.1, b"still up");
     drop(a2);
     let (conn, node, reason) = disconnected(&mut b_rx).await;
@@ -273,7 +305,7 @@ async fn slow_consumer_loses_nothing() {
     };
     let (_a, mut a_rx, _, b, _b_rx, b_conn) = pair(tiny, NetConfig::default()).await;
     for i in 0..60u8 {
-        b.send(b_conn, vec![i; 1000]).unwrap();
+        b.send(b_conn, &chunk(vec![i; 1000])).unwrap();
     }
     // Readers block on the full channel (no unbounded buffering); draining releases them.
     let mut got: Vec<u8> = Vec::new();
@@ -302,10 +334,10 @@ async fn emulated_delay_applies_on_both_egress_paths() {
     };
     let (a, mut a_rx, a_conn, b, mut b_rx, b_conn) = pair(shaped(link.clone()), shaped(link)).await;
     let started = tokio::time::Instant::now();
-    b.send(b_conn, b"ping".to_vec()).unwrap();
+    b.send(b_conn, &chunk(b"ping".to_vec())).unwrap();
     assert_eq!(frame(&mut a_rx).await.1, b"ping");
     let one_way = started.elapsed();
-    a.send(a_conn, b"pong".to_vec()).unwrap();
+    a.send(a_conn, &chunk(b"pong".to_vec())).unwrap();
     assert_eq!(frame(&mut b_rx).await.1, b"pong");
     let round_trip = started.elapsed();
     assert!(one_way >= Duration::from_millis(25), "{one_way:?}");
@@ -326,7 +358,7 @@ async fn emulated_loss_is_recovered_by_quic() {
         let mut f = i.to_be_bytes().to_vec();
         f.extend(pattern(1 + (i as usize * 997) % 6000, i as u8));
         expected.insert(f.clone());
-        b.send(b_conn, f).unwrap();
+        b.send(b_conn, &chunk(f)).unwrap();
     }
     let mut got = HashSet::new();
     while got.len() < expected.len() {
@@ -347,7 +379,7 @@ async fn emulated_rate_caps_upload_bandwidth() {
     let total = 2 * 1024 * 1024;
     let started = tokio::time::Instant::now();
     for seed in 0..2u8 {
-        b.send(b_conn, pattern(total / 2, seed)).unwrap();
+        b.send(b_conn, &chunk(pattern(total / 2, seed))).unwrap();
     }
     let mut received = 0;
     for _ in 0..2 {
@@ -423,4 +455,85 @@ async fn emulated_socket_drops_deterministically_and_keeps_order() {
         got.push(u32::from_be_bytes(buf[..4].try_into().unwrap()));
     }
     assert!(got.windows(2).all(|w| w[0] < w[1]), "reordered: {got:?}");
+}
+
+// ---- codec and version at the connection ----
+
+#[tokio::test]
+async fn undecodable_frame_closes_the_connection_with_the_reason() {
+    let (_a, mut a_rx, a_conn, b, mut b_rx, b_conn) =
+        pair(NetConfig::default(), NetConfig::default()).await;
+    b.send_frame(b_conn, vec![0xff; 3], 1).unwrap();
+    let (conn, node, reason) = disconnected(&mut a_rx).await;
+    assert_eq!((conn, node), (a_conn, b.node_id()));
+    assert!(reason.contains("does not decode"), "{reason}");
+    let (_, _, reason) = disconnected(&mut b_rx).await;
+    assert!(reason.contains("does not decode"), "{reason}");
+}
+
+/// A QUIC config that speaks only `alpn`, as an agent of an older release does.
+fn old_client(alpn: &[u8]) -> quinn::ClientConfig {
+    let mut tls = tls::rustls_client_config(&Identity::generate(), None).unwrap();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let tls = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(std::sync::Arc::new(tls))
+}
+
+#[tokio::test]
+async fn an_older_version_dialling_in_is_told_to_upgrade() {
+    let (a, mut a_rx) = listen(NetConfig::default());
+    let old = quinn::Endpoint::client(localhost()).unwrap();
+    let conn = old
+        .connect_with(old_client(b"fleetcast/2"), a.local_addr(), tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .expect("the handshake itself succeeds, so the reason can be delivered");
+    let err = timeout(DEADLINE, conn.closed()).await.unwrap();
+    let ConnectionError::ApplicationClosed(close) = err else {
+        panic!("expected an application close, got {err:?}");
+    };
+    assert_eq!(close.error_code, VarInt::from_u32(codec::CLOSE_VERSION));
+    let reason = String::from_utf8_lossy(&close.reason);
+    assert!(
+        reason.contains("fleetcast/2") && reason.contains("fleetcast/3"),
+        "{reason}"
+    );
+    assert!(reason.contains("upgrade"), "{reason}");
+    // The refused peer never became a connection: the next event is a current peer's.
+    let (b, _b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.dial(a.local_addr()).await.unwrap();
+    assert_eq!(connected(&mut a_rx).await.1, b.node_id());
+}
+
+#[tokio::test]
+async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
+    let mut tls = tls::rustls_server_config(&Identity::generate()).unwrap();
+    tls.alpn_protocols = vec![b"fleetcast/2".to_vec()];
+    let tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let old = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(std::sync::Arc::new(tls)),
+        localhost(),
+    )
+    .unwrap();
+    let addr = old.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let conn = old.accept().await.unwrap().await.unwrap();
+        conn.closed().await
+    });
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    let err = b.dial(addr).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, NetError::Version { .. }), "{text}");
+    assert!(
+        text.contains("fleetcast/2") && text.contains("upgrade"),
+        "{text}"
+    );
+    let closed = timeout(DEADLINE, server).await.unwrap().unwrap();
+    assert!(
+        matches!(&closed, ConnectionError::ApplicationClosed(c) if c.reason.starts_with(b"protocol version mismatch")),
+        "{closed:?}"
+    );
+    // No event for a refused connection.
+    assert!(b.connections().is_empty());
+    assert!(b_rx.try_recv().is_err());
 }

@@ -1,22 +1,28 @@
-//! QUIC transport of the gossip mesh: an actor owning one quinn [`Endpoint`] that moves
-//! opaque frames between authenticated peers. The protocol core (sans-IO) decodes frames.
+//! The endpoint actor: one quinn [`Endpoint`] that moves [`Message`]s between authenticated
+//! peers. Callers send and receive messages; framing and the codec ([`crate::codec`]) stay here.
 //!
-//! Wire format: every frame travels on its own unidirectional stream as a big-endian `u32`
-//! length followed by exactly that many bytes, then FIN. Frames on different streams may be
-//! delivered in any order.
+//! Wire format: every message travels as one frame on its own unidirectional stream: a
+//! big-endian `u32` length followed by exactly that many bytes, then FIN. Frames on different
+//! streams may be delivered in any order. Control messages are sent at a higher stream
+//! priority than chunks, so they overtake the chunks queued on the same connection.
 //!
 //! Invariants:
 //! - **Frames are bounded.** A length above [`NetConfig::max_frame`] closes the whole
 //!   connection with reason `frame of N bytes exceeds the maximum of M bytes` before any of the
-//!   body is read; a stream whose body is shorter or longer than announced is dropped. Memory
+//!   body is read; a stream whose body is shorter or longer than announced is dropped; a frame
+//!   that does not decode closes the connection with the decoder's reason. Memory
 //!   is bounded by QUIC flow control, a fixed number of concurrent readers per connection, the
 //!   bounded event channel (a slow consumer backpressures readers, which backpressures peers),
 //!   and a bounded number of in-flight sends per connection ([`SendError::Busy`]).
 //!   Worst case ≈ `(event_capacity + connections × 16) × max_frame`.
-//! - **Nothing here trusts frame contents**; they are handed over as bytes.
+//! - **Nothing here trusts message contents**: a message that decoded is handed over as it is;
+//!   the protocol core verifies what it means.
 //! - **Identity proves key possession**: the [`NodeId`] in [`NetEvent::Connected`] comes from
 //!   a certificate whose TLS 1.3 handshake signature was verified (see [`crate::tls`]).
-//! - Per connection: exactly one `Connected`, then its `Frame`s, then exactly one
+//! - **One protocol version**: a connection that negotiated another version than
+//!   [`crate::codec::ALPN`] is closed with a reason that says to upgrade, and never emits an
+//!   event.
+//! - Per connection: exactly one `Connected`, then its `Message`s, then exactly one
 //!   `Disconnected` (emitted after every reader of that connection has finished).
 //!
 //! Shutdown: [`NetHandle`] is a cheap clone around a drop guard. When the last clone is dropped
@@ -30,18 +36,18 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use quinn::{Connection, ConnectionError, Endpoint, RecvStream, VarInt};
+use fleetcast_protocol::wire::Message;
+use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::tls::{self, Identity, NodeId};
-
-pub mod emulator;
-pub use emulator::LinkModel;
+use crate::codec::{self, MAX_FRAME};
+use crate::conn;
+use crate::emulator::{self, LinkModel};
+use crate::tls::{self, Identity, NodeId, TlsError};
 
 /// Application close code: closed on request ([`NetHandle::close`]).
 pub const CLOSE_NORMAL: u32 = 0;
@@ -49,16 +55,18 @@ pub const CLOSE_NORMAL: u32 = 0;
 pub const CLOSE_FRAME_TOO_LARGE: u32 = 1;
 /// Application close code: the endpoint is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 2;
+/// Application close code: the peer sent a frame that does not decode as a message.
+pub const CLOSE_UNDECODABLE: u32 = 4;
 /// Upper bound on how long [`NetHandle::shutdown`] waits for peers to acknowledge closes.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-const READERS_PER_CONN: usize = 16;
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READERS_PER_CONN: usize = 16;
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct NetConfig {
-    /// Largest frame accepted (and sent). Default 1 MiB + 64 KiB.
+    /// Largest frame accepted (and sent). Default [`MAX_FRAME`] (1 MiB + 64 KiB).
     pub max_frame: usize,
     /// Capacity of the event channel. Default 1024.
     pub event_capacity: usize,
@@ -71,7 +79,7 @@ pub struct NetConfig {
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
-            max_frame: 1024 * 1024 + 64 * 1024,
+            max_frame: MAX_FRAME,
             event_capacity: 1024,
             max_inflight_sends_per_conn: 64,
             link: None,
@@ -89,7 +97,7 @@ impl fmt::Display for ConnId {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NetEvent {
     Connected {
         conn: ConnId,
@@ -97,9 +105,9 @@ pub enum NetEvent {
         addr: SocketAddr,
         outbound: bool,
     },
-    Frame {
+    Message {
         conn: ConnId,
-        bytes: Vec<u8>,
+        msg: Message,
     },
     Disconnected {
         conn: ConnId,
@@ -107,6 +115,40 @@ pub enum NetEvent {
         reason: String,
     },
 }
+
+/// Why a bind or a dial failed. Nothing is left behind: no endpoint, no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("the QUIC transport needs a tokio runtime")]
+    NoRuntime,
+    #[error("invalid NetConfig: {0}")]
+    Config(&'static str),
+    #[error("cannot bind the QUIC endpoint on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot bind a client QUIC endpoint: {0}")]
+    BindClient(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot dial {addr}: {error}")]
+    Dial {
+        addr: SocketAddr,
+        error: quinn::ConnectError,
+    },
+    #[error("dialing {addr} timed out")]
+    DialTimeout { addr: SocketAddr },
+    #[error("handshake with {addr} failed: {error}")]
+    Handshake {
+        addr: SocketAddr,
+        error: ConnectionError,
+    },
+    #[error("refused {addr}: {reason}")]
+    Version { addr: SocketAddr, reason: String },
+}
+
+type Result<T, E = NetError> = std::result::Result<T, E>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -116,6 +158,8 @@ pub enum SendError {
     Busy,
     #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
     TooLarge { len: usize, max: usize },
+    #[error("message cannot be encoded")]
+    Unencodable,
 }
 
 /// Constructors of the transport actor.
@@ -135,10 +179,10 @@ impl Net {
             Some(link) => std::net::UdpSocket::bind(addr)
                 .and_then(|socket| emulator::endpoint(socket, Some(server), link.clone())),
         }
-        .with_context(|| format!("cannot bind the QUIC endpoint on {addr}"))?;
+        .map_err(|error| NetError::Bind { addr, error })?;
         let (handle, rx) = start(endpoint, identity, cfg, rt)?;
         let shared = handle.guard.shared.clone();
-        shared.rt.spawn(accept_loop(shared.clone()));
+        shared.rt.spawn(conn::accept_loop(shared.clone()));
         Ok((handle, rx))
     }
 
@@ -154,13 +198,13 @@ impl Net {
                 .or_else(|_| Endpoint::client(([0, 0, 0, 0], 0).into())),
             Some(link) => emulator::client_endpoint(link.clone()),
         }
-        .context("cannot bind a client QUIC endpoint")?;
+        .map_err(NetError::BindClient)?;
         start(endpoint, identity, cfg, rt)
     }
 }
 
 fn runtime() -> Result<tokio::runtime::Handle> {
-    tokio::runtime::Handle::try_current().context("the QUIC transport needs a tokio runtime")
+    tokio::runtime::Handle::try_current().map_err(|_| NetError::NoRuntime)
 }
 
 fn start(
@@ -170,15 +214,15 @@ fn start(
     rt: tokio::runtime::Handle,
 ) -> Result<(NetHandle, mpsc::Receiver<NetEvent>)> {
     if cfg.max_frame > u32::MAX as usize || cfg.event_capacity == 0 {
-        bail!("invalid NetConfig: max_frame must fit in u32 and event_capacity must be > 0");
+        return Err(NetError::Config(
+            "max_frame must fit in u32 and event_capacity must be > 0",
+        ));
     }
     if cfg.max_inflight_sends_per_conn == 0 {
-        bail!("invalid NetConfig: max_inflight_sends_per_conn must be > 0");
+        return Err(NetError::Config("max_inflight_sends_per_conn must be > 0"));
     }
     endpoint.set_default_client_config(tls::quinn_client_config(identity, None)?);
-    let local_addr = endpoint
-        .local_addr()
-        .context("QUIC endpoint has no local address")?;
+    let local_addr = endpoint.local_addr().map_err(NetError::BindClient)?;
     let (events, rx) = mpsc::channel(cfg.event_capacity);
     let shared = Arc::new(Shared {
         endpoint,
@@ -197,29 +241,29 @@ fn start(
 }
 
 /// State shared by the handle and all tasks. Tasks hold `Arc<Shared>`, never the [`Guard`].
-struct Shared {
-    endpoint: Endpoint,
-    identity: Identity,
-    local_addr: SocketAddr,
-    cfg: NetConfig,
-    events: mpsc::Sender<NetEvent>,
-    conns: Mutex<HashMap<ConnId, ConnEntry>>,
-    dialing: Mutex<HashSet<SocketAddr>>,
-    next_id: AtomicU64,
-    shutdown: watch::Sender<bool>,
-    rt: tokio::runtime::Handle,
+pub(crate) struct Shared {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) identity: Identity,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) cfg: NetConfig,
+    pub(crate) events: mpsc::Sender<NetEvent>,
+    pub(crate) conns: Mutex<HashMap<ConnId, ConnEntry>>,
+    pub(crate) dialing: Mutex<HashSet<SocketAddr>>,
+    pub(crate) next_id: AtomicU64,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) rt: tokio::runtime::Handle,
 }
 
-struct ConnEntry {
-    conn: Connection,
-    node: NodeId,
-    addr: SocketAddr,
-    sends: Arc<Semaphore>,
+pub(crate) struct ConnEntry {
+    pub(crate) conn: Connection,
+    pub(crate) node: NodeId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) sends: Arc<Semaphore>,
     /// Why we closed it, if we did; set before `Connection::close`.
-    local_reason: Arc<OnceLock<String>>,
+    pub(crate) local_reason: Arc<OnceLock<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -275,12 +319,12 @@ impl NetHandle {
 
     /// One connection attempt (bounded by a 10 s timeout); emits `Connected` on success.
     pub async fn dial(&self, addr: SocketAddr) -> Result<ConnId> {
-        Ok(connect(self.shared(), addr, None).await?.0)
+        Ok(conn::connect(self.shared(), addr, None).await?.0)
     }
 
     /// Like [`dial`](Self::dial), but the handshake fails unless the peer proves `node`.
     pub async fn dial_expecting(&self, addr: SocketAddr, node: NodeId) -> Result<ConnId> {
-        Ok(connect(self.shared(), addr, Some(node)).await?.0)
+        Ok(conn::connect(self.shared(), addr, Some(node)).await?.0)
     }
 
     /// Keeps one connection to `addr` until shutdown, redialing with backoff (250 ms doubling
@@ -293,20 +337,22 @@ impl NetHandle {
         shared.rt.spawn(keep_dialing_loop(shared.clone(), addr));
     }
 
-    /// Queues `frame` on a new unidirectional stream. Never blocks; see [`SendError`].
-    pub fn send(&self, conn: ConnId, frame: Vec<u8>) -> Result<(), SendError> {
-        self.send_with_priority(conn, frame, 0)
+    /// Encodes `msg` and queues it on a new unidirectional stream, at a higher priority than
+    /// chunks unless it is one. Never blocks; see [`SendError`].
+    pub fn send(&self, conn: ConnId, msg: &Message) -> Result<(), SendError> {
+        let max = self.shared().cfg.max_frame;
+        let frame = codec::encode(msg, max).map_err(|e| match e {
+            codec::CodecError::TooLarge { size, max } => SendError::TooLarge { len: size, max },
+            codec::CodecError::Undecodable { .. } => SendError::Unencodable,
+        })?;
+        let priority = if msg.is_payload() { 0 } else { 1 };
+        self.send_frame(conn, frame, priority)
     }
 
-    /// [`send`](Self::send) with a stream priority: on one connection, data of streams with a
-    /// higher priority is sent first (the mesh sends its small control messages ahead of the
-    /// chunks queued on the same connection).
-    pub fn send_with_priority(
-        &self,
-        conn: ConnId,
-        frame: Vec<u8>,
-        priority: i32,
-    ) -> Result<(), SendError> {
+    /// Queues `frame` as it is, unencoded, at `priority` (on one connection, data of streams
+    /// with a higher priority is sent first). [`send`](Self::send) is the way to talk to a
+    /// peer; this is for tests and tools that play a peer sending damaged frames.
+    pub fn send_frame(&self, conn: ConnId, frame: Vec<u8>, priority: i32) -> Result<(), SendError> {
         let shared = self.shared();
         let max = shared.cfg.max_frame;
         if frame.len() > max {
@@ -328,7 +374,7 @@ impl NetHandle {
             // The permit is held until the peer acknowledged the whole stream.
             let _permit = permit;
             let len = frame.len();
-            if let Err(e) = write_frame(&connection, frame, priority).await {
+            if let Err(e) = conn::write_frame(&connection, frame, priority).await {
                 tracing::debug!(%conn, "frame of {len} bytes not delivered: {e}");
             }
         });
@@ -367,212 +413,13 @@ impl NetHandle {
     }
 }
 
-async fn write_frame(conn: &Connection, frame: Vec<u8>, priority: i32) -> Result<()> {
-    let mut stream = conn.open_uni().await?;
-    if priority != 0 {
-        stream.set_priority(priority)?;
-    }
-    let len = u32::try_from(frame.len())?;
-    // Handed over as owned buffers: quinn queues them without copying the frame again.
-    let mut chunks = [
-        bytes::Bytes::copy_from_slice(&len.to_be_bytes()),
-        bytes::Bytes::from(frame),
-    ];
-    stream.write_all_chunks(&mut chunks).await?;
-    stream.finish()?;
-    if let Some(code) = stream.stopped().await? {
-        bail!("peer stopped the stream with code {code}");
-    }
-    Ok(())
-}
-
-/// Dials `addr` and registers the connection (which emits `Connected`).
-async fn connect(
-    shared: &Arc<Shared>,
-    addr: SocketAddr,
-    expected: Option<NodeId>,
-) -> Result<(ConnId, Connection)> {
-    let connecting = match expected {
-        None => shared.endpoint.connect(addr, tls::SERVER_NAME),
-        Some(node) => shared.endpoint.connect_with(
-            tls::quinn_client_config(&shared.identity, Some(node))?,
-            addr,
-            tls::SERVER_NAME,
-        ),
-    }
-    .with_context(|| format!("cannot dial {addr}"))?;
-    let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
-        .await
-        .with_context(|| format!("dialing {addr} timed out"))?
-        .with_context(|| format!("handshake with {addr} failed"))?;
-    let node = tls::peer_node_id(&conn)?;
-    Ok((register(shared, conn.clone(), node, true), conn))
-}
-
-async fn accept_loop(shared: Arc<Shared>) {
-    while let Some(incoming) = shared.endpoint.accept().await {
-        let task_shared = shared.clone();
-        let task = async move {
-            let shared = task_shared;
-            let remote = incoming.remote_address();
-            let conn = match tokio::time::timeout(DIAL_TIMEOUT, incoming).await {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => return tracing::debug!(%remote, "inbound handshake failed: {e}"),
-                Err(_) => return tracing::debug!(%remote, "inbound handshake timed out"),
-            };
-            match tls::peer_node_id(&conn) {
-                Ok(node) => {
-                    register(&shared, conn, node, false);
-                }
-                Err(e) => conn.close(VarInt::from_u32(CLOSE_NORMAL), format!("{e}").as_bytes()),
-            }
-        };
-        shared.rt.spawn(task);
-    }
-}
-
-fn normalize(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
-    }
-}
-
-fn register(shared: &Arc<Shared>, conn: Connection, node: NodeId, outbound: bool) -> ConnId {
-    let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
-    let addr = normalize(conn.remote_address());
-    let local_reason = Arc::new(OnceLock::new());
-    let entry = ConnEntry {
-        conn: conn.clone(),
-        node,
-        addr,
-        sends: Arc::new(Semaphore::new(shared.cfg.max_inflight_sends_per_conn)),
-        local_reason: local_reason.clone(),
-    };
-    lock(&shared.conns).insert(id, entry);
-    tracing::debug!(conn = %id, node = %node.short(), %addr, outbound, "connected");
-    let task = run_conn(shared.clone(), id, conn, node, addr, outbound, local_reason);
-    shared.rt.spawn(task);
-    id
-}
-
-/// Emits `Connected`, accepts streams until the connection ends, waits for its readers,
-/// then emits `Disconnected` — the only place either event is sent for this connection.
-async fn run_conn(
-    shared: Arc<Shared>,
-    id: ConnId,
-    conn: Connection,
-    node: NodeId,
-    addr: SocketAddr,
-    outbound: bool,
-    local_reason: Arc<OnceLock<String>>,
-) {
-    let connected = NetEvent::Connected {
-        conn: id,
-        node,
-        addr,
-        outbound,
-    };
-    let _ = shared.events.send(connected).await;
-    let readers = Arc::new(Semaphore::new(READERS_PER_CONN));
-    let error = loop {
-        let Ok(permit) = readers.clone().acquire_owned().await else {
-            unreachable!("the reader semaphore is never closed")
-        };
-        match conn.accept_uni().await {
-            Ok(stream) => {
-                let reader = read_frame(
-                    shared.clone(),
-                    id,
-                    conn.clone(),
-                    stream,
-                    local_reason.clone(),
-                );
-                shared.rt.spawn(async move {
-                    reader.await;
-                    drop(permit);
-                });
-            }
-            Err(e) => break e,
-        }
-    };
-    // All permits back == every reader finished, so no Frame can follow Disconnected.
-    let _ = readers.acquire_many(READERS_PER_CONN as u32).await;
-    lock(&shared.conns).remove(&id);
-    let reason = describe(&error, local_reason.get(), *shared.shutdown.borrow());
-    tracing::debug!(conn = %id, node = %node.short(), "disconnected: {reason}");
-    let _ = shared
-        .events
-        .send(NetEvent::Disconnected {
-            conn: id,
-            node,
-            reason,
-        })
-        .await;
-}
-
-fn describe(error: &ConnectionError, local: Option<&String>, shutting_down: bool) -> String {
-    match error {
-        ConnectionError::ApplicationClosed(close) if close.reason.is_empty() => {
-            format!("closed by peer (code {})", close.error_code)
-        }
-        ConnectionError::ApplicationClosed(close) => {
-            format!("closed by peer: {}", String::from_utf8_lossy(&close.reason))
-        }
-        ConnectionError::LocallyClosed => match local {
-            Some(reason) => format!("closed locally: {reason}"),
-            None if shutting_down => "closed locally: endpoint shut down".to_string(),
-            None => "closed locally".to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
-/// Reads one frame from `stream`. An oversized length closes the whole connection.
-async fn read_frame(
-    shared: Arc<Shared>,
-    id: ConnId,
-    conn: Connection,
-    mut stream: RecvStream,
-    local_reason: Arc<OnceLock<String>>,
-) {
-    let mut header = [0u8; 4];
-    if let Err(e) = stream.read_exact(&mut header).await {
-        return tracing::debug!(conn = %id, "stream without a frame header: {e}");
-    }
-    let len = u32::from_be_bytes(header) as usize;
-    let max = shared.cfg.max_frame;
-    if len > max {
-        let reason = format!("frame of {len} bytes exceeds the maximum of {max} bytes");
-        tracing::warn!(conn = %id, "closing connection: {reason}");
-        let _ = local_reason.set(reason.clone());
-        conn.close(VarInt::from_u32(CLOSE_FRAME_TOO_LARGE), reason.as_bytes());
-        return;
-    }
-    match stream.read_to_end(len).await {
-        Ok(bytes) if bytes.len() == len => {
-            let _ = shared
-                .events
-                .send(NetEvent::Frame { conn: id, bytes })
-                .await;
-        }
-        Ok(bytes) => {
-            tracing::debug!(conn = %id, "stream ended after {} of {len} bytes", bytes.len())
-        }
-        Err(e) => tracing::debug!(conn = %id, "dropping frame of {len} bytes: {e}"),
-    }
-}
-
 async fn keep_dialing_loop(shared: Arc<Shared>, addr: SocketAddr) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
     loop {
         let attempt = tokio::select! {
-            r = connect(&shared, addr, None) => r,
+            r = conn::connect(&shared, addr, None) => r,
             _ = shutdown_signal(&mut shutdown) => break,
         };
         match attempt {
@@ -611,6 +458,3 @@ async fn keep_dialing_loop(shared: Arc<Shared>, addr: SocketAddr) {
 async fn shutdown_signal(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|down| *down).await;
 }
-
-#[cfg(test)]
-mod tests;

@@ -3,11 +3,51 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 const SECRET_TAG: &str = "fleetcast-ed25519-secret";
 const PUBLIC_TAG: &str = "fleetcast-ed25519-public";
+
+/// What went wrong with a key file. Nothing is left half-written: a refused `generate` writes
+/// nothing, and reads change nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{} already exists: pick another --out or remove it first", .0.display())]
+    Exists(PathBuf),
+    #[error("{action} {}: {error}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot read {what} file {}: {error}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{} is not a {what} file ({hint})", path.display())]
+    WrongKind {
+        path: PathBuf,
+        what: &'static str,
+        hint: String,
+    },
+    #[error("{} has a damaged key: expected 64 hex digits", .0.display())]
+    Damaged(PathBuf),
+    #[error("{} does not hold a valid ed25519 public key", .0.display())]
+    InvalidPublic(PathBuf),
+}
+
+type Result<T, E = KeyError> = std::result::Result<T, E>;
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KeyError {
+    let path = path.to_path_buf();
+    move |error| KeyError::Io {
+        action,
+        path,
+        error,
+    }
+}
 
 /// Writes a new keypair to `out` (secret) and `out` with extension `.pub` (public).
 /// Refuses to overwrite. Returns the public file's path.
@@ -16,10 +56,7 @@ pub fn generate(out: &Path) -> Result<(PathBuf, VerifyingKey)> {
     let public = out.with_extension("pub");
     for p in [out, public.as_path()] {
         if p.exists() {
-            bail!(
-                "{} already exists: pick another --out or remove it first",
-                p.display()
-            );
+            return Err(KeyError::Exists(p.to_path_buf()));
         }
     }
     write_secret(
@@ -31,7 +68,7 @@ pub fn generate(out: &Path) -> Result<(PathBuf, VerifyingKey)> {
         &public,
         format!("{PUBLIC_TAG} {}\n", hex::encode(vk.to_bytes())),
     )
-    .with_context(|| format!("writing {}", public.display()))?;
+    .map_err(io("writing", &public))?;
     Ok((public, vk))
 }
 
@@ -44,19 +81,21 @@ fn write_secret(path: &Path, text: &str) -> Result<()> {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+        .map_err(io("creating", path))?;
+    f.write_all(text.as_bytes()).map_err(io("writing", path))
 }
 
 #[cfg(not(unix))]
 fn write_secret(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, text).map_err(io("writing", path))
 }
 
-fn read_tagged(path: &Path, tag: &str, what: &str) -> Result<[u8; 32]> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {what} file {}", path.display()))?;
+fn read_tagged(path: &Path, tag: &str, what: &'static str) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(path).map_err(|error| KeyError::Read {
+        what,
+        path: path.to_path_buf(),
+        error,
+    })?;
     let mut parts = text.split_whitespace();
     let (found, hexkey) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     if found != tag {
@@ -65,15 +104,14 @@ fn read_tagged(path: &Path, tag: &str, what: &str) -> Result<[u8; 32]> {
         } else {
             "create one with `fleetcast keygen --out NAME.key`".to_string()
         };
-        bail!("{} is not a {what} file ({hint})", path.display());
+        return Err(KeyError::WrongKind {
+            path: path.to_path_buf(),
+            what,
+            hint,
+        });
     }
     let mut out = [0u8; 32];
-    hex::decode_to_slice(hexkey, &mut out).with_context(|| {
-        format!(
-            "{} has a damaged key: expected 64 hex digits",
-            path.display()
-        )
-    })?;
+    hex::decode_to_slice(hexkey, &mut out).map_err(|_| KeyError::Damaged(path.to_path_buf()))?;
     Ok(out)
 }
 
@@ -89,12 +127,7 @@ pub fn read_secret(path: &Path) -> Result<SigningKey> {
 /// Reads a public key written by [`generate`].
 pub fn read_public(path: &Path) -> Result<VerifyingKey> {
     let bytes = read_tagged(path, PUBLIC_TAG, "fleetcast public key")?;
-    VerifyingKey::from_bytes(&bytes).with_context(|| {
-        format!(
-            "{} does not hold a valid ed25519 public key",
-            path.display()
-        )
-    })
+    VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPublic(path.to_path_buf()))
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
@@ -27,11 +26,46 @@ use rustls::server::ParsedCertificate;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-/// ALPN protocol id of the mesh (defined with the wire format). Peers without it fail the
-/// handshake.
-pub use fleetcast_protocol::wire::ALPN;
+use crate::codec;
+
 /// A node's identity: the raw ed25519 public key (defined with the wire format).
 pub use fleetcast_protocol::wire::NodeId;
+
+/// Identity and TLS set-up errors. None changes state: nothing is bound, written or dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read node identity key file {}: {error}", path.display())]
+    ReadIdentity {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot write node identity key file {}: {error}", path.display())]
+    WriteIdentity {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "node identity key file {} is corrupt: expected exactly 32 bytes, found {len}; \
+         restore it from backup, or delete it to generate a new identity \
+         (this changes the node id)",
+        path.display()
+    )]
+    CorruptIdentity { path: PathBuf, len: usize },
+    #[error("cannot build the node certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("QUIC TLS config: {0}")]
+    Quic(String),
+    #[error("peer presented no certificate")]
+    NoCertificate,
+    #[error("unexpected peer identity type")]
+    IdentityType,
+    #[error("peer presented an empty certificate chain")]
+    EmptyChain,
+}
+
+type Result<T, E = TlsError> = std::result::Result<T, E>;
 
 /// TLS server name used when dialing; identity is checked by key, never by name.
 pub const SERVER_NAME: &str = "fleetcast";
@@ -75,20 +109,17 @@ impl Identity {
                 tracing::info!(path = %path.display(), node = %id.node_id(), "created node identity");
                 Ok(id)
             }
-            Err(e) => Err(e)
-                .with_context(|| format!("cannot read node identity key file {}", path.display())),
+            Err(error) => Err(TlsError::ReadIdentity {
+                path: path.to_path_buf(),
+                error,
+            }),
         }
     }
 
     fn parse_file(path: &Path, bytes: &[u8]) -> Result<Identity> {
-        let secret: [u8; 32] = bytes.try_into().map_err(|_| {
-            anyhow!(
-                "node identity key file {} is corrupt: expected exactly 32 bytes, found {}; \
-                 restore it from backup, or delete it to generate a new identity \
-                 (this changes the node id)",
-                path.display(),
-                bytes.len()
-            )
+        let secret: [u8; 32] = bytes.try_into().map_err(|_| TlsError::CorruptIdentity {
+            path: path.to_path_buf(),
+            len: bytes.len(),
         })?;
         Ok(Self::from_secret_bytes(&secret))
     }
@@ -116,17 +147,13 @@ impl Identity {
     /// A self-signed certificate for this key plus the key in the form rustls wants.
     pub fn certificate(&self) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
         let pkcs8 = PrivatePkcs8KeyDer::from(self.pkcs8_der());
-        let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)
-            .context("loading the ed25519 key into rcgen")?;
-        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
-            .context("building certificate parameters")?;
+        let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_ED25519)?;
+        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, self.node_id().to_string());
-        let cert = params
-            .self_signed(&key_pair)
-            .context("self-signing the node certificate")?;
+        let cert = params.self_signed(&key_pair)?;
         Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(pkcs8)))
     }
 }
@@ -134,8 +161,10 @@ impl Identity {
 fn write_secret(path: &Path, secret: &[u8; 32]) -> Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|error| TlsError::WriteIdentity {
+            path: path.to_path_buf(),
+            error,
+        })?;
     }
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
@@ -158,7 +187,10 @@ fn write_secret(path: &Path, secret: &[u8; 32]) -> Result<()> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     };
-    write().with_context(|| format!("cannot write node identity key file {}", path.display()))
+    write().map_err(|error| TlsError::WriteIdentity {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows.
@@ -335,18 +367,20 @@ impl ClientCertVerifier for PeerVerifier {
     }
 }
 
-/// rustls server config: TLS 1.3 only, ALPN [`ALPN`], client certificate required.
+/// rustls server config: TLS 1.3 only, ALPN [`codec::ALPN`] and the [`codec::ALPN_PREVIOUS`] versions (so
+/// an older peer can be told to upgrade), client certificate required.
 pub fn rustls_server_config(identity: &Identity) -> Result<rustls::ServerConfig> {
     let (cert, key) = identity.certificate()?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(PeerVerifier::new(None)))
         .with_single_cert(vec![cert], key)?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = codec::alpn_protocols();
     Ok(cfg)
 }
 
-/// rustls client config: TLS 1.3 only, ALPN [`ALPN`], presents our certificate; if
+/// rustls client config: TLS 1.3 only, offers [`codec::ALPN`] first, then [`codec::ALPN_PREVIOUS`]; presents
+/// our certificate; if
 /// `expected` is set, the server must present exactly that key.
 pub fn rustls_client_config(
     identity: &Identity,
@@ -358,7 +392,7 @@ pub fn rustls_client_config(
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PeerVerifier::new(expected)))
         .with_client_auth_cert(vec![cert], key)?;
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = codec::alpn_protocols();
     Ok(cfg)
 }
 
@@ -379,7 +413,7 @@ pub fn transport_config() -> Arc<quinn::TransportConfig> {
 
 pub fn quinn_server_config(identity: &Identity) -> Result<quinn::ServerConfig> {
     let tls = quinn::crypto::rustls::QuicServerConfig::try_from(rustls_server_config(identity)?)
-        .map_err(|e| anyhow!("QUIC server TLS config: {e}"))?;
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(tls));
     cfg.transport_config(transport_config());
     Ok(cfg)
@@ -392,7 +426,7 @@ pub fn quinn_client_config(
     let tls = quinn::crypto::rustls::QuicClientConfig::try_from(rustls_client_config(
         identity, expected,
     )?)
-    .map_err(|e| anyhow!("QUIC client TLS config: {e}"))?;
+    .map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(tls));
     cfg.transport_config(transport_config());
     Ok(cfg)
@@ -400,21 +434,20 @@ pub fn quinn_client_config(
 
 /// The verified [`NodeId`] of a connection's peer.
 pub fn peer_node_id(conn: &quinn::Connection) -> Result<NodeId> {
-    let identity = conn
-        .peer_identity()
-        .ok_or_else(|| anyhow!("peer presented no certificate"))?;
+    let identity = conn.peer_identity().ok_or(TlsError::NoCertificate)?;
     let certs = identity
         .downcast::<Vec<CertificateDer<'static>>>()
-        .map_err(|_| anyhow!("unexpected peer identity type"))?;
+        .map_err(|_| TlsError::IdentityType)?;
     match certs.first() {
         Some(cert) => Ok(node_id_from_cert(cert)?),
-        None => bail!("peer presented an empty certificate chain"),
+        None => Err(TlsError::EmptyChain),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::ALPN;
 
     #[test]
     fn node_id_display_short_parse() {
