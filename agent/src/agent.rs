@@ -221,7 +221,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     }
     let mut node_cfg = NodeConfig::new(node_id, trust);
     node_cfg.seed = rand::random();
-    node_cfg.membership.contacts = cfg.peers.clone();
+    node_cfg.membership.contacts = cfg.contacts.clone();
     node_cfg.membership.advertise = cfg.advertise;
     cfg.mesh.apply(&mut node_cfg);
     let now = Instant::now();

@@ -24,7 +24,7 @@ pub struct Cli {
 enum Command {
     /// Run the agent.
     #[command(
-        after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml\n  fleetcast-agent run --data-dir ./edge1 --trusted-key ops.pub --listen 127.0.0.1:7401 --http 127.0.0.1:8401 --peer 127.0.0.1:7402"
+        after_help = "Example:\n  fleetcast-agent run --config /etc/fleetcast/agent.toml\n  fleetcast-agent run --data-dir ./edge1 --trusted-key ops.pub --listen 127.0.0.1:7401 --http 127.0.0.1:8401 --contact 127.0.0.1:7402"
     )]
     Run(RunArgs),
     /// Roll an app back on this node only, to a release it keeps compiled, without the network
@@ -100,9 +100,10 @@ pub struct RunArgs {
     /// A trusted publisher public key file (repeatable; replaces the config's list).
     #[arg(long = "trusted-key")]
     pub trusted_keys: Vec<PathBuf>,
-    /// A bootstrap contact to join the mesh through (repeatable; replaces the config's list).
-    #[arg(long = "peer")]
-    pub peers: Vec<SocketAddr>,
+    /// A bootstrap contact: an agent to join the mesh through (repeatable; replaces the
+    /// config's `contacts`).
+    #[arg(long = "contact")]
+    pub contacts: Vec<SocketAddr>,
     /// Log format: text or json.
     #[arg(long)]
     pub log_format: Option<String>,
@@ -136,8 +137,8 @@ impl RunArgs {
         if !self.trusted_keys.is_empty() {
             cfg.trusted_keys = self.trusted_keys.clone();
         }
-        if !self.peers.is_empty() {
-            cfg.peers = self.peers.clone();
+        if !self.contacts.is_empty() {
+            cfg.contacts = self.contacts.clone();
         }
         if let Some(v) = &self.log_format {
             cfg.log_format = v.clone();

@@ -1,9 +1,14 @@
 //! Agent configuration: a TOML file, with command-line flags that override it.
+//!
+//! Each section deserialises straight into the config of the component that reads it
+//! (`[runtime]` → [`RuntimeConfig`], `[trial]` → [`TrialConfig`], `[mesh]` → [`MeshConfig`],
+//! applied to the protocol's `NodeConfig`, whose defaults it takes). Every knob has one name
+//! and one default, and [`AgentConfig::validate`] is the one place that checks values, with
+//! errors that name the key.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::RuntimeConfig;
@@ -30,7 +35,7 @@ pub struct AgentConfig {
     /// Bootstrap contacts: agents to join the mesh through (a handful of random ones is best;
     /// the mesh finds the rest). Kept for good: re-joined when this agent is alone.
     #[serde(default)]
-    pub peers: Vec<SocketAddr>,
+    pub contacts: Vec<SocketAddr>,
     /// The address other agents should dial this one at, when it differs from the address its
     /// connections come from (NAT, a wildcard listen address behind a load balancer).
     #[serde(default)]
@@ -102,30 +107,90 @@ pub struct MeshConfig {
     pub chunk_timeout_ms: u64,
 }
 
+/// The protocol's defaults are the only ones: this section only renames them for the file.
 impl Default for MeshConfig {
     fn default() -> Self {
+        let node = fleetcast_protocol::NodeConfig::new(
+            fleetcast_protocol::NodeId([0; 32]),
+            fleetcast_protocol::TrustPolicy {
+                fleet: String::new(),
+                keys: Vec::new(),
+            },
+        );
+        let ms = |d: std::time::Duration| d.as_millis() as u64;
         MeshConfig {
-            active_size: 10,
-            passive_size: 36,
-            join_contacts: 3,
-            shuffle_ms: 10_000,
-            anti_entropy_ms: 10_000,
-            chunk_timeout_ms: 10_000,
+            active_size: node.membership.active_size,
+            passive_size: node.membership.passive_size,
+            join_contacts: node.membership.join_contacts,
+            shuffle_ms: ms(node.membership.shuffle_interval),
+            anti_entropy_ms: ms(node.anti_entropy_interval),
+            chunk_timeout_ms: ms(node.swarm.chunk_timeout),
         }
     }
 }
 
+/// The shortest period a `[mesh]` timer may have.
+const MIN_MESH_MS: u64 = 100;
+
 impl MeshConfig {
-    /// Applies this section to a node config.
+    /// Applies this section (checked by [`AgentConfig::validate`]) to a node config.
     pub fn apply(&self, c: &mut fleetcast_protocol::NodeConfig) {
         use std::time::Duration;
-        c.membership.active_size = self.active_size.max(1);
+        c.membership.active_size = self.active_size;
         c.membership.passive_size = self.passive_size;
-        c.membership.join_contacts = self.join_contacts.max(1);
-        c.membership.shuffle_interval = Duration::from_millis(self.shuffle_ms.max(100));
-        c.anti_entropy_interval = Duration::from_millis(self.anti_entropy_ms.max(100));
-        c.swarm.chunk_timeout = Duration::from_millis(self.chunk_timeout_ms.max(100));
+        c.membership.join_contacts = self.join_contacts;
+        c.membership.shuffle_interval = Duration::from_millis(self.shuffle_ms);
+        c.anti_entropy_interval = Duration::from_millis(self.anti_entropy_ms);
+        c.swarm.chunk_timeout = Duration::from_millis(self.chunk_timeout_ms);
     }
+
+    fn validate(&self) -> Result<()> {
+        for (key, v) in [
+            ("mesh.active_size", self.active_size),
+            ("mesh.join_contacts", self.join_contacts),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        for (key, v) in [
+            ("mesh.shuffle_ms", self.shuffle_ms),
+            ("mesh.anti_entropy_ms", self.anti_entropy_ms),
+            ("mesh.chunk_timeout_ms", self.chunk_timeout_ms),
+        ] {
+            if v < MIN_MESH_MS {
+                return invalid(key, format!("must be at least {MIN_MESH_MS}, not {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A config that cannot be used. Nothing was started: fix the file or flag and start again.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{} is not a valid agent config: {error}", path.display())]
+    Parse {
+        path: PathBuf,
+        error: Box<toml::de::Error>,
+    },
+    /// `key` is the config key (`section.key`); the matching flag overrides it.
+    #[error("{key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+fn invalid<T>(key: &'static str, problem: impl Into<String>) -> Result<T> {
+    Err(ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    })
 }
 
 fn default_fleet() -> String {
@@ -148,10 +213,14 @@ fn default_log_format() -> String {
 impl AgentConfig {
     /// Parses a config file; relative paths inside it are relative to the file's directory.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut cfg: AgentConfig = toml::from_str(&text)
-            .with_context(|| format!("{} is not a valid agent config", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let mut cfg: AgentConfig = toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error: Box::new(error),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = base.join(&cfg.data_dir);
         for k in &mut cfg.trusted_keys {
@@ -168,7 +237,7 @@ impl AgentConfig {
             http: default_http(),
             data_dir,
             trusted_keys: Vec::new(),
-            peers: Vec::new(),
+            contacts: Vec::new(),
             advertise: None,
             mesh: MeshConfig::default(),
             log_format: default_log_format(),
@@ -179,41 +248,50 @@ impl AgentConfig {
         }
     }
 
-    /// Checks what can be checked before binding anything.
+    /// Checks every value that can be checked before binding anything: the one place where
+    /// the config is validated.
     pub fn validate(&self) -> Result<()> {
         if self.trusted_keys.is_empty() {
-            bail!(
-                "no trusted publisher keys: add trusted_keys = [\"ops.pub\"] to the config or pass --trusted-key ops.pub (create keys with `fleetcast keygen`)"
+            return invalid(
+                "trusted_keys",
+                "no trusted publisher keys: add trusted_keys = [\"ops.pub\"] to the config or pass --trusted-key ops.pub (create keys with `fleetcast keygen`)",
             );
         }
         if self.fleet.is_empty() || self.fleet.len() > fleetcast_protocol::head::MAX_FLEET_LEN {
-            bail!("fleet name must be 1-64 characters");
+            return invalid("fleet", "fleet name must be 1-64 characters");
         }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return invalid(
+                "log_format",
+                format!("must be \"text\" or \"json\", not {:?}", self.log_format),
+            );
+        }
+        self.mesh.validate()?;
         if !(0.0..=1.0).contains(&self.trial.max_error_rate) {
-            bail!(
-                "trial.max_error_rate must be between 0 and 1, not {}",
-                self.trial.max_error_rate
+            return invalid(
+                "trial.max_error_rate",
+                format!("must be between 0 and 1, not {}", self.trial.max_error_rate),
             );
         }
         for r in &self.routes {
             if r.host.is_none() && r.path_prefix.is_none() {
-                bail!(
-                    "route to app {:?} has neither host nor path_prefix; give at least one",
-                    r.app
+                return invalid(
+                    "routes",
+                    format!(
+                        "route to app {:?} has neither host nor path_prefix; give at least one",
+                        r.app
+                    ),
                 );
             }
             if r.path_prefix.as_ref().is_some_and(|p| !p.starts_with('/')) {
-                bail!("route path_prefix {:?} must start with '/'", r.path_prefix);
+                return invalid(
+                    "routes.path_prefix",
+                    format!("{:?} must start with '/'", r.path_prefix),
+                );
             }
             if fleetcast_protocol::AppName::new(&r.app).is_err() {
-                bail!("route app {:?} is not a valid app name", r.app);
+                return invalid("routes.app", format!("{:?} is not a valid app name", r.app));
             }
-        }
-        if !matches!(self.log_format.as_str(), "text" | "json") {
-            bail!(
-                "log_format must be \"text\" or \"json\", not {:?}",
-                self.log_format
-            );
         }
         Ok(())
     }
@@ -229,7 +307,7 @@ mod tests {
         let p = dir.path().join("edge1.toml");
         std::fs::write(
             &p,
-            "fleet = \"prod\"\nlisten = \"127.0.0.1:7401\"\nhttp = \"127.0.0.1:8401\"\ndata_dir = \"data\"\ntrusted_keys = [\"ops.pub\"]\npeers = [\"127.0.0.1:7402\"]\n[runtime]\nmax_instances = 16\n",
+            "fleet = \"prod\"\nlisten = \"127.0.0.1:7401\"\nhttp = \"127.0.0.1:8401\"\ndata_dir = \"data\"\ntrusted_keys = [\"ops.pub\"]\ncontacts = [\"127.0.0.1:7402\"]\n[runtime]\nmax_instances = 16\n",
         )
         .unwrap();
         let c = AgentConfig::load(&p).unwrap();
@@ -244,7 +322,7 @@ mod tests {
     fn the_shipped_example_config_parses_with_its_mesh_section() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
         let c = AgentConfig::load(&p).unwrap();
-        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.contacts.len(), 2);
         assert_eq!(c.mesh, MeshConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.trial, TrialConfig::default());
@@ -281,5 +359,58 @@ mod tests {
                 .to_string()
                 .contains("--trusted-key")
         );
+    }
+
+    #[test]
+    fn each_invalid_value_is_named_by_its_key() {
+        let ok = || {
+            let mut c = AgentConfig::with_data_dir("d".into());
+            c.trusted_keys = vec!["ops.pub".into()];
+            c
+        };
+        ok().validate().unwrap();
+        let cases: Vec<(&str, Box<dyn Fn(&mut AgentConfig)>)> = vec![
+            ("fleet", Box::new(|c| c.fleet.clear())),
+            ("log_format", Box::new(|c| c.log_format = "xml".into())),
+            ("mesh.active_size", Box::new(|c| c.mesh.active_size = 0)),
+            ("mesh.join_contacts", Box::new(|c| c.mesh.join_contacts = 0)),
+            ("mesh.shuffle_ms", Box::new(|c| c.mesh.shuffle_ms = 5)),
+            (
+                "mesh.anti_entropy_ms",
+                Box::new(|c| c.mesh.anti_entropy_ms = 0),
+            ),
+            (
+                "mesh.chunk_timeout_ms",
+                Box::new(|c| c.mesh.chunk_timeout_ms = 99),
+            ),
+            (
+                "trial.max_error_rate",
+                Box::new(|c| c.trial.max_error_rate = 1.5),
+            ),
+        ];
+        for (key, break_it) in cases {
+            let mut c = ok();
+            break_it(&mut c);
+            let err = c.validate().unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{key}: {err}"
+            );
+            assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn mesh_defaults_are_the_protocols() {
+        let mut node = fleetcast_protocol::NodeConfig::new(
+            fleetcast_protocol::NodeId([1; 32]),
+            fleetcast_protocol::TrustPolicy {
+                fleet: "f".into(),
+                keys: vec![],
+            },
+        );
+        let before = format!("{node:?}");
+        MeshConfig::default().apply(&mut node);
+        assert_eq!(format!("{node:?}"), before);
     }
 }

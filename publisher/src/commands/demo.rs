@@ -46,7 +46,7 @@ fn step(msg: &str) {
     println!("\n== {msg}");
 }
 
-async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -> Result<Agent> {
+async fn spawn_agent(bin: &Path, dir: &Path, name: &str, contacts: &[SocketAddr]) -> Result<Agent> {
     let data_dir = dir.join(name);
     // Each agent's log goes to <demo dir>/<name>.log (kept with --keep; the level is
     // FLEETCAST_DEMO_LOG, default warn).
@@ -78,8 +78,8 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, peers: &[SocketAddr]) -
             std::env::var("FLEETCAST_DEMO_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .kill_on_drop(true);
-    for p in peers {
-        cmd.arg("--peer").arg(p.to_string());
+    for p in contacts {
+        cmd.arg("--contact").arg(p.to_string());
     }
     let mut child = cmd
         .spawn()

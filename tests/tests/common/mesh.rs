@@ -163,7 +163,7 @@ impl Mesh {
         cfg.listen = listen.unwrap_or_else(|| "127.0.0.1:0".parse().expect("valid"));
         cfg.http = "127.0.0.1:0".parse().expect("valid");
         cfg.trusted_keys = vec![self.dir.path().join("ops.pub")];
-        cfg.peers = peers;
+        cfg.contacts = peers;
         cfg.mesh = self.opts.mesh.clone();
         cfg.admin.listen = None;
         let link = self.opts.link.clone().map(|mut l| {

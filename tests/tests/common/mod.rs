@@ -65,7 +65,7 @@ impl Fleet {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.http = "127.0.0.1:0".parse().unwrap();
         cfg.trusted_keys = vec![self.dir.path().join("ops.pub")];
-        cfg.peers = peers;
+        cfg.contacts = peers;
         cfg.runtime.max_instances = 32;
         cfg.admin.listen = Some("127.0.0.1:0".parse().unwrap());
         cfg
