@@ -18,6 +18,7 @@
 pub mod head;
 pub mod membership;
 pub mod node;
+pub mod peer;
 pub mod release;
 pub mod rng;
 pub mod scenario;

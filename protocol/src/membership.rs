@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::node::Peer;
+use crate::peer::Peer;
 use crate::rng::Rng;
 use crate::wire::{MAX_PEERS_PER_MESSAGE, Message, NodeId, PeerInfo};
 

@@ -29,7 +29,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::head::{SignedHead, TrustPolicy};
-use crate::node::{AppRecord, Event, Input, Node, NodeConfig, Output};
+use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::bits_full;
@@ -89,7 +89,7 @@ enum Delivery {
         conn: Conn,
     },
     DialFailed(SocketAddr),
-    Activated(AppName, u64, Result<(), String>),
+    Activated(AppName, u64, Result<(), ActivationError>),
     Timer,
 }
 
@@ -867,9 +867,13 @@ impl Sim {
             "safety (seed {}): node {id} asked to activate content that is not the signed release",
             self.cfg.seed
         );
+        let refused = || ActivationError::Refused {
+            stage: "compile".into(),
+            reason: "not a component".into(),
+        };
         let result = match (a.content.as_deref(), canonical.as_ref()) {
-            (Some(c), _) if !(self.accepts)(c) => Err("not a component".to_string()),
-            (None, Some(c)) if !(self.accepts)(c) => Err("not a component".to_string()),
+            (Some(c), _) if !(self.accepts)(c) => Err(refused()),
+            (None, Some(c)) if !(self.accepts)(c) => Err(refused()),
             _ => {
                 if let Some(r) = n.disk.records.get(&h.app) {
                     assert!(

@@ -654,7 +654,7 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
         Input::Activated {
             app: shop(),
             seq: 1,
-            result: Err("cancelled: superseded by a newer head".into()),
+            result: Err(crate::node::ActivationError::Cancelled),
         },
     );
     let st = node.status();

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::node::Peer;
+use crate::peer::Peer;
 use crate::release::{Digest, Release};
 use crate::rng::Rng;
 use crate::wire::{Message, Payload};
