@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use crate::peer::Peer;
 use crate::rng::Rng;
-use crate::wire::{MAX_PEERS_PER_MESSAGE, Message, NodeId, PeerInfo};
+use crate::wire::{MAX_PEERS_PER_MESSAGE, MembershipMsg, NodeId, PeerInfo};
 
 /// HyParView tuning.
 #[derive(Clone, Debug)]
@@ -115,7 +115,7 @@ struct Link {
 /// What the membership layer asks of the node.
 #[derive(Debug, PartialEq)]
 pub enum MOut<P> {
-    Send(P, Message),
+    Send(P, MembershipMsg),
     Dial(SocketAddr),
     Disconnect(P, String),
     /// `P` entered the active view.
@@ -245,7 +245,7 @@ impl<P: Peer> Membership<P> {
             return;
         }
         self.set_role(p, Role::Asking);
-        let msg = Message::Neighbor {
+        let msg = MembershipMsg::Neighbor {
             high_priority: true,
             addr: self.cfg.advertise,
         };
@@ -392,7 +392,7 @@ impl<P: Peer> Membership<P> {
             Some(Intent::Join) => {
                 self.add_active(rng, p);
                 self.out
-                    .push_back(MOut::Send(p, Message::Join { addr: advertise }));
+                    .push_back(MOut::Send(p, MembershipMsg::Join { addr: advertise }));
             }
             Some(Intent::Neighbor { high }) => {
                 if self.active.len() >= self.cfg.active_size && !high {
@@ -401,7 +401,7 @@ impl<P: Peer> Membership<P> {
                     return;
                 }
                 self.set_role(p, Role::Asking);
-                let msg = Message::Neighbor {
+                let msg = MembershipMsg::Neighbor {
                     high_priority: high,
                     addr: advertise,
                 };
@@ -412,7 +412,7 @@ impl<P: Peer> Membership<P> {
                 self.set_role(p, Role::Probe { expires });
                 self.out.push_back(MOut::Probe(p));
                 if self.active.len() < self.cfg.active_size {
-                    let msg = Message::Neighbor {
+                    let msg = MembershipMsg::Neighbor {
                         high_priority: self.active.is_empty(),
                         addr: advertise,
                     };
@@ -456,17 +456,18 @@ impl<P: Peer> Membership<P> {
         self.refill(now, rng);
     }
 
-    /// Handles a membership message; returns it back if it is not one.
-    pub fn on_message(
-        &mut self,
-        now: Instant,
-        rng: &mut Rng,
-        p: P,
-        msg: Message,
-    ) -> Option<Message> {
-        let link = self.links.get(&p).cloned()?;
+    /// Whether `p` is a link this layer knows (a message from any other peer is dropped).
+    pub fn is_linked(&self, p: P) -> bool {
+        self.links.contains_key(&p)
+    }
+
+    /// Handles a membership message from `p` (dropped unless `p` is a link).
+    pub fn on_message(&mut self, now: Instant, rng: &mut Rng, p: P, msg: MembershipMsg) {
+        let Some(link) = self.links.get(&p).cloned() else {
+            return;
+        };
         match msg {
-            Message::Join { addr } => {
+            MembershipMsg::Join { addr } => {
                 let addr = addr.unwrap_or(link.addr);
                 self.links.get_mut(&p).expect("exists").addr = addr;
                 self.add_active(rng, p);
@@ -477,18 +478,18 @@ impl<P: Peer> Membership<P> {
                 let ttl = self.cfg.arwl;
                 for q in self.active.clone() {
                     if q != p {
-                        let msg = Message::ForwardJoin { peer: info, ttl };
+                        let msg = MembershipMsg::ForwardJoin { peer: info, ttl };
                         self.out.push_back(MOut::Send(q, msg));
                     }
                 }
             }
-            Message::ForwardJoin { peer, ttl } => {
+            MembershipMsg::ForwardJoin { peer, ttl } => {
                 if peer.node == self.me {
-                    return None;
+                    return;
                 }
                 if ttl == 0 || self.active.len() <= 1 {
                     self.take_in(now, peer);
-                    return None;
+                    return;
                 }
                 if ttl == self.cfg.prwl {
                     self.add_passive(rng, peer);
@@ -496,13 +497,13 @@ impl<P: Peer> Membership<P> {
                 let others: Vec<P> = self.active.iter().copied().filter(|q| *q != p).collect();
                 match rng.pick(&others) {
                     Some(q) => {
-                        let msg = Message::ForwardJoin { peer, ttl: ttl - 1 };
+                        let msg = MembershipMsg::ForwardJoin { peer, ttl: ttl - 1 };
                         self.out.push_back(MOut::Send(*q, msg));
                     }
                     None => self.take_in(now, peer),
                 }
             }
-            Message::Neighbor {
+            MembershipMsg::Neighbor {
                 high_priority,
                 addr,
             } => {
@@ -516,9 +517,9 @@ impl<P: Peer> Membership<P> {
                     self.add_active(rng, p);
                 }
                 self.out
-                    .push_back(MOut::Send(p, Message::NeighborReply { accepted }));
+                    .push_back(MOut::Send(p, MembershipMsg::NeighborReply { accepted }));
             }
-            Message::NeighborReply { accepted } => {
+            MembershipMsg::NeighborReply { accepted } => {
                 if accepted {
                     self.add_active(rng, p);
                 } else if link.role == Role::Asking {
@@ -529,20 +530,18 @@ impl<P: Peer> Membership<P> {
                         .push_back(MOut::Disconnect(p, "neighbour request declined".into()));
                 }
             }
-            Message::Shuffle { peers } => {
+            MembershipMsg::Shuffle { peers } => {
                 let n = peers.len().min(MAX_PEERS_PER_MESSAGE);
                 let reply = rng.sample(&self.passive, n);
                 self.out
-                    .push_back(MOut::Send(p, Message::ShuffleReply { peers: reply }));
+                    .push_back(MOut::Send(p, MembershipMsg::ShuffleReply { peers: reply }));
                 self.integrate(rng, &peers[..n]);
             }
-            Message::ShuffleReply { peers } => {
+            MembershipMsg::ShuffleReply { peers } => {
                 let n = peers.len().min(MAX_PEERS_PER_MESSAGE);
                 self.integrate(rng, &peers[..n]);
             }
-            other => return Some(other),
         }
-        None
     }
 
     /// A walk ended here: take `peer` into the active view.
@@ -555,7 +554,7 @@ impl<P: Peer> Membership<P> {
                 return; // already a neighbour, or being asked
             }
             let q = *q;
-            let msg = Message::Neighbor {
+            let msg = MembershipMsg::Neighbor {
                 high_priority: true,
                 addr: self.cfg.advertise,
             };
@@ -607,7 +606,7 @@ impl<P: Peer> Membership<P> {
         peers.extend(rng.sample(&self.passive, self.cfg.shuffle_passive));
         peers.retain(|i| Some(i.node) != self.node_of(q));
         self.out
-            .push_back(MOut::Send(q, Message::Shuffle { peers }));
+            .push_back(MOut::Send(q, MembershipMsg::Shuffle { peers }));
     }
 
     fn probe(&mut self, now: Instant, rng: &mut Rng) {

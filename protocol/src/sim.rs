@@ -33,7 +33,7 @@ use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Ou
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::bits_full;
-use crate::wire::{Message, NodeId, Payload, Tally};
+use crate::wire::{BroadcastMsg, ContentMsg, Message, NodeId, Payload, Tally, TallyMsg};
 
 /// A simulated node id.
 pub type Id = usize;
@@ -323,11 +323,13 @@ impl Sim {
         self.payloads.insert(k, d);
     }
 
-    /// Message size on the wire (postcard; chunks computed without copying them).
+    /// Message size on the wire: a chunk is its data plus a fixed envelope, anything else its
+    /// postcard encoding plus a frame header ([`crate::wire::encoded_len`]: no framing, no
+    /// copy).
     fn size_of(msg: &Message) -> usize {
         match msg {
-            Message::Chunk { data, .. } => data.len() + 48,
-            m => crate::wire::encode(m).map_or(64, |b| b.len()) + 8,
+            Message::Content(ContentMsg::Chunk { data, .. }) => data.len() + 48,
+            m => crate::wire::encoded_len(m) + 8,
         }
     }
 
@@ -488,16 +490,14 @@ impl Sim {
             },
         );
         self.now += lat; // the push follows the handshake
-        self.transmit(PUBLISHER, conn, Message::Head(Box::new(head)));
-        self.transmit(
-            PUBLISHER,
-            conn,
-            Message::Have {
-                digest,
-                bits: bits_full(n),
-                want: false,
-            },
-        );
+        let push = BroadcastMsg::Head(Box::new(head));
+        self.transmit(PUBLISHER, conn, push.into());
+        let have = ContentMsg::Have {
+            digest,
+            bits: bits_full(n),
+            want: false,
+        };
+        self.transmit(PUBLISHER, conn, have.into());
         self.now -= lat;
     }
 
@@ -600,7 +600,7 @@ impl Sim {
                 if msg.is_payload() {
                     self.traffic.payload += Self::size_of(&msg) as u64 - 48;
                 }
-                if matches!(msg, Message::Tally(_)) {
+                if matches!(msg, Message::Tally(TallyMsg::Subtree(_))) {
                     self.traffic.tallies += 1;
                 }
                 Input::Message(conn, msg)
@@ -646,23 +646,23 @@ impl Sim {
 
     fn publisher_receive(&mut self, conn: Conn, msg: Message) {
         match msg {
-            Message::GetChunk { digest, index } => {
+            Message::Content(ContentMsg::GetChunk { digest, index }) => {
                 let reply = match self.publisher.content.get(&digest) {
                     Some(c) => {
                         let cs = self.chunk_size_of(&digest);
                         let start = (index as usize * cs).min(c.len());
                         let end = (start + cs).min(c.len());
-                        Message::Chunk {
+                        ContentMsg::Chunk {
                             digest,
                             index,
                             data: Payload(c.0.slice(start..end)),
                         }
                     }
-                    None => Message::NoChunk { digest, index },
+                    None => ContentMsg::NoChunk { digest, index },
                 };
-                self.transmit(PUBLISHER, conn, reply);
+                self.transmit(PUBLISHER, conn, reply.into());
             }
-            Message::Tally(t) => {
+            Message::Tally(TallyMsg::Subtree(t)) => {
                 if let Some(app) = t.app.clone() {
                     let e = self.publisher.tallies.entry((app, t.seq)).or_default();
                     if e.version < t.version || e.app.is_none() {
@@ -697,15 +697,15 @@ impl Sim {
                             let cs = self.chunk_size_of(&digest);
                             let start = (index as usize * cs).min(c.len());
                             let end = (start + cs).min(c.len());
-                            Message::Chunk {
+                            ContentMsg::Chunk {
                                 digest,
                                 index,
                                 data: Payload(c.0.slice(start..end)),
                             }
                         }
-                        _ => Message::NoChunk { digest, index },
+                        _ => ContentMsg::NoChunk { digest, index },
                     };
-                    self.send_from(id, to, msg);
+                    self.send_from(id, to, msg.into());
                 }
                 Output::Activate(a) => self.activate(id, *a),
                 // A simulated compile is not interrupted: it completes and reports as usual.
@@ -780,15 +780,17 @@ impl Sim {
     fn send_from(&mut self, id: Id, conn: Conn, msg: Message) {
         let n = self.nodes.get_mut(&id).expect("sender exists");
         let msg = match msg {
-            Message::Chunk { .. } | Message::NoChunk { .. } if n.faults.silent_chunks => {
+            Message::Content(ContentMsg::Chunk { .. } | ContentMsg::NoChunk { .. })
+                if n.faults.silent_chunks =>
+            {
                 n.requests_ignored += 1;
                 return;
             }
-            Message::Chunk {
+            Message::Content(ContentMsg::Chunk {
                 digest,
                 index,
                 data,
-            } => {
+            }) => {
                 n.chunks_served += 1;
                 let data = if n.faults.corrupt_chunks {
                     let mut bad = data.to_vec();
@@ -799,11 +801,12 @@ impl Sim {
                 } else {
                     data
                 };
-                Message::Chunk {
+                ContentMsg::Chunk {
                     digest,
                     index,
                     data,
                 }
+                .into()
             }
             m => m,
         };

@@ -19,7 +19,7 @@ use crate::membership::Membership;
 use crate::peer::Peer;
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
-use crate::wire::{Announce, Message};
+use crate::wire::{Announce, BroadcastMsg};
 
 use super::AppRecord;
 use super::io::Outbox;
@@ -187,7 +187,7 @@ impl<P: Peer> Broadcast<P> {
     pub fn prune(&mut self, from: P, out: &mut Outbox<P>) {
         if self.eager.remove(&from) {
             self.lazy.insert(from);
-            out.send(from, Message::Prune);
+            out.send(from, BroadcastMsg::Prune);
         }
     }
 
@@ -212,7 +212,7 @@ impl<P: Peer> Broadcast<P> {
         if let Some(h) = self.heads.get(app)
             && h.id == id
         {
-            let msg = Message::Gossip {
+            let msg = BroadcastMsg::Gossip {
                 head: Box::new(h.head.clone()),
                 round: h.round,
             };
@@ -285,7 +285,7 @@ impl<P: Peer> Broadcast<P> {
     /// eager links, `IHave` to the lazy ones, except back to `from`.
     pub fn relay(&self, from: P, sh: &SignedHead, round: u16, out: &mut Outbox<P>) {
         for &p in self.eager.iter().filter(|p| **p != from) {
-            let msg = Message::Gossip {
+            let msg = BroadcastMsg::Gossip {
                 head: Box::new(sh.clone()),
                 round,
             };
@@ -298,7 +298,7 @@ impl<P: Peer> Broadcast<P> {
             round,
         };
         for &p in self.lazy.iter().filter(|p| **p != from) {
-            out.send(p, Message::IHave(vec![ann.clone()]));
+            out.send(p, BroadcastMsg::IHave(vec![ann.clone()]));
         }
     }
 
@@ -336,7 +336,7 @@ impl<P: Peer> Broadcast<P> {
                 .get(a)
                 .filter(|h| h.seq() == r.head.head.seq)
                 .map_or(0, |h| h.round);
-            let msg = Message::Gossip {
+            let msg = BroadcastMsg::Gossip {
                 head: Box::new(r.head.clone()),
                 round,
             };
@@ -364,7 +364,7 @@ impl<P: Peer> Broadcast<P> {
             match m.announcers.pop_front() {
                 Some(p) => {
                     m.at = now + self.ihave_timeout;
-                    let msg = Message::Graft {
+                    let msg = BroadcastMsg::Graft {
                         app: m.app.clone(),
                         seq: m.seq,
                         id,

@@ -16,7 +16,7 @@ use crate::peer::Peer;
 use crate::release::{Digest, MAX_CHUNKS, Release, ReleaseError};
 use crate::rng::Rng;
 use crate::swarm::{ChunkOutcome, SwarmConfig, Transfer, bits_full, bits_set};
-use crate::wire::{Message, Payload};
+use crate::wire::{ContentMsg, Payload};
 
 use super::io::{Outbox, Output};
 
@@ -95,7 +95,7 @@ impl<P: Peer> Content<P> {
     ) {
         if let Some(t) = self.transfers.get_mut(&digest) {
             if t.on_have(from, &bits, want) {
-                let msg = Message::Have {
+                let msg = ContentMsg::Have {
                     digest,
                     bits: t.bits(),
                     want: !t.is_complete(),
@@ -105,7 +105,7 @@ impl<P: Peer> Content<P> {
             self.pump(now, rng, digest, out);
         } else if let Some(&n) = self.blobs.get(&digest) {
             if want {
-                let msg = Message::Have {
+                let msg = ContentMsg::Have {
                     digest,
                     bits: bits_full(n),
                     want: false,
@@ -159,7 +159,7 @@ impl<P: Peer> Content<P> {
         let Some(t) = self.transfers.get_mut(&digest) else {
             if data.is_some() {
                 // Acknowledge, so the sender's upload slot frees.
-                out.send(from, Message::HaveChunk { digest, index });
+                out.send(from, ContentMsg::HaveChunk { digest, index });
             }
             return Received::Nothing;
         };
@@ -167,7 +167,7 @@ impl<P: Peer> Content<P> {
         let outcome = t.on_chunk(from, index, data);
         if got && !matches!(outcome, ChunkOutcome::Bad(_)) {
             // Acknowledge, so the sender's upload slot frees.
-            out.send(from, Message::HaveChunk { digest, index });
+            out.send(from, ContentMsg::HaveChunk { digest, index });
         }
         let received = match outcome {
             ChunkOutcome::Ignored | ChunkOutcome::Refused => Received::Nothing,
@@ -178,7 +178,7 @@ impl<P: Peer> Content<P> {
             }
             ChunkOutcome::Kept { done } => {
                 for p in t.announce_to(index) {
-                    out.send(p, Message::HaveChunk { digest, index });
+                    out.send(p, ContentMsg::HaveChunk { digest, index });
                 }
                 if done {
                     return Received::Complete;
@@ -214,7 +214,7 @@ impl<P: Peer> Content<P> {
         };
         let bits = t.bits();
         for &p in to {
-            let msg = Message::Have {
+            let msg = ContentMsg::Have {
                 digest,
                 bits: bits.clone(),
                 want: true,
@@ -227,7 +227,7 @@ impl<P: Peer> Content<P> {
     /// hear of the chunks it gets (a new or renewed neighbour may serve them).
     pub fn announce_wants(&self, to: P, out: &mut Outbox<P>) {
         for t in self.transfers.values().filter(|t| !t.is_complete()) {
-            let msg = Message::Have {
+            let msg = ContentMsg::Have {
                 digest: t.digest(),
                 bits: t.bits(),
                 want: true,

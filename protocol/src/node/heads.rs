@@ -11,7 +11,7 @@ use std::time::Instant;
 use crate::head::{HeadError, SignedHead};
 use crate::peer::Peer;
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{Message, Outcome, Tally};
+use crate::wire::{Message, Outcome, Tally, TallyMsg};
 
 use super::Node;
 use super::activation::{Superseded, truncate};
@@ -102,7 +102,7 @@ impl<P: Peer> Node<P> {
                     ..Tally::default()
                 };
                 self.out.send(from, Message::Report(report));
-                self.out.send(from, Message::Tally(tally));
+                self.out.send(from, TallyMsg::Subtree(tally));
             }
         }
     }

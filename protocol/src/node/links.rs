@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::membership::MOut;
 use crate::peer::Peer;
 use crate::release::AppName;
-use crate::wire::Message;
+use crate::wire::BroadcastMsg;
 
 use super::Node;
 use super::broadcast::MAX_SUMMARY;
@@ -38,7 +38,7 @@ impl<P: Peer> Node<P> {
                     // whose tally parent is gone may re-parent to it.
                     let anns = self.tally.announces();
                     if !anns.is_empty() {
-                        self.out.send(p, Message::IHave(anns));
+                        self.out.send(p, BroadcastMsg::IHave(anns));
                     }
                     self.content.announce_wants(p, &mut self.out);
                 }
@@ -85,7 +85,7 @@ impl<P: Peer> Node<P> {
 
     pub(super) fn send_summary(&mut self, to: P, reply: bool) {
         let heads = self.broadcast.seen_seqs(self.activation.records());
-        self.out.send(to, Message::Summary { heads, reply });
+        self.out.send(to, BroadcastMsg::Summary { heads, reply });
     }
 
     /// A neighbour's summary: bridge a split overlay, push it the heads it lacks, ask back for

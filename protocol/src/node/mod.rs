@@ -37,7 +37,9 @@ use crate::membership::{Membership, MembershipConfig};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::SwarmConfig;
-use crate::wire::{AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Tally};
+use crate::wire::{
+    AppStatus, BroadcastMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus, Tally, TallyMsg,
+};
 
 mod activation;
 mod broadcast;
@@ -272,7 +274,8 @@ impl<P: Peer> Node<P> {
                 self.drain_members(now);
             }
             Input::Message(p, msg) => {
-                if let Some(msg) = self.members.on_message(now, &mut self.rng, p, msg) {
+                // A message from a peer that is not (or no longer) a link is dropped.
+                if self.members.is_linked(p) {
                     self.on_message(now, p, msg);
                 }
                 self.drain_members(now);
@@ -326,14 +329,33 @@ impl<P: Peer> Node<P> {
             .on_timeout(now, &self.members, eager, &mut self.out);
     }
 
-    /// A message for the node's layers (membership took its own already).
+    /// A message from link `from`, to the layer it is for.
     fn on_message(&mut self, now: Instant, from: P, msg: Message) {
-        let out = &mut self.out;
         match msg {
-            Message::Summary { heads, reply } => self.on_summary(now, from, heads, reply),
-            Message::Head(sh) => self.on_head(now, from, *sh, None),
-            Message::Gossip { head, round } => self.on_head(now, from, *head, Some(round)),
-            Message::IHave(anns) => {
+            Message::Membership(m) => self.members.on_message(now, &mut self.rng, from, m),
+            Message::Broadcast(m) => self.on_broadcast(now, from, m),
+            Message::Content(m) => self.on_content(now, from, m),
+            Message::Tally(TallyMsg::Subtree(t)) => self.tally.on_tally(now, from, t),
+            Message::Tally(TallyMsg::Fleet { tally, version }) => {
+                let eager = self.broadcast.eager();
+                let out = &mut self.out;
+                self.tally.on_fleet_tally(from, tally, version, eager, out);
+            }
+            Message::Report(r) => self.activation.on_report(r),
+            Message::StatusRequest => {
+                let status = self.status();
+                self.out.send(from, Message::Status(Box::new(status)));
+            }
+            Message::Status(_) => {}
+        }
+    }
+
+    fn on_broadcast(&mut self, now: Instant, from: P, msg: BroadcastMsg) {
+        match msg {
+            BroadcastMsg::Summary { heads, reply } => self.on_summary(now, from, heads, reply),
+            BroadcastMsg::Head(sh) => self.on_head(now, from, *sh, None),
+            BroadcastMsg::Gossip { head, round } => self.on_head(now, from, *head, Some(round)),
+            BroadcastMsg::IHave(anns) => {
                 let acts = &self.activation;
                 let offers = self
                     .broadcast
@@ -342,47 +364,37 @@ impl<P: Peer> Node<P> {
                     self.tally.on_offer(now, &app, from, round);
                 }
             }
-            Message::Graft { app, id, .. } => {
+            BroadcastMsg::Graft { app, id, .. } => {
                 let active = self.members.is_active(from);
-                self.broadcast.on_graft(from, &app, id, active, out);
+                self.broadcast
+                    .on_graft(from, &app, id, active, &mut self.out);
             }
-            Message::Prune => self.broadcast.on_prune(from),
-            Message::Have { digest, bits, want } => {
+            BroadcastMsg::Prune => self.broadcast.on_prune(from),
+        }
+    }
+
+    fn on_content(&mut self, now: Instant, from: P, msg: ContentMsg) {
+        let out = &mut self.out;
+        match msg {
+            ContentMsg::Have { digest, bits, want } => {
                 self.content
                     .on_have(now, &mut self.rng, from, digest, bits, want, out)
             }
-            Message::HaveChunk { digest, index } => {
+            ContentMsg::HaveChunk { digest, index } => {
                 self.serve.ack(now, from, digest, index, &self.content, out);
                 self.content
                     .on_have_chunk(now, &mut self.rng, from, digest, index, out);
             }
-            Message::GetChunk { digest, index } => {
+            ContentMsg::GetChunk { digest, index } => {
                 self.serve
                     .on_get_chunk(now, from, digest, index, &self.content, out)
             }
-            Message::Chunk {
+            ContentMsg::Chunk {
                 digest,
                 index,
                 data,
             } => self.on_chunk(now, from, digest, index, Some(data)),
-            Message::NoChunk { digest, index } => self.on_chunk(now, from, digest, index, None),
-            Message::Tally(t) => self.tally.on_tally(now, from, t),
-            Message::FleetTally { tally, version } => {
-                let eager = self.broadcast.eager();
-                self.tally.on_fleet_tally(from, tally, version, eager, out);
-            }
-            Message::Report(r) => self.activation.on_report(r),
-            Message::StatusRequest => {
-                let status = self.status();
-                self.out.send(from, Message::Status(Box::new(status)));
-            }
-            Message::Status(_)
-            | Message::Join { .. }
-            | Message::ForwardJoin { .. }
-            | Message::Neighbor { .. }
-            | Message::NeighborReply { .. }
-            | Message::Shuffle { .. }
-            | Message::ShuffleReply { .. } => {}
+            ContentMsg::NoChunk { digest, index } => self.on_chunk(now, from, digest, index, None),
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::peer::Peer;
 use crate::release::Digest;
-use crate::wire::Message;
+use crate::wire::ContentMsg;
 
 use super::content::Content;
 use super::io::{Outbox, Output};
@@ -77,7 +77,7 @@ impl<P: Peer> ServeQueue<P> {
             .iter()
             .any(|q| q.to == from && q.digest == digest && q.index == index);
         if !content.can_serve(&digest, index) || queued >= MAX_QUEUED_PER_PEER {
-            out.send(from, Message::NoChunk { digest, index });
+            out.send(from, ContentMsg::NoChunk { digest, index });
             return;
         }
         if !dup {
@@ -125,10 +125,10 @@ impl<P: Peer> ServeQueue<P> {
         } else {
             // Cut-through: a verified chunk of a transfer in progress can be served already.
             let Some(data) = content.verified(&digest, index).cloned() else {
-                out.send(to, Message::NoChunk { digest, index });
+                out.send(to, ContentMsg::NoChunk { digest, index });
                 return;
             };
-            let msg = Message::Chunk {
+            let msg = ContentMsg::Chunk {
                 digest,
                 index,
                 data,

@@ -20,7 +20,9 @@ use crate::head::SignedHead;
 use crate::membership::Membership;
 use crate::peer::Peer;
 use crate::release::{AppName, Digest};
-use crate::wire::{Announce, MAX_TALLY_SAMPLES, Message, NodeId, Report, Tally};
+use crate::wire::{
+    Announce, BroadcastMsg, MAX_TALLY_SAMPLES, Message, NodeId, Report, Tally, TallyMsg,
+};
 
 use super::io::Outbox;
 
@@ -273,7 +275,7 @@ impl<P: Peer> Tallies<P> {
             }
             if let Some(tally) = h.fleet.clone() {
                 let version = h.fleet_version;
-                out.send(to, Message::FleetTally { tally, version });
+                out.send(to, TallyMsg::Fleet { tally, version });
             }
         }
     }
@@ -496,12 +498,12 @@ impl<P: Peer> Tallies<P> {
         }
         for ann in announce {
             for &p in members.active() {
-                out.send(p, Message::IHave(vec![ann.clone()]));
+                out.send(p, BroadcastMsg::IHave(vec![ann.clone()]));
             }
         }
         for (o, mut t) in retract {
             t.version = self.next_version();
-            out.send(o, Message::Tally(t));
+            out.send(o, TallyMsg::Subtree(t));
         }
         if !sends.is_empty() {
             self.refill(now);
@@ -509,7 +511,7 @@ impl<P: Peer> Tallies<P> {
         }
         for (u, mut t) in sends {
             t.version = self.next_version();
-            out.send(u, Message::Tally(t));
+            out.send(u, TallyMsg::Subtree(t));
         }
         if waiting {
             self.next_tally = Some(now + POISON_HOLD.min(self.interval * 10));
@@ -543,7 +545,7 @@ fn send_fleet_down<P: Peer>(
     out: &mut Outbox<P>,
 ) {
     for &p in eager.iter().filter(|p| Some(**p) != from) {
-        let msg = Message::FleetTally {
+        let msg = TallyMsg::Fleet {
             tally: t.clone(),
             version,
         };
