@@ -1,4 +1,6 @@
-//! Wire messages: the one versioned message enum every fleetcast peer speaks.
+//! Wire messages: the one versioned message enum every fleetcast peer speaks, nested per
+//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], and the status
+//! messages for clients), so each layer handles its own enum and no layer lists another's.
 //!
 //! **API Boundary.** These are the only serde types that cross the network. Each message travels
 //! as one frame (`u32` big-endian length, then the postcard encoding) on its own QUIC stream; a

@@ -21,6 +21,7 @@ use crate::wire::{ContentMsg, Payload};
 mod activation;
 mod broadcast;
 mod content;
+mod links;
 mod serve;
 mod tally;
 
@@ -350,7 +351,11 @@ impl Net {
     }
 
     pub fn run(&mut self) {
-        while self.step() {}
+        let mut steps = 0;
+        while self.step() {
+            steps += 1;
+            assert!(steps < 100_000, "no quiet point: the nodes loop");
+        }
     }
 
     /// Moves the clock by `d`, firing every node's timers due on the way (in time order).
