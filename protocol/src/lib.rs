@@ -6,11 +6,15 @@
 //!
 //! - [`release`]: what a component is (app, version, digest, size, chunk map).
 //! - [`head`]: the signed statement that moves an app, and its verification rules.
-//! - [`wire`]: the message enum peers exchange and its framing limits.
+//! - [`wire`]: the messages peers exchange, nested per layer ([`wire::MembershipMsg`],
+//!   [`wire::BroadcastMsg`], [`wire::ContentMsg`], [`wire::TallyMsg`]), and their framing
+//!   limits.
+//! - [`peer`]: the peer handle trait every layer names peers by (no layer imports another).
 //! - [`membership`]: HyParView active/passive views over the shell's connections.
 //! - [`swarm`]: chunk-level swarming transfer of one release.
-//! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`):
-//!   membership + Plumtree broadcast + swarming + anti-entropy + tallies.
+//! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`),
+//!   composing one state struct per layer: membership wiring, Plumtree broadcast +
+//!   anti-entropy, content, serving, tallies, activation; its IO types in `node::io`.
 //! - [`sim`]: the deterministic simulator (seeded; latency, bandwidth, loss, crashes, partitions).
 //!
 //! The agent (`fleetcast-agent`) and the publisher (`fleetcast`) are thin IO shells around it.
@@ -18,6 +22,7 @@
 pub mod head;
 pub mod membership;
 pub mod node;
+pub mod peer;
 pub mod release;
 pub mod rng;
 pub mod scenario;
@@ -26,10 +31,13 @@ pub mod swarm;
 pub mod wire;
 
 pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
-pub use node::{Activation, AppRecord, Event, Input, Node, NodeConfig, Output, Serving};
+pub use node::{
+    Activation, ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output, Serving,
+};
 pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError, RunPolicy};
 pub use wire::{
-    AppStatus, HistoryEntry, Message, NodeId, NodeStatus, Outcome, PeerInfo, Report, Tally,
+    AppStatus, BroadcastMsg, ContentMsg, HistoryEntry, MembershipMsg, Message, NodeId, NodeStatus,
+    Outcome, ParseNodeIdError, PeerInfo, Report, Tally, TallyMsg,
 };
 
 #[cfg(test)]

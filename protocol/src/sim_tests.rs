@@ -14,7 +14,7 @@ use crate::node::{Event, Input, Output};
 use crate::release::{AppName, Digest, Release};
 use crate::scenario::{self, Scenario, content, converged, fleet, signed};
 use crate::sim::{Id, Sim, SimConfig};
-use crate::wire::Message;
+use crate::wire::{BroadcastMsg, ContentMsg, Message};
 
 pub(crate) fn seed(default: u64) -> u64 {
     let s = std::env::var("FLEETCAST_SEED")
@@ -142,10 +142,11 @@ fn a_head_signed_by_an_untrusted_key_is_refused_and_not_relayed() {
     sim.inject(
         7,
         conn,
-        Message::Gossip {
+        BroadcastMsg::Gossip {
             head: Box::new(forged),
             round: 0,
-        },
+        }
+        .into(),
     );
     sim.run(Duration::from_secs(10));
 
@@ -186,10 +187,11 @@ fn stale_and_conflicting_heads_are_refused() {
     sim.inject(
         9,
         conn,
-        Message::Gossip {
+        BroadcastMsg::Gossip {
             head: Box::new(h1),
             round: 0,
-        },
+        }
+        .into(),
     );
     let conflict = head(2, &v1, HeadKind::Rollback);
     sim.publish(4, conflict, v1);
@@ -589,17 +591,19 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
     // The peer has the content: it answers the node's chunk requests.
     let sh = head(1, &v1, HeadKind::Release);
     let rel = sh.head.release.clone();
-    node.handle(now, Input::Message(1, Message::Head(Box::new(sh))));
+    let push = BroadcastMsg::Head(Box::new(sh));
+    node.handle(now, Input::Message(1, push.into()));
     let bits = crate::swarm::bits_full(rel.chunk_count());
     node.handle(
         now,
         Input::Message(
             1,
-            Message::Have {
+            ContentMsg::Have {
                 digest: rel.digest,
                 bits,
                 want: false,
-            },
+            }
+            .into(),
         ),
     );
     let mut activated = false;
@@ -611,7 +615,7 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
         for o in outs {
             match o {
                 Output::Send {
-                    msg: Message::GetChunk { digest, index },
+                    msg: Message::Content(ContentMsg::GetChunk { digest, index }),
                     ..
                 } => {
                     let start = index as usize * rel.chunk_size as usize;
@@ -621,11 +625,12 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
                         now,
                         Input::Message(
                             1,
-                            Message::Chunk {
+                            ContentMsg::Chunk {
                                 digest,
                                 index,
                                 data,
-                            },
+                            }
+                            .into(),
                         ),
                     );
                 }
@@ -638,7 +643,8 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
     // Two newer heads while seq 1 activates: one cancel, for seq 1.
     for (seq, body) in [(2, &v2), (3, &v3)] {
         let sh = head(seq, body, HeadKind::Release);
-        node.handle(now, Input::Message(1, Message::Head(Box::new(sh))));
+        let push = BroadcastMsg::Head(Box::new(sh));
+        node.handle(now, Input::Message(1, push.into()));
     }
     let outs = outputs(&mut node);
     let cancels: Vec<u64> = outs
@@ -654,7 +660,7 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
         Input::Activated {
             app: shop(),
             seq: 1,
-            result: Err("cancelled: superseded by a newer head".into()),
+            result: Err(crate::node::ActivationError::Cancelled),
         },
     );
     let st = node.status();

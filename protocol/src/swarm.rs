@@ -12,10 +12,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::node::Peer;
+use crate::peer::Peer;
 use crate::release::{Digest, Release};
 use crate::rng::Rng;
-use crate::wire::{Message, Payload};
+use crate::wire::{ContentMsg, Payload};
 
 /// A chunk bitmap (bit `i` of byte `i / 8`, least significant first).
 pub fn bits_get(bits: &[u8], i: u32) -> bool {
@@ -275,7 +275,7 @@ impl<P: Peer> Transfer<P> {
 
     /// Issues chunk requests up to the bounds, rarest chunk first, each to the least loaded
     /// peer that announced it.
-    pub fn pump(&mut self, now: Instant, cfg: &SwarmConfig, rng: &mut Rng) -> Vec<(P, Message)> {
+    pub fn pump(&mut self, now: Instant, cfg: &SwarmConfig, rng: &mut Rng) -> Vec<(P, ContentMsg)> {
         let mut sends = Vec::new();
         if self.missing == 0 || self.inflight.len() >= cfg.max_inflight {
             return sends;
@@ -321,7 +321,7 @@ impl<P: Peer> Transfer<P> {
             let (_, p) = best[rng.below(best.len())];
             self.peers.get_mut(&p).expect("listed").inflight += 1;
             self.inflight.insert(i, (p, deadline));
-            sends.push((p, Message::GetChunk { digest, index: i }));
+            sends.push((p, ContentMsg::GetChunk { digest, index: i }));
         }
         if starved && self.retry_at.is_none() {
             self.retry_at = Some(now + cfg.retry_after);

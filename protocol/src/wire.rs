@@ -1,4 +1,6 @@
-//! Wire messages: the one versioned message enum every fleetcast peer speaks.
+//! Wire messages: the one versioned message enum every fleetcast peer speaks, nested per
+//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], and the status
+//! messages for clients), so each layer handles its own enum and no layer lists another's.
 //!
 //! **API Boundary.** These are the only serde types that cross the network. Each message travels
 //! as one frame (`u32` big-endian length, then the postcard encoding) on its own QUIC stream; a
@@ -14,8 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::head::{HeadKind, SignedHead};
 use crate::release::{AppName, Digest, MAX_CHUNK_SIZE, Release};
 
-/// QUIC ALPN for protocol version 2 (version 2: releases carry a run policy).
-pub const ALPN: &[u8] = b"fleetcast/2";
+/// QUIC ALPN for protocol version 3 (version 2: releases carry a run policy; version 3:
+/// messages are nested per layer, [`Message`]).
+pub const ALPN: &[u8] = b"fleetcast/3";
+
+/// Versions an agent recognises only to refuse, with a reason that says to upgrade (their
+/// messages do not decode as this version's).
+pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/2"];
 
 /// Largest frame payload: one maximal chunk plus headroom for the envelope.
 pub const MAX_FRAME: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
@@ -38,13 +45,24 @@ impl NodeId {
     }
 }
 
+/// A string that is not a node id ([`NodeId`]'s `FromStr`): operator input, nothing changed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid node id {input:?}: expected 64 hex characters ({source})")]
+pub struct ParseNodeIdError {
+    /// The text that was given.
+    pub input: String,
+    pub source: hex::FromHexError,
+}
+
 impl std::str::FromStr for NodeId {
-    type Err = String;
+    type Err = ParseNodeIdError;
     /// Parses the 64-character hex form produced by `Display`.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ParseNodeIdError> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s.trim(), &mut out)
-            .map_err(|e| format!("invalid node id {s:?}: expected 64 hex characters ({e})"))?;
+        hex::decode_to_slice(s.trim(), &mut out).map_err(|source| ParseNodeIdError {
+            input: s.to_string(),
+            source,
+        })?;
         Ok(NodeId(out))
     }
 }
@@ -160,34 +178,29 @@ impl Tally {
     }
 }
 
-/// Everything peers say to each other.
+/// Everything peers say to each other: one enum per layer, each handled by that layer alone.
 ///
-/// Membership (HyParView): `Join`, `ForwardJoin`, `Neighbor`, `NeighborReply`, `Shuffle`,
-/// `ShuffleReply`. Broadcast of heads (Plumtree): `Head` (a direct push: from a publisher, or an
-/// anti-entropy repair), `Gossip` (eager push along the tree), `IHave`, `Graft`, `Prune`.
-/// Anti-entropy: `Summary`. Content (swarming): `Have`, `HaveChunk`, `GetChunk`, `Chunk`,
-/// `NoChunk`. Status: `Tally`, `FleetTally`, `Report`, `StatusRequest`, `Status`.
+/// Membership (HyParView): [`MembershipMsg`]. Broadcast of heads (Plumtree) and anti-entropy:
+/// [`BroadcastMsg`]. Content (swarming): [`ContentMsg`]. Fleet counts: [`TallyMsg`]. Status
+/// for clients and publishers: `Report`, `StatusRequest`, `Status`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Message {
-    /// The seq this node holds per app. Sent on connect and periodically to a random neighbour;
-    /// the receiver pushes the heads the sender lacks, and answers with its own summary (with
-    /// `reply` set, which is never answered) when the sender holds something newer.
-    Summary {
-        heads: Vec<(AppName, u64)>,
-        reply: bool,
-    },
-    /// A signed head pushed directly (by a publisher, or as an anti-entropy repair). The
-    /// receiver broadcasts it on as if it had entered the mesh there.
-    Head(Box<SignedHead>),
-    /// A signed head pushed along the broadcast tree; `round` is the sender's hop count from
-    /// where the head entered the mesh.
-    Gossip { head: Box<SignedHead>, round: u16 },
-    /// Lazy announcements of heads the sender holds.
-    IHave(Vec<Announce>),
-    /// "Send me that head, and keep pushing to me eagerly."
-    Graft { app: AppName, seq: u64, id: Digest },
-    /// "Stop pushing heads to me eagerly; announcements are enough."
-    Prune,
+    Membership(MembershipMsg),
+    Broadcast(BroadcastMsg),
+    Content(ContentMsg),
+    Tally(TallyMsg),
+    /// What one node did with a head (sent to the sender of a head that was refused or stale,
+    /// and to the publisher that pushed it).
+    Report(Report),
+    /// Ask for the node's status.
+    StatusRequest,
+    /// The node's status.
+    Status(Box<NodeStatus>),
+}
+
+/// Membership (HyParView) messages: joins, neighbour requests, passive-view shuffles.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum MembershipMsg {
     /// Ask to join the mesh through the receiver. `addr` is where the sender can be dialled
     /// (when absent, the address the connection came from).
     Join { addr: Option<SocketAddr> },
@@ -204,6 +217,36 @@ pub enum Message {
     Shuffle { peers: Vec<PeerInfo> },
     /// The answer to `Shuffle`.
     ShuffleReply { peers: Vec<PeerInfo> },
+}
+
+/// Broadcast of heads (Plumtree) and anti-entropy.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum BroadcastMsg {
+    /// A signed head pushed directly (by a publisher, or as an anti-entropy repair). The
+    /// receiver broadcasts it on as if it had entered the mesh there.
+    Head(Box<SignedHead>),
+    /// A signed head pushed along the broadcast tree; `round` is the sender's hop count from
+    /// where the head entered the mesh.
+    Gossip { head: Box<SignedHead>, round: u16 },
+    /// Lazy announcements of heads the sender holds.
+    IHave(Vec<Announce>),
+    /// "Send me that head, and keep pushing to me eagerly."
+    Graft { app: AppName, seq: u64, id: Digest },
+    /// "Stop pushing heads to me eagerly; announcements are enough."
+    Prune,
+    /// Anti-entropy: the seq this node holds per app. Sent on connect and periodically to a
+    /// random neighbour; the receiver pushes the heads the sender lacks, and answers with its
+    /// own summary (with `reply` set, which is never answered) when the sender holds
+    /// something newer.
+    Summary {
+        heads: Vec<(AppName, u64)>,
+        reply: bool,
+    },
+}
+
+/// Content (swarming) messages: chunk bitmaps, requests and chunks.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum ContentMsg {
     /// Which chunks of `digest` the sender holds (a bitmap, bit i = chunk i). `want`: the
     /// sender is fetching it and asks to hear of chunks as the receiver gets them.
     Have {
@@ -224,44 +267,75 @@ pub enum Message {
     },
     /// The peer does not hold that chunk.
     NoChunk { digest: Digest, index: u32 },
+}
+
+/// Fleet counts.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum TallyMsg {
     /// The sender's subtree totals for one head; flows up the broadcast tree.
-    Tally(Tally),
+    Subtree(Tally),
     /// The whole fleet's totals for one head, as counted where the head entered the mesh;
     /// flows down the broadcast tree once the count has settled (and to a neighbour in an
     /// anti-entropy exchange), so every node can say how many agents run which seq. `version`
     /// increases with each count the root sends for the head; older ones are ignored.
-    FleetTally { tally: Tally, version: u32 },
-    /// What one node did with a head (sent to the sender of a head that was refused or stale).
-    Report(Report),
-    /// Ask for the node's status.
-    StatusRequest,
-    /// The node's status.
-    Status(Box<NodeStatus>),
+    Fleet { tally: Tally, version: u32 },
+}
+
+impl From<MembershipMsg> for Message {
+    fn from(m: MembershipMsg) -> Self {
+        Message::Membership(m)
+    }
+}
+
+impl From<BroadcastMsg> for Message {
+    fn from(m: BroadcastMsg) -> Self {
+        Message::Broadcast(m)
+    }
+}
+
+impl From<ContentMsg> for Message {
+    fn from(m: ContentMsg) -> Self {
+        Message::Content(m)
+    }
+}
+
+impl From<TallyMsg> for Message {
+    fn from(m: TallyMsg) -> Self {
+        Message::Tally(m)
+    }
 }
 
 impl Message {
     /// Short name for logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::Summary { .. } => "summary",
-            Message::Head(_) => "head",
-            Message::Gossip { .. } => "gossip",
-            Message::IHave(_) => "ihave",
-            Message::Graft { .. } => "graft",
-            Message::Prune => "prune",
-            Message::Join { .. } => "join",
-            Message::ForwardJoin { .. } => "forward-join",
-            Message::Neighbor { .. } => "neighbor",
-            Message::NeighborReply { .. } => "neighbor-reply",
-            Message::Shuffle { .. } => "shuffle",
-            Message::ShuffleReply { .. } => "shuffle-reply",
-            Message::Have { .. } => "have",
-            Message::HaveChunk { .. } => "have-chunk",
-            Message::GetChunk { .. } => "get-chunk",
-            Message::Chunk { .. } => "chunk",
-            Message::NoChunk { .. } => "no-chunk",
-            Message::Tally(_) => "tally",
-            Message::FleetTally { .. } => "fleet-tally",
+            Message::Membership(m) => match m {
+                MembershipMsg::Join { .. } => "join",
+                MembershipMsg::ForwardJoin { .. } => "forward-join",
+                MembershipMsg::Neighbor { .. } => "neighbor",
+                MembershipMsg::NeighborReply { .. } => "neighbor-reply",
+                MembershipMsg::Shuffle { .. } => "shuffle",
+                MembershipMsg::ShuffleReply { .. } => "shuffle-reply",
+            },
+            Message::Broadcast(m) => match m {
+                BroadcastMsg::Head(_) => "head",
+                BroadcastMsg::Gossip { .. } => "gossip",
+                BroadcastMsg::IHave(_) => "ihave",
+                BroadcastMsg::Graft { .. } => "graft",
+                BroadcastMsg::Prune => "prune",
+                BroadcastMsg::Summary { .. } => "summary",
+            },
+            Message::Content(m) => match m {
+                ContentMsg::Have { .. } => "have",
+                ContentMsg::HaveChunk { .. } => "have-chunk",
+                ContentMsg::GetChunk { .. } => "get-chunk",
+                ContentMsg::Chunk { .. } => "chunk",
+                ContentMsg::NoChunk { .. } => "no-chunk",
+            },
+            Message::Tally(m) => match m {
+                TallyMsg::Subtree(_) => "tally",
+                TallyMsg::Fleet { .. } => "fleet-tally",
+            },
             Message::Report(_) => "report",
             Message::StatusRequest => "status-request",
             Message::Status(_) => "status",
@@ -270,7 +344,7 @@ impl Message {
 
     /// Whether this message carries release content (for traffic accounting).
     pub fn is_payload(&self) -> bool {
-        matches!(self, Message::Chunk { .. })
+        matches!(self, Message::Content(ContentMsg::Chunk { .. }))
     }
 }
 
@@ -369,7 +443,7 @@ pub struct HistoryEntry {
 pub enum WireError {
     #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: usize, max: usize },
-    #[error("frame does not decode as a fleetcast/2 message: {0}")]
+    #[error("frame does not decode as a fleetcast/3 message: {0}")]
     Undecodable(String),
 }
 
@@ -383,6 +457,13 @@ pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
         });
     }
     Ok(bytes)
+}
+
+/// The size of `msg`'s postcard encoding, computed without encoding it (the simulator's
+/// message sizes; independent of the framing in [`encode`]).
+pub fn encoded_len(msg: &Message) -> usize {
+    postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
+        .expect("every message serialises")
 }
 
 /// Decodes a frame payload. Trailing bytes are an error: a frame is exactly one message.
@@ -412,59 +493,74 @@ mod tests {
     fn messages_round_trip() {
         let sh = head("a", 3, &[1u8; 10_000]).sign(&key(1));
         let msgs = [
-            Message::Summary {
+            BroadcastMsg::Summary {
                 heads: vec![(AppName::new("a").unwrap(), 3)],
                 reply: false,
-            },
-            Message::Gossip {
+            }
+            .into(),
+            BroadcastMsg::Gossip {
                 head: Box::new(sh.clone()),
                 round: 7,
-            },
-            Message::ForwardJoin {
+            }
+            .into(),
+            MembershipMsg::ForwardJoin {
                 peer: PeerInfo {
                     node: NodeId([3; 32]),
                     addr: "127.0.0.1:9".parse().unwrap(),
                 },
                 ttl: 6,
-            },
-            Message::Have {
+            }
+            .into(),
+            ContentMsg::Have {
                 digest: sh.head.release.digest,
                 bits: vec![0b101],
                 want: true,
-            },
-            Message::Head(Box::new(sh.clone())),
-            Message::GetChunk {
+            }
+            .into(),
+            BroadcastMsg::Head(Box::new(sh.clone())).into(),
+            ContentMsg::GetChunk {
                 digest: sh.head.release.digest,
                 index: 2,
-            },
-            Message::Chunk {
+            }
+            .into(),
+            ContentMsg::Chunk {
                 digest: sh.head.release.digest,
                 index: 0,
                 data: vec![9; 4096].into(),
-            },
+            }
+            .into(),
+            TallyMsg::Fleet {
+                tally: Tally::default(),
+                version: 2,
+            }
+            .into(),
             Message::StatusRequest,
         ];
         for m in msgs {
-            assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
+            let bytes = encode(&m).unwrap();
+            assert_eq!(encoded_len(&m), bytes.len(), "{}", m.kind());
+            assert_eq!(decode(&bytes).unwrap(), m);
         }
     }
 
     #[test]
     fn oversized_frames_are_refused_both_ways() {
-        let big = Message::Chunk {
+        let big: Message = ContentMsg::Chunk {
             digest: Digest([0; 32]),
             index: 0,
             data: vec![0; MAX_FRAME].into(),
-        };
+        }
+        .into();
         assert!(matches!(encode(&big), Err(WireError::TooLarge { .. })));
         let err = decode(&vec![0u8; MAX_FRAME + 1]).unwrap_err();
         assert!(err.to_string().contains("exceeds the maximum"), "{err}");
         // A maximal chunk fits.
-        let max_chunk = Message::Chunk {
+        let max_chunk: Message = ContentMsg::Chunk {
             digest: Digest([0; 32]),
             index: u32::MAX,
             data: vec![0; MAX_CHUNK_SIZE as usize].into(),
-        };
+        }
+        .into();
         assert!(encode(&max_chunk).is_ok());
     }
 
@@ -479,9 +575,44 @@ mod tests {
         let err = decode(&bytes).unwrap_err();
         assert!(err.to_string().contains("trailing"), "{err}");
         // Truncated frames never decode.
-        let full = encode(&Message::Head(Box::new(head("a", 1, b"x").sign(&key(1))))).unwrap();
+        let push = BroadcastMsg::Head(Box::new(head("a", 1, b"x").sign(&key(1))));
+        let full = encode(&push.into()).unwrap();
         for n in 0..full.len() {
             assert!(decode(&full[..n]).is_err(), "prefix of {n} bytes decoded");
         }
+    }
+
+    #[test]
+    fn messages_are_nested_per_layer_and_named_for_logs() {
+        let prune: Message = BroadcastMsg::Prune.into();
+        assert_eq!(prune.kind(), "prune");
+        assert_eq!(
+            Message::from(TallyMsg::Subtree(Tally::default())).kind(),
+            "tally"
+        );
+        assert!(!prune.is_payload());
+        // The layer's tag comes first on the wire: an older, flat message does not decode as
+        // the same thing.
+        let bytes = encode(&prune).unwrap();
+        assert_eq!(
+            bytes,
+            vec![1, 4],
+            "broadcast is variant 1, prune its variant 4"
+        );
+        assert_eq!(ALPN, b"fleetcast/3");
+        assert!(ALPN_PREVIOUS.contains(&&b"fleetcast/2"[..]));
+    }
+
+    #[test]
+    fn node_ids_parse_from_their_display_form_only() {
+        let id = NodeId([0xab; 32]);
+        assert_eq!(id.to_string().parse::<NodeId>().unwrap(), id);
+        let err = "zz".parse::<NodeId>().unwrap_err();
+        assert_eq!(err.input, "zz");
+        assert!(
+            err.to_string()
+                .starts_with("invalid node id \"zz\": expected 64 hex characters ("),
+            "{err}"
+        );
     }
 }

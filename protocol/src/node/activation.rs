@@ -1,113 +1,286 @@
-//! Activation outcomes: asking the shell to activate a head, and what the shell reports back
-//! (activated, refused, reverted after its trial) and how it shows in status and tallies.
+//! The activation layer: the records in force per app, the head being fetched or activated
+//! per app, and what the shell reports back (activated, refused, reverted after its trial,
+//! overridden locally), as it shows in status and reports.
+//!
+//! **Invariants:** at most one activation per app is in flight (a newer head waits behind it,
+//! and the shell is asked once to cancel it); an app's record only advances on
+//! [`Input::Activated`](super::Input::Activated) `Ok` for the head being activated, so the seq
+//! in force never decreases; a failure keeps the seq held.
 
-use super::*;
+use std::collections::BTreeMap;
 
-impl<P: Peer> Node<P> {
-    pub(super) fn emit_activate(&mut self, head: SignedHead, content: Option<Vec<u8>>) {
-        let record =
-            AppRecord::advance(self.apps.get(&head.head.app), &head, self.cfg.history_limit);
-        self.out.push_back(Output::Activate(Box::new(Activation {
+use crate::head::SignedHead;
+use crate::release::{AppName, Digest, Release};
+use crate::wire::{AppStatus, MAX_REASON, NodeId, Outcome, Report};
+
+use super::AppRecord;
+use super::io::{Activation, Event, Outbox, Output, Serving};
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(super) enum Stage {
+    Fetching,
+    Activating,
+}
+
+/// The head an app is moving to.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub head: SignedHead,
+    pub stage: Stage,
+    /// A newer head that arrived while this one was activating.
+    pub next: Option<SignedHead>,
+}
+
+/// What became of a pending head when a newer one arrived.
+#[derive(Debug)]
+pub(super) enum Superseded {
+    /// Nothing was pending: start the new head.
+    Nothing,
+    /// The pending head was still fetching and is dropped (its content digest): start the
+    /// new head.
+    Dropped(Digest),
+    /// The pending head is activating: the new one waits behind it.
+    Queued,
+}
+
+/// Records and activations per app. See the module docs.
+#[derive(Debug)]
+pub(super) struct Activations {
+    me: NodeId,
+    history_limit: usize,
+    apps: BTreeMap<AppName, AppRecord>,
+    errors: BTreeMap<AppName, String>,
+    /// Apps whose serving release is not their head's (reverted, or a local override).
+    overrides: BTreeMap<AppName, Serving>,
+    pending: BTreeMap<AppName, Pending>,
+    /// The latest report per app: this node's own outcome, or a direct answer heard.
+    reports: BTreeMap<AppName, Report>,
+}
+
+impl Activations {
+    /// The records restored from disk; each counts as active here.
+    pub fn new(me: NodeId, history_limit: usize, apps: BTreeMap<AppName, AppRecord>) -> Self {
+        let mut a = Activations {
+            me,
+            history_limit,
+            apps,
+            errors: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            reports: BTreeMap::new(),
+        };
+        let restored: Vec<SignedHead> = a.apps.values().map(|r| r.head.clone()).collect();
+        for h in restored {
+            let report = a.own_report(&h, Outcome::Active);
+            a.reports.insert(h.head.app.clone(), report);
+        }
+        a
+    }
+
+    pub fn records(&self) -> &BTreeMap<AppName, AppRecord> {
+        &self.apps
+    }
+
+    /// The seq of `app`'s record in force (0: none).
+    pub fn applied(&self, app: &AppName) -> u64 {
+        self.apps.get(app).map_or(0, |r| r.head.head.seq)
+    }
+
+    /// What this node did with `sh`.
+    pub fn own_report(&self, sh: &SignedHead, outcome: Outcome) -> Report {
+        Report {
+            node: self.me,
+            app: sh.head.app.clone(),
+            seq: sh.head.seq,
+            version: sh.head.release.version.clone(),
+            digest: sh.head.release.digest,
+            outcome,
+        }
+    }
+
+    /// Whether a pending head needs content `digest`.
+    pub fn needs(&self, digest: &Digest) -> bool {
+        self.pending
+            .values()
+            .any(|p| p.head.head.release.digest == *digest)
+    }
+
+    /// A newer head `sh` for its app arrived: see [`Superseded`]. Asks the shell (once) to
+    /// cancel an activation in flight: a compile still queued or running is wasted work now.
+    pub fn supersede<P>(&mut self, sh: &SignedHead, out: &mut Outbox<P>) -> Superseded {
+        let app = sh.head.app.clone();
+        let Some(p) = self.pending.get_mut(&app) else {
+            return Superseded::Nothing;
+        };
+        if p.stage == Stage::Activating {
+            if p.next.is_none() {
+                out.push(Output::CancelActivation {
+                    app,
+                    seq: p.head.head.seq,
+                });
+            }
+            p.next = Some(sh.clone());
+            return Superseded::Queued;
+        }
+        let old = self.pending.remove(&app).expect("checked above");
+        Superseded::Dropped(old.head.head.release.digest)
+    }
+
+    /// `sh` starts: fetching its content, or (`cached`) activating it from the store at once.
+    pub fn begin<P>(&mut self, sh: SignedHead, cached: bool, out: &mut Outbox<P>) {
+        let app = sh.head.app.clone();
+        let stage = if cached {
+            self.emit_activate(sh.clone(), None, out);
+            Stage::Activating
+        } else {
+            Stage::Fetching
+        };
+        let p = Pending {
+            head: sh,
+            stage,
+            next: None,
+        };
+        self.pending.insert(app, p);
+    }
+
+    /// Apps whose pending head waits for content `digest`.
+    pub fn fetching(&self, digest: &Digest) -> Vec<AppName> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| p.stage == Stage::Fetching && p.head.head.release.digest == *digest)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// The content of `app`'s pending head arrived and verified: activate it.
+    pub fn content_ready<P>(&mut self, app: &AppName, content: Vec<u8>, out: &mut Outbox<P>) {
+        let p = self.pending.get_mut(app).expect("fetching");
+        p.stage = Stage::Activating;
+        let head = p.head.clone();
+        self.emit_activate(head, Some(content), out);
+    }
+
+    fn emit_activate<P>(
+        &mut self,
+        head: SignedHead,
+        content: Option<Vec<u8>>,
+        out: &mut Outbox<P>,
+    ) {
+        let record = AppRecord::advance(self.apps.get(&head.head.app), &head, self.history_limit);
+        out.push(Output::Activate(Box::new(Activation {
             head,
             content,
             record,
         })));
     }
 
-    pub(super) fn on_activated(
-        &mut self,
-        now: Instant,
-        app: AppName,
-        seq: u64,
-        result: Result<(), String>,
-    ) {
-        if self
-            .pending
-            .get(&app)
-            .is_none_or(|p| p.stage != Stage::Activating || p.head.head.seq != seq)
-        {
-            return;
-        }
-        let reason = result.err();
-        let Some(reason) = reason else {
-            let p = self.pending.remove(&app).expect("checked above");
-            let rel = &p.head.head.release;
-            let record = AppRecord::advance(self.apps.get(&app), &p.head, self.cfg.history_limit);
-            self.apps.insert(app.clone(), record);
-            self.blobs.insert(rel.digest, rel.chunks.len() as u32);
-            self.drop_transfer_if_unused(&rel.digest);
-            self.errors.remove(&app);
-            self.overrides.remove(&app);
-            self.event(Event::Activated {
-                app: app.clone(),
-                seq,
-                version: rel.version.clone(),
-            });
-            let report = self.own_report(&p.head, Outcome::Active);
-            self.reports.insert(app.clone(), report.clone());
-            let own = Tally {
-                active: 1,
-                ..Tally::default()
-            };
-            self.set_own(now, &app, seq, own, report);
-            if let Some(next) = p.next {
-                self.start(now, None, next);
-            }
-            return;
-        };
-        self.on_activated_err(now, app, reason);
+    /// Whether `seq` of `app` is the activation in flight.
+    pub fn is_activating(&self, app: &AppName, seq: u64) -> bool {
+        self.pending
+            .get(app)
+            .is_some_and(|p| p.stage == Stage::Activating && p.head.head.seq == seq)
     }
 
-    pub(super) fn on_activated_err(&mut self, now: Instant, app: AppName, reason: String) {
-        let Some(p) = self.pending.remove(&app) else {
-            return;
-        };
-        self.drop_transfer_if_unused(&p.head.head.release.digest);
-        self.failed_here(now, &p.head, reason);
-        if let Some(next) = p.next {
-            self.start(now, None, next);
-        }
+    /// Takes the pending head of `app` out (its activation ended, or failed).
+    pub fn take(&mut self, app: &AppName) -> Option<Pending> {
+        self.pending.remove(app)
     }
 
-    pub(super) fn on_reverted(
-        &mut self,
-        now: Instant,
-        app: AppName,
-        seq: u64,
-        reason: String,
-        serving: Option<Release>,
-    ) {
-        let Some(record) = self.apps.get(&app).filter(|r| r.head.head.seq == seq) else {
-            return;
-        };
-        let head = record.head.clone();
-        self.overrides.insert(
-            app,
-            Serving {
-                release: serving,
-                local_override: false,
-            },
-        );
-        self.failed_here(now, &head, reason);
+    /// The pending head `p` is active here now. Returns this node's report.
+    pub fn activated<P>(&mut self, p: &Pending, out: &mut Outbox<P>) -> Report {
+        let app = p.head.head.app.clone();
+        let rel = &p.head.head.release;
+        let record = AppRecord::advance(self.apps.get(&app), &p.head, self.history_limit);
+        self.apps.insert(app.clone(), record);
+        self.errors.remove(&app);
+        self.overrides.remove(&app);
+        out.event(Event::Activated {
+            app: app.clone(),
+            seq: p.head.head.seq,
+            version: rel.version.clone(),
+        });
+        let report = self.own_report(&p.head, Outcome::Active);
+        self.reports.insert(app, report.clone());
+        report
     }
 
     /// `head` failed on this node (refused by the runtime, or reverted after its trial): the
-    /// reason is kept for status and the node's own outcome in the tallies is a failure.
-    pub(super) fn failed_here(&mut self, now: Instant, head: &SignedHead, reason: String) {
+    /// reason is kept for status. Returns this node's report (a failure).
+    pub fn failed<P>(&mut self, head: &SignedHead, reason: String, out: &mut Outbox<P>) -> Report {
         let (app, seq) = (head.head.app.clone(), head.head.seq);
         self.errors.insert(app.clone(), reason.clone());
-        self.event(Event::ActivationFailed {
+        out.event(Event::ActivationFailed {
             app: app.clone(),
             seq,
             reason: reason.clone(),
         });
         let report = self.own_report(head, Outcome::Failed(truncate(reason)));
-        self.reports.insert(app.clone(), report.clone());
-        let own = Tally {
-            failed: 1,
-            samples: vec![report.clone()],
-            ..Tally::default()
-        };
-        self.set_own(now, &app, seq, own, report);
+        self.reports.insert(app, report.clone());
+        report
     }
+
+    /// The release of `seq` was reverted after it served; `serving` serves instead. Returns
+    /// its head if `seq` is the record in force.
+    pub fn reverted(
+        &mut self,
+        app: AppName,
+        seq: u64,
+        serving: Option<Release>,
+    ) -> Option<SignedHead> {
+        let record = self.apps.get(&app).filter(|r| r.head.head.seq == seq)?;
+        let head = record.head.clone();
+        let s = Serving {
+            release: serving,
+            local_override: false,
+        };
+        self.overrides.insert(app, s);
+        Some(head)
+    }
+
+    /// An operator's local override (`None`: it is over).
+    pub fn local_override(&mut self, app: AppName, release: Option<Release>) {
+        match release {
+            Some(release) => {
+                let s = Serving {
+                    release: Some(release),
+                    local_override: true,
+                };
+                self.overrides.insert(app, s);
+            }
+            None => {
+                self.overrides.remove(&app);
+            }
+        }
+    }
+
+    /// A direct answer to a head this node pushed (stale or refused): keep the latest per app
+    /// for status; it is informational only.
+    pub fn on_report(&mut self, r: Report) {
+        if !matches!(r.outcome, Outcome::Stale { .. }) && r.node != self.me {
+            self.reports.entry(r.app.clone()).or_insert(r);
+        }
+    }
+
+    pub fn app_statuses(&self) -> Vec<AppStatus> {
+        self.apps
+            .iter()
+            .map(|(name, r)| r.status(self.errors.get(name).cloned(), self.overrides.get(name)))
+            .collect()
+    }
+
+    pub fn reports(&self) -> Vec<Report> {
+        self.reports.values().cloned().collect()
+    }
+}
+
+/// `s` cut to [`MAX_REASON`] bytes (on a character boundary).
+pub(super) fn truncate(mut s: String) -> String {
+    if s.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }

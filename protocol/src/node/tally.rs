@@ -1,38 +1,234 @@
-//! Fleet counts: each node's subtree totals go up the broadcast tree (paced by a token bucket,
-//! versioned because frames may arrive out of order, re-parented by rank when a parent dies);
-//! the root's settled count comes back down (`FleetTally`).
+//! The tally layer: fleet counts up the broadcast tree and the settled count back down.
+//!
+//! Each node sends its subtree's totals (active / failed / rejected per head) to its tally
+//! parent: the neighbour it got the head from at first; a node whose parent is gone re-parents
+//! to a neighbour of lower rank, and with none it announces itself [`POISONED`] so its subtree
+//! re-parents elsewhere, then ranks below any neighbour. The node a release entered through
+//! (the root) holds the fleet's totals; once they have been still for [`FLEET_SETTLE`] it
+//! sends them down the tree (`FleetTally`, versioned). Sends are paced by a token bucket
+//! (up to [`TALLY_BURST`] at once, then one per `tally_interval`), so a release costs O(N)
+//! tally messages.
+//!
+//! **Invariants:** tallies only go to a neighbour of smaller (rank, node id), so they never
+//! loop; every tally this node sends carries a larger version than the last (frames may
+//! arrive out of order); counts are informational, nothing here decides what runs.
 
-use super::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-impl<P: Peer> Node<P> {
-    pub(super) fn set_own(
+use crate::head::SignedHead;
+use crate::membership::Membership;
+use crate::peer::Peer;
+use crate::release::{AppName, Digest};
+use crate::wire::{
+    Announce, BroadcastMsg, MAX_TALLY_SAMPLES, Message, NodeId, Report, Tally, TallyMsg,
+};
+
+use super::io::Outbox;
+
+/// How long the root's count must be still before it is sent down the tree.
+pub(super) const FLEET_SETTLE: Duration = Duration::from_millis(500);
+/// Tally sends a node may make back to back before pacing sets in.
+pub(super) const TALLY_BURST: f64 = 4.0;
+/// The tally rank of a node that lost its parent and has no neighbour ranked below it: its
+/// subtree re-parents elsewhere first (none of them will pick it), then, after
+/// [`POISON_HOLD`], it takes any neighbour with a finite rank as its parent.
+pub(super) const POISONED: u16 = u16::MAX;
+/// How long a poisoned node waits for its subtree to hear of it before re-parenting upward
+/// in rank (long enough for the poison to cross many hops, so it does not adopt a descendant).
+pub(super) const POISON_HOLD: Duration = Duration::from_millis(1000);
+
+/// Tally state of the newest head accepted for one app.
+#[derive(Debug)]
+pub(super) struct HeadTally<P> {
+    app: AppName,
+    seq: u64,
+    id: Digest,
+    /// Hops from where the head entered the mesh.
+    round: u16,
+    /// This node's place in the tally tree: `round` at first, the new parent's rank + 1 after
+    /// re-parenting, [`POISONED`] while it has no parent. Tallies only go to a neighbour with a
+    /// smaller (rank, node id), so they never loop.
+    rank: u16,
+    /// When this node last announced itself [`POISONED`] (its parent gone, none below it).
+    poisoned_at: Option<Instant>,
+    /// Where tallies go: the peer the head came from (re-chosen if it goes away).
+    upstream: Option<P>,
+    /// Neighbours known to hold the head, with their round (or rank).
+    offers: BTreeMap<P, u16>,
+    own: Option<Tally>,
+    children: BTreeMap<P, Tally>,
+    dirty: bool,
+    /// The whole fleet's totals: counted here at the root (round 0), else as heard from the
+    /// root down the tree.
+    fleet: Option<Tally>,
+    /// At the root: when to send the settled count down the tree.
+    fleet_due: Option<Instant>,
+    /// The root's number for `fleet` (it counts up with each count the root sends).
+    fleet_version: u32,
+    /// The head entered the mesh here (pushed by a publisher): this node counts the fleet.
+    root: bool,
+}
+
+impl<P> HeadTally<P> {
+    fn new(head: &SignedHead, round: u16, upstream: Option<P>) -> Self {
+        HeadTally {
+            app: head.head.app.clone(),
+            seq: head.head.seq,
+            id: head.id(),
+            round,
+            rank: round,
+            poisoned_at: None,
+            upstream,
+            offers: BTreeMap::new(),
+            own: None,
+            children: BTreeMap::new(),
+            dirty: false,
+            fleet: None,
+            fleet_due: None,
+            fleet_version: 0,
+            root: false,
+        }
+    }
+
+    fn total(&self) -> Tally {
+        let mut t = Tally {
+            app: Some(self.app.clone()),
+            seq: self.seq,
+            ..Tally::default()
+        };
+        if let Some(own) = &self.own {
+            t.add(own);
+        }
+        for c in self.children.values() {
+            t.add(c);
+        }
+        t
+    }
+
+    /// Whether this node has anything to count for the head.
+    fn counts(&self) -> bool {
+        self.own.is_some() || !self.children.is_empty()
+    }
+}
+
+/// Fleet counts of every app's newest head. See the module docs.
+#[derive(Debug)]
+pub(super) struct Tallies<P> {
+    me: NodeId,
+    interval: Duration,
+    heads: BTreeMap<AppName, HeadTally<P>>,
+    next_tally: Option<Instant>,
+    /// The token bucket pacing tally sends (see the module docs).
+    tokens: f64,
+    refilled: Instant,
+    /// Version of the last tally sent (see [`Tally::version`]).
+    version: u64,
+}
+
+impl<P: Peer> Tallies<P> {
+    pub fn new(me: NodeId, interval: Duration, now: Instant) -> Self {
+        Tallies {
+            me,
+            interval,
+            heads: BTreeMap::new(),
+            next_tally: None,
+            tokens: TALLY_BURST,
+            refilled: now,
+            version: 0,
+        }
+    }
+
+    /// A head restored from disk at start: this node runs it.
+    pub fn restore(&mut self, head: &SignedHead) {
+        let mut st = HeadTally::new(head, 0, None);
+        st.own = Some(Tally {
+            active: 1,
+            ..Tally::default()
+        });
+        self.heads.insert(st.app.clone(), st);
+    }
+
+    /// A newly accepted head from `from` (`offer`: its round, when it came by gossip; `root`:
+    /// pushed directly, this node counts the fleet). A new head starts a new burst of
+    /// tallies: its first counts travel up the tree at once (a rollback is reported in the
+    /// time its head takes to cross the mesh), and pacing only sets in after them.
+    pub fn on_new_head(
+        &mut self,
+        now: Instant,
+        head: &SignedHead,
+        round: u16,
+        from: P,
+        offer: Option<u16>,
+    ) {
+        let mut st = HeadTally::new(head, round, Some(from));
+        st.root = offer.is_none();
+        if let Some(r) = offer {
+            st.offers.insert(from, r);
+        }
+        self.heads.insert(st.app.clone(), st);
+        self.tokens = TALLY_BURST;
+        self.refilled = now;
+        if self.next_tally.is_some() {
+            self.next_tally = Some(now); // a send held back by pacing goes now
+        }
+    }
+
+    /// `from` holds the head of `app` at `round` (it sent it again).
+    pub fn note_offer(&mut self, app: &AppName, from: P, round: u16) {
+        if let Some(h) = self.heads.get_mut(app) {
+            h.offers.insert(from, round);
+        }
+    }
+
+    /// `from` announced the head of `app` at `round` (its rank): a new rank from the tally
+    /// parent, or a neighbour a parentless node may take, means looking at the tree again.
+    pub fn on_offer(&mut self, now: Instant, app: &AppName, from: P, round: u16) {
+        let Some(h) = self.heads.get_mut(app) else {
+            return;
+        };
+        let old = h.offers.insert(from, round);
+        if old != Some(round)
+            && !h.root
+            && (h.upstream == Some(from) || h.upstream.is_none())
+            && h.counts()
+        {
+            h.dirty = true;
+            self.arm(now);
+        }
+    }
+
+    /// This node's own outcome for `seq` of `app`. A head that came straight from a
+    /// publisher: the publisher hears `report` at once.
+    pub fn set_own(
         &mut self,
         now: Instant,
         app: &AppName,
         seq: u64,
         t: Tally,
         report: Report,
+        out: &mut Outbox<P>,
     ) {
-        let Some(h) = self.heads.get_mut(app).filter(|h| h.seq() == seq) else {
+        let Some(h) = self.heads.get_mut(app).filter(|h| h.seq == seq) else {
             return;
         };
         h.own = Some(t);
         h.dirty = true;
-        // The head came straight from a publisher: tell it this node's own outcome at once.
         let direct = (h.round == 0).then_some(h.upstream).flatten();
-        self.arm_tally(now);
+        self.arm(now);
         if let Some(up) = direct {
-            self.send(up, Message::Report(report));
+            out.send(up, Message::Report(report));
         }
     }
 
-    pub(super) fn on_tally(&mut self, now: Instant, from: P, mut t: Tally) {
+    /// A subtree count from `from`.
+    pub fn on_tally(&mut self, now: Instant, from: P, mut t: Tally) {
         let Some(app) = t.app.clone() else {
             return;
         };
-        t.samples.truncate(crate::wire::MAX_TALLY_SAMPLES);
+        t.samples.truncate(MAX_TALLY_SAMPLES);
         if let Some(h) = self.heads.get_mut(&app)
-            && h.seq() == t.seq
+            && h.seq == t.seq
             && h.upstream != Some(from)
             && h.children
                 .get(&from)
@@ -40,85 +236,185 @@ impl<P: Peer> Node<P> {
         {
             h.children.insert(from, t);
             h.dirty = true;
-            self.arm_tally(now);
+            self.arm(now);
         }
     }
 
-    /// A settled fleet count from the root side of the tree: keep it and pass it on down.
-    pub(super) fn on_fleet_tally(&mut self, from: P, mut t: Tally, version: u32) {
+    /// A settled fleet count from the root side of the tree: keep it and pass it on down
+    /// (to the `eager` links but `from`).
+    pub fn on_fleet_tally(
+        &mut self,
+        from: P,
+        mut t: Tally,
+        version: u32,
+        eager: &BTreeSet<P>,
+        out: &mut Outbox<P>,
+    ) {
         let Some(app) = t.app.clone() else {
             return;
         };
-        t.samples.truncate(crate::wire::MAX_TALLY_SAMPLES);
+        t.samples.truncate(MAX_TALLY_SAMPLES);
         let Some(h) = self.heads.get_mut(&app) else {
             return;
         };
-        if h.seq() != t.seq
-            || h.root
-            || h.fleet.as_ref().is_some_and(|_| h.fleet_version >= version)
+        if h.seq != t.seq || h.root || h.fleet.as_ref().is_some_and(|_| h.fleet_version >= version)
         {
             return; // another head, the root's own count, or not newer than the one held
         }
         h.fleet = Some(t.clone());
         h.fleet_version = version;
-        self.send_fleet_down(Some(from), t, version);
+        send_fleet_down(Some(from), t, version, eager, out);
     }
 
-    pub(super) fn send_fleet_down(&mut self, from: Option<P>, t: Tally, version: u32) {
-        let to: Vec<P> = self
-            .eager
-            .iter()
-            .copied()
-            .filter(|p| Some(*p) != from)
-            .collect();
-        for p in to {
-            let msg = Message::FleetTally {
-                tally: t.clone(),
-                version,
-            };
-            self.send(p, msg);
+    /// The fleet counts of the heads `theirs` (a neighbour's summary) says it holds too: a
+    /// node the count did not reach down the tree learns it here.
+    pub fn send_counts(&self, to: P, theirs: &BTreeMap<AppName, u64>, out: &mut Outbox<P>) {
+        for h in self.heads.values() {
+            if theirs.get(&h.app) != Some(&h.seq) {
+                continue;
+            }
+            if let Some(tally) = h.fleet.clone() {
+                let version = h.fleet_version;
+                out.send(to, TallyMsg::Fleet { tally, version });
+            }
         }
     }
 
-    pub(super) fn next_tally_version(&mut self) -> u64 {
-        self.tally_version += 1;
-        self.tally_version
+    /// The heads held, with this node's rank, for a new neighbour (a node whose tally parent
+    /// is gone may re-parent to it).
+    pub fn announces(&self) -> Vec<Announce> {
+        self.heads
+            .values()
+            .map(|h| Announce {
+                app: h.app.clone(),
+                seq: h.seq,
+                id: h.id,
+                round: h.rank,
+            })
+            .collect()
     }
 
-    pub(super) fn arm_tally(&mut self, now: Instant) {
+    /// A new version for a tally this node sends.
+    pub fn next_version(&mut self) -> u64 {
+        self.version += 1;
+        self.version
+    }
+
+    /// The connection to `p` is gone: its count and its offers go; a node it was the parent
+    /// of looks for another.
+    pub fn peer_down(&mut self, now: Instant, p: P) {
+        let mut dirty = false;
+        for h in self.heads.values_mut() {
+            h.offers.remove(&p);
+            if h.children.remove(&p).is_some() {
+                h.dirty = true;
+                dirty = true;
+            }
+            if h.upstream == Some(p) {
+                h.upstream = None;
+                if h.counts() {
+                    h.dirty = true;
+                    dirty = true;
+                }
+            }
+        }
+        if dirty {
+            self.arm(now);
+        }
+    }
+
+    /// Link `old` was replaced by `new`: carried over after simultaneous dials; dropped when
+    /// the peer came back (`fresh`: it will report again).
+    pub fn rekey(&mut self, now: Instant, old: P, new: P, fresh: bool) {
+        let mut dirty = false;
+        for h in self.heads.values_mut() {
+            let offer = h.offers.remove(&old);
+            let child = h.children.remove(&old);
+            if fresh {
+                if h.upstream == Some(old) {
+                    h.upstream = None;
+                }
+                dirty |= child.is_some() || h.upstream.is_none();
+                h.dirty |= child.is_some() || h.upstream.is_none();
+                continue;
+            }
+            if h.upstream == Some(old) {
+                h.upstream = Some(new);
+            }
+            if let Some(r) = offer {
+                h.offers.insert(new, r);
+            }
+            if let Some(t) = child {
+                h.children.insert(new, t);
+            }
+        }
+        if dirty {
+            self.arm(now);
+        }
+    }
+
+    fn arm(&mut self, now: Instant) {
         if self.next_tally.is_none() {
-            self.refill_tally_tokens(now);
-            let short = (1.0 - self.tally_tokens).max(0.0);
-            self.next_tally = Some(now + self.cfg.tally_interval.mul_f64(short));
+            self.refill(now);
+            let short = (1.0 - self.tokens).max(0.0);
+            self.next_tally = Some(now + self.interval.mul_f64(short));
         }
     }
 
-    pub(super) fn refill_tally_tokens(&mut self, now: Instant) {
-        let interval = self.cfg.tally_interval.as_secs_f64().max(1e-6);
-        let earned = now
-            .saturating_duration_since(self.tally_refilled)
-            .as_secs_f64()
-            / interval;
-        self.tally_tokens = (self.tally_tokens + earned).min(TALLY_BURST);
-        self.tally_refilled = now;
+    fn refill(&mut self, now: Instant) {
+        let interval = self.interval.as_secs_f64().max(1e-6);
+        let earned = now.saturating_duration_since(self.refilled).as_secs_f64() / interval;
+        self.tokens = (self.tokens + earned).min(TALLY_BURST);
+        self.refilled = now;
     }
 
-    pub(super) fn flush_tallies(&mut self, now: Instant) {
+    /// Sends what changed up the tree (re-parenting first where needed), and at the root,
+    /// sends the settled fleet count down the `eager` links.
+    pub fn on_timeout(
+        &mut self,
+        now: Instant,
+        members: &Membership<P>,
+        eager: &BTreeSet<P>,
+        out: &mut Outbox<P>,
+    ) {
+        if self.next_tally.is_some_and(|t| t <= now) {
+            self.flush(now, members, out);
+        }
+        for h in self.heads.values_mut() {
+            if h.fleet_due.is_none_or(|t| t > now) {
+                continue;
+            }
+            h.fleet_due = None;
+            let total = h.total();
+            if h.fleet.as_ref() != Some(&total) {
+                h.fleet = Some(total.clone());
+                h.fleet_version += 1;
+                send_fleet_down(None, total, h.fleet_version, eager, out);
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_tally
+            .into_iter()
+            .chain(self.heads.values().filter_map(|h| h.fleet_due))
+            .min()
+    }
+
+    fn flush(&mut self, now: Instant, members: &Membership<P>, out: &mut Outbox<P>) {
         self.next_tally = None;
         let mut waiting = false;
         let mut sends = Vec::new();
-        let mut announce: Vec<(Announce, Vec<P>)> = Vec::new();
+        let mut announce: Vec<Announce> = Vec::new();
         let mut retract: Vec<(P, Tally)> = Vec::new();
-        let active: Vec<P> = self.members.active().to_vec();
+        let me = self.me;
+        let key = |p: P, r: u16| Some((r, members.node_of(p)?));
         for h in self.heads.values_mut() {
             if !h.dirty {
                 continue;
             }
             if !h.root {
-                let members = &self.members;
-                let me = self.cfg.node;
-                let key = |p: P, r: u16| Some((r, members.node_of(p)?));
-                let below = |h: &HeadState<P>, p: P| {
+                let below = |h: &HeadTally<P>, p: P| {
                     h.offers
                         .get(&p)
                         .and_then(|r| key(p, *r))
@@ -166,13 +462,12 @@ impl<P: Peer> Node<P> {
                         && rank != h.rank
                     {
                         h.rank = rank;
-                        let ann = Announce {
-                            app: h.head.head.app.clone(),
-                            seq: h.seq(),
+                        announce.push(Announce {
+                            app: h.app.clone(),
+                            seq: h.seq,
                             id: h.id,
                             round: rank,
-                        };
-                        announce.push((ann, active.clone()));
+                        });
                     }
                 }
                 if let Some(o) = old
@@ -181,14 +476,12 @@ impl<P: Peer> Node<P> {
                 {
                     // Take this subtree's count back from the old parent (it is counted via
                     // the new one).
-                    retract.push((
-                        o,
-                        Tally {
-                            app: Some(h.head.head.app.clone()),
-                            seq: h.seq(),
-                            ..Tally::default()
-                        },
-                    ));
+                    let t = Tally {
+                        app: Some(h.app.clone()),
+                        seq: h.seq,
+                        ..Tally::default()
+                    };
+                    retract.push((o, t));
                 }
             }
             if h.root {
@@ -203,25 +496,59 @@ impl<P: Peer> Node<P> {
                 None => waiting |= h.round > 0,
             }
         }
-        for (ann, to) in announce {
-            for p in to {
-                self.send(p, Message::IHave(vec![ann.clone()]));
+        for ann in announce {
+            for &p in members.active() {
+                out.send(p, BroadcastMsg::IHave(vec![ann.clone()]));
             }
         }
         for (o, mut t) in retract {
-            t.version = self.next_tally_version();
-            self.send(o, Message::Tally(t));
+            t.version = self.next_version();
+            out.send(o, TallyMsg::Subtree(t));
         }
         if !sends.is_empty() {
-            self.refill_tally_tokens(now);
-            self.tally_tokens = (self.tally_tokens - 1.0).max(0.0);
+            self.refill(now);
+            self.tokens = (self.tokens - 1.0).max(0.0);
         }
         for (u, mut t) in sends {
-            t.version = self.next_tally_version();
-            self.send(u, Message::Tally(t));
+            t.version = self.next_version();
+            out.send(u, TallyMsg::Subtree(t));
         }
         if waiting {
-            self.next_tally = Some(now + POISON_HOLD.min(self.cfg.tally_interval * 10));
+            self.next_tally = Some(now + POISON_HOLD.min(self.interval * 10));
         }
+    }
+
+    /// This node's subtree totals for `app`'s newest head.
+    pub fn total(&self, app: &AppName) -> Option<Tally> {
+        self.heads.get(app).map(|h| h.total())
+    }
+
+    /// Subtree totals of every head held.
+    pub fn totals(&self) -> Vec<Tally> {
+        self.heads.values().map(|h| h.total()).collect()
+    }
+
+    /// Fleet totals heard (or counted, at the root) of every head held.
+    pub fn fleet_totals(&self) -> Vec<Tally> {
+        self.heads
+            .values()
+            .filter_map(|h| h.fleet.clone())
+            .collect()
+    }
+}
+
+fn send_fleet_down<P: Peer>(
+    from: Option<P>,
+    t: Tally,
+    version: u32,
+    eager: &BTreeSet<P>,
+    out: &mut Outbox<P>,
+) {
+    for &p in eager.iter().filter(|p| Some(**p) != from) {
+        let msg = TallyMsg::Fleet {
+            tally: t.clone(),
+            version,
+        };
+        out.send(p, msg);
     }
 }

@@ -28,12 +28,14 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::head::{SignedHead, TrustPolicy};
-use crate::node::{AppRecord, Event, Input, Node, NodeConfig, Output};
+use crate::head::TrustPolicy;
+use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
-use crate::swarm::bits_full;
-use crate::wire::{Message, NodeId, Payload, Tally};
+use crate::wire::{ContentMsg, Message, NodeId, Payload, Tally, TallyMsg};
+
+mod net;
+mod shell;
 
 /// A simulated node id.
 pub type Id = usize;
@@ -89,7 +91,7 @@ enum Delivery {
         conn: Conn,
     },
     DialFailed(SocketAddr),
-    Activated(AppName, u64, Result<(), String>),
+    Activated(AppName, u64, Result<(), ActivationError>),
     Timer,
 }
 
@@ -301,258 +303,6 @@ impl Sim {
         &mut self.rng
     }
 
-    fn latency(&self, a: Id, b: Id) -> Duration {
-        let (lo, hi) = self.cfg.latency;
-        if hi <= lo {
-            return lo;
-        }
-        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let mut r = Rng::new(self.cfg.seed ^ x.wrapping_mul(0x9E37_79B9) ^ y.rotate_left(32));
-        lo + (hi - lo).mul_f64(r.unit())
-    }
-
-    fn reachable(&self, a: Id, b: Id) -> bool {
-        let side = |x: Id| self.side.get(&x).copied().unwrap_or(0);
-        self.side.is_empty() || side(a) == side(b)
-    }
-
-    fn schedule(&mut self, at: Instant, to: Id, d: Delivery) {
-        let k = self.next;
-        self.next += 1;
-        self.queue.push(Reverse((at, k, to)));
-        self.payloads.insert(k, d);
-    }
-
-    /// Message size on the wire (postcard; chunks computed without copying them).
-    fn size_of(msg: &Message) -> usize {
-        match msg {
-            Message::Chunk { data, .. } => data.len() + 48,
-            m => crate::wire::encode(m).map_or(64, |b| b.len()) + 8,
-        }
-    }
-
-    /// Sends `msg` from `from` over `conn`, through `from`'s upload link.
-    fn transmit(&mut self, from: Id, conn: Conn, msg: Message) {
-        let Some(link) = self.links.get(&conn) else {
-            return;
-        };
-        if !link.up {
-            return;
-        }
-        let to = link.other(from);
-        let size = Self::size_of(&msg);
-        let now = self.now;
-        let serialise = self.cfg.upload_bps.map_or(Duration::ZERO, |bps| {
-            Duration::from_secs_f64(size as f64 * 8.0 / bps as f64)
-        });
-        let free = if from == PUBLISHER {
-            self.publisher.upload_free.get_or_insert(now)
-        } else {
-            &mut self
-                .nodes
-                .get_mut(&from)
-                .expect("sender exists")
-                .upload_free
-        };
-        // Chunk data queues behind chunk data; small control messages go ahead of queued chunks
-        // (the shell sends them on higher-priority streams) and only delay the chunks behind
-        // them by their own serialisation time.
-        let depart = if msg.is_payload() {
-            let d = (*free).max(now) + serialise;
-            *free = d;
-            self.traffic.queue_wait += d - serialise - now;
-            self.traffic.chunks_sent += 1;
-            d
-        } else {
-            *free = (*free).max(now) + serialise;
-            now + serialise
-        };
-        let lat = self.latency(from, to);
-        let mut at = depart + lat;
-        if self.cfg.loss > 0.0 {
-            let packets = size.div_ceil(1200) as i32;
-            let p_any = 1.0 - (1.0 - self.cfg.loss).powi(packets);
-            if self.rng.chance(p_any) {
-                at += lat * 2 + Duration::from_millis(5);
-            }
-        }
-        if msg.is_payload() {
-            if from == PUBLISHER {
-                self.traffic.publisher_egress += size as u64 - 48;
-            }
-        } else {
-            self.traffic.control += size as u64;
-        }
-        self.traffic.messages += 1;
-        self.schedule(at, to, Delivery::Msg { conn, msg });
-    }
-
-    fn dial(&mut self, from: Id, addr: SocketAddr) {
-        let target = id_of(addr).filter(|t| {
-            *t != from && self.nodes.get(t).is_some_and(|n| n.alive()) && self.reachable(from, *t)
-        });
-        let Some(to) = target else {
-            let at = self.now + self.cfg.dial_timeout;
-            self.schedule(at, from, Delivery::DialFailed(addr));
-            return;
-        };
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        self.links.insert(
-            conn,
-            Link {
-                a: from,
-                b: to,
-                up: true,
-            },
-        );
-        self.nodes
-            .get_mut(&from)
-            .expect("dialer")
-            .conns
-            .insert(conn);
-        self.nodes.get_mut(&to).expect("target").conns.insert(conn);
-        let lat = self.latency(from, to);
-        let at = self.now;
-        self.schedule(
-            at + lat,
-            to,
-            Delivery::Up {
-                conn,
-                peer: from,
-                outbound: false,
-            },
-        );
-        self.schedule(
-            at + lat * 2,
-            from,
-            Delivery::Up {
-                conn,
-                peer: to,
-                outbound: true,
-            },
-        );
-    }
-
-    /// Breaks `conn`: both live ends learn of it after `after`.
-    fn break_link(&mut self, conn: Conn, after: Duration) {
-        let Some(link) = self.links.get_mut(&conn) else {
-            return;
-        };
-        if !link.up {
-            return;
-        }
-        link.up = false;
-        let (a, b) = (link.a, link.b);
-        let at = self.now + after;
-        for x in [a, b] {
-            if x != PUBLISHER {
-                self.schedule(at, x, Delivery::Down { conn });
-            }
-        }
-    }
-
-    /// The publisher connects to `entry` and pushes `head`, holding `content`.
-    pub fn publish(&mut self, entry: Id, head: SignedHead, content: Vec<u8>) {
-        let digest = head.head.release.digest;
-        let n = head.head.release.chunks.len() as u32;
-        self.publisher
-            .content
-            .insert(digest, Payload(content.into()));
-        self.chunk_sizes
-            .insert(digest, head.head.release.chunk_size as usize);
-        let conn = self.next_conn;
-        self.next_conn += 1;
-        self.links.insert(
-            conn,
-            Link {
-                a: PUBLISHER,
-                b: entry,
-                up: true,
-            },
-        );
-        self.nodes
-            .get_mut(&entry)
-            .expect("entry")
-            .conns
-            .insert(conn);
-        let lat = self.latency(PUBLISHER, entry);
-        let at = self.now + lat;
-        self.schedule(
-            at,
-            entry,
-            Delivery::Up {
-                conn,
-                peer: PUBLISHER,
-                outbound: false,
-            },
-        );
-        self.now += lat; // the push follows the handshake
-        self.transmit(PUBLISHER, conn, Message::Head(Box::new(head)));
-        self.transmit(
-            PUBLISHER,
-            conn,
-            Message::Have {
-                digest,
-                bits: bits_full(n),
-                want: false,
-            },
-        );
-        self.now -= lat;
-    }
-
-    /// Crashes `id`: its memory is lost, its disk kept; peers notice after `detect_after`.
-    pub fn crash(&mut self, id: Id) {
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        n.node = None;
-        n.timer_at = None;
-        n.accepted_seq.clear();
-        let conns: Vec<Conn> = std::mem::take(&mut n.conns).into_iter().collect();
-        let detect = self.cfg.detect_after;
-        for c in conns {
-            self.break_link(c, detect);
-        }
-    }
-
-    /// Restarts a crashed node from its disk.
-    pub fn restart(&mut self, id: Id) {
-        let now = self.now;
-        let Some(n) = self.nodes.get_mut(&id) else {
-            return;
-        };
-        if n.node.is_some() {
-            return;
-        }
-        let mut cfg = n.cfg.clone();
-        cfg.seed = cfg.seed.wrapping_add(0x1234_5678);
-        n.cfg.seed = cfg.seed;
-        let records: Vec<AppRecord> = n.disk.records.values().cloned().collect();
-        n.node = Some(Node::new(now, cfg, records, n.disk.blobs.iter().copied()));
-        n.upload_free = now;
-        self.drain(id);
-    }
-
-    /// Splits the nodes: `side(id)` picks each node's side. Connections across break.
-    pub fn partition(&mut self, side: impl Fn(Id) -> u8) {
-        self.side = self.nodes.keys().map(|i| (*i, side(*i))).collect();
-        let cross: Vec<Conn> = self
-            .links
-            .iter()
-            .filter(|(_, l)| l.up && l.a != PUBLISHER && !self.reachable(l.a, l.b))
-            .map(|(c, _)| *c)
-            .collect();
-        let detect = self.cfg.detect_after;
-        for c in cross {
-            self.break_link(c, detect);
-        }
-    }
-
-    pub fn heal(&mut self) {
-        self.side.clear();
-    }
-
     /// Runs until the queue is empty or `limit` of simulated time has passed.
     pub fn run(&mut self, limit: Duration) {
         let end = self.now + limit;
@@ -600,7 +350,7 @@ impl Sim {
                 if msg.is_payload() {
                     self.traffic.payload += Self::size_of(&msg) as u64 - 48;
                 }
-                if matches!(msg, Message::Tally(_)) {
+                if matches!(msg, Message::Tally(TallyMsg::Subtree(_))) {
                     self.traffic.tallies += 1;
                 }
                 Input::Message(conn, msg)
@@ -644,40 +394,6 @@ impl Sim {
         self.drain(id);
     }
 
-    fn publisher_receive(&mut self, conn: Conn, msg: Message) {
-        match msg {
-            Message::GetChunk { digest, index } => {
-                let reply = match self.publisher.content.get(&digest) {
-                    Some(c) => {
-                        let cs = self.chunk_size_of(&digest);
-                        let start = (index as usize * cs).min(c.len());
-                        let end = (start + cs).min(c.len());
-                        Message::Chunk {
-                            digest,
-                            index,
-                            data: Payload(c.0.slice(start..end)),
-                        }
-                    }
-                    None => Message::NoChunk { digest, index },
-                };
-                self.transmit(PUBLISHER, conn, reply);
-            }
-            Message::Tally(t) => {
-                if let Some(app) = t.app.clone() {
-                    let e = self.publisher.tallies.entry((app, t.seq)).or_default();
-                    if e.version < t.version || e.app.is_none() {
-                        *e = t;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn chunk_size_of(&self, digest: &Digest) -> usize {
-        self.chunk_sizes.get(digest).copied().unwrap_or(1)
-    }
-
     fn drain(&mut self, id: Id) {
         let now = self.now;
         loop {
@@ -697,15 +413,15 @@ impl Sim {
                             let cs = self.chunk_size_of(&digest);
                             let start = (index as usize * cs).min(c.len());
                             let end = (start + cs).min(c.len());
-                            Message::Chunk {
+                            ContentMsg::Chunk {
                                 digest,
                                 index,
                                 data: Payload(c.0.slice(start..end)),
                             }
                         }
-                        _ => Message::NoChunk { digest, index },
+                        _ => ContentMsg::NoChunk { digest, index },
                     };
-                    self.send_from(id, to, msg);
+                    self.send_from(id, to, msg.into());
                 }
                 Output::Activate(a) => self.activate(id, *a),
                 // A simulated compile is not interrupted: it completes and reports as usual.
@@ -776,40 +492,6 @@ impl Sim {
         }
     }
 
-    /// A node's message on its way out, through its injected faults.
-    fn send_from(&mut self, id: Id, conn: Conn, msg: Message) {
-        let n = self.nodes.get_mut(&id).expect("sender exists");
-        let msg = match msg {
-            Message::Chunk { .. } | Message::NoChunk { .. } if n.faults.silent_chunks => {
-                n.requests_ignored += 1;
-                return;
-            }
-            Message::Chunk {
-                digest,
-                index,
-                data,
-            } => {
-                n.chunks_served += 1;
-                let data = if n.faults.corrupt_chunks {
-                    let mut bad = data.to_vec();
-                    if let Some(b) = bad.first_mut() {
-                        *b ^= 0xff;
-                    }
-                    Payload::from(bad)
-                } else {
-                    data
-                };
-                Message::Chunk {
-                    digest,
-                    index,
-                    data,
-                }
-            }
-            m => m,
-        };
-        self.transmit(id, conn, msg);
-    }
-
     /// Feeds `input` to live node `id` now, as its shell would (a trial that failed, an
     /// operator's local override), and processes what it outputs.
     pub fn input(&mut self, id: Id, input: Input<Conn>) {
@@ -846,46 +528,5 @@ impl Sim {
                 (id, peers)
             })
             .collect()
-    }
-
-    fn activate(&mut self, id: Id, a: crate::node::Activation) {
-        let h = &a.head.head;
-        let trust = self.trust.clone().expect("a node was added");
-        assert!(
-            a.head.verify(&trust).is_ok(),
-            "safety (seed {}): node {id} asked to activate a head that does not verify",
-            self.cfg.seed
-        );
-        let canonical = self.publisher.content.get(&h.release.digest).cloned();
-        let n = self.nodes.get_mut(&id).expect("node exists");
-        let content_ok = match &a.content {
-            Some(c) => canonical.as_ref().is_some_and(|k| k[..] == c[..]),
-            None => n.disk.blobs.contains(&h.release.digest),
-        };
-        assert!(
-            content_ok,
-            "safety (seed {}): node {id} asked to activate content that is not the signed release",
-            self.cfg.seed
-        );
-        let result = match (a.content.as_deref(), canonical.as_ref()) {
-            (Some(c), _) if !(self.accepts)(c) => Err("not a component".to_string()),
-            (None, Some(c)) if !(self.accepts)(c) => Err("not a component".to_string()),
-            _ => {
-                if let Some(r) = n.disk.records.get(&h.app) {
-                    assert!(
-                        r.head.head.seq < h.seq,
-                        "safety (seed {}): node {id} seq went backwards for {}",
-                        self.cfg.seed,
-                        h.app
-                    );
-                }
-                n.disk.records.insert(h.app.clone(), a.record.clone());
-                n.disk.blobs.insert(h.release.digest);
-                Ok(())
-            }
-        };
-        let d = Delivery::Activated(h.app.clone(), h.seq, result);
-        let at = self.now + self.cfg.activate_delay;
-        self.schedule(at, id, d);
     }
 }

@@ -1,0 +1,238 @@
+//! Wiring of a head's life through the layers: acceptance (verify, seq rules, relay),
+//! starting its fetch or activation, the whole content checked, and the shell's outcomes
+//! (activated, refused, reverted), each reflected in tallies.
+//!
+//! **Invariants:** a head is verified and its seq checked before any layer sees it, and a
+//! refusal changes no state (it is only reported to the sender); content reaches activation
+//! only once it verified as a whole.
+
+use std::time::Instant;
+
+use crate::head::{HeadError, SignedHead};
+use crate::peer::Peer;
+use crate::release::{AppName, Digest, Release};
+use crate::wire::{Message, Outcome, Tally, TallyMsg};
+
+use super::Node;
+use super::activation::{Superseded, truncate};
+use super::io::{ActivationError, Event};
+
+impl<P: Peer> Node<P> {
+    /// A head from `from`: `round` is `None` for a direct push (a publisher), else the
+    /// sender's hop count.
+    pub(super) fn on_head(&mut self, now: Instant, from: P, sh: SignedHead, round: Option<u16>) {
+        let app = sh.head.app.clone();
+        let seq = sh.head.seq;
+        let gossip = round.is_some();
+        if self.broadcast.is_current(&app, &sh.id()) {
+            // A duplicate: the tree does not need this link for heads.
+            if let Some(r) = round {
+                self.tally.note_offer(&app, from, r);
+                self.broadcast.prune(from, &mut self.out);
+            }
+            return;
+        }
+        let held = self.held(&app);
+        if gossip && seq <= held {
+            // Old news travelling a redundant path; not worth a signature check.
+            self.broadcast.prune(from, &mut self.out);
+            return;
+        }
+        if let Err(e) = sh.verify(&self.cfg.trust) {
+            return self.reject(from, &sh, e);
+        }
+        if seq <= held {
+            let err = if seq == held {
+                HeadError::Conflict { app, seq }
+            } else {
+                HeadError::Stale {
+                    app,
+                    seq,
+                    current: held,
+                }
+            };
+            return self.reject(from, &sh, err);
+        }
+        let active = self.members.is_active(from);
+        let (my_round, prev) = self.broadcast.accept(now, from, &sh, round, active);
+        self.tally.on_new_head(now, &sh, my_round, from, round);
+        if gossip && self.members.is_probe(from) {
+            // A head that only arrived over a probe link: this node's part of the overlay did
+            // not have it, so the overlay is split (a healed partition). Bridge it.
+            self.members.promote(from);
+        }
+        self.broadcast.relay(from, &sh, my_round, &mut self.out);
+        match self.activation.supersede(&sh, &mut self.out) {
+            // The shell reports the activation in flight either way, then `sh` starts.
+            Superseded::Queued => return,
+            Superseded::Dropped(digest) => self.drop_transfer_if_unused(&digest),
+            Superseded::Nothing => {}
+        }
+        self.start(now, Some(from), sh);
+        if let Some(prev) = prev {
+            // The content of a superseded head that failed to activate is no longer served.
+            self.drop_transfer_if_unused(&prev.head.head.release.digest);
+        }
+    }
+
+    /// Refuses `sh` from `from`: the sender hears why; nothing here changes.
+    fn reject(&mut self, from: P, sh: &SignedHead, err: HeadError) {
+        let reason = err.to_string();
+        self.out.event(Event::Rejected {
+            app: sh.head.app.clone(),
+            seq: sh.head.seq,
+            reason: reason.clone(),
+        });
+        match err {
+            // Old news is only the sender's business: not counted, not kept in status.
+            HeadError::Stale { current, .. } => {
+                let report = self.activation.own_report(sh, Outcome::Stale { current });
+                self.out.send(from, Message::Report(report));
+            }
+            _ => {
+                let report = self
+                    .activation
+                    .own_report(sh, Outcome::Rejected(truncate(reason)));
+                let tally = Tally {
+                    app: Some(sh.head.app.clone()),
+                    seq: sh.head.seq,
+                    rejected: 1,
+                    samples: vec![report.clone()],
+                    version: self.tally.next_version(),
+                    ..Tally::default()
+                };
+                self.out.send(from, Message::Report(report));
+                self.out.send(from, TallyMsg::Subtree(tally));
+            }
+        }
+    }
+
+    /// An accepted head starts: activated at once from the store, or fetched (announcing to
+    /// the neighbours and `from` what this node holds of it).
+    pub(super) fn start(&mut self, now: Instant, from: Option<P>, sh: SignedHead) {
+        let digest = sh.head.release.digest;
+        let cached = self.content.is_stored(&digest);
+        self.out.event(Event::Accepted {
+            app: sh.head.app.clone(),
+            seq: sh.head.seq,
+            version: sh.head.release.version.clone(),
+            cached,
+        });
+        let release = sh.head.release.clone();
+        self.activation.begin(sh, cached, &mut self.out);
+        if cached {
+            return;
+        }
+        let members = &self.members;
+        let complete = self
+            .content
+            .begin(&mut self.rng, release, |p| members.node_of(p).is_some());
+        if complete {
+            // Already verified (for another app, or a head that failed to activate): activate.
+            return self.finish(now, digest);
+        }
+        let mut to: Vec<P> = self.members.active().to_vec();
+        if let Some(f) = from
+            && !to.contains(&f)
+        {
+            to.push(f);
+        }
+        self.content.announce(digest, &to, &mut self.out);
+        self.content.pump(now, &mut self.rng, digest, &mut self.out);
+    }
+
+    /// Content `digest` is complete: check it as a whole and activate the heads waiting for it.
+    pub(super) fn finish(&mut self, now: Instant, digest: Digest) {
+        let (content, verdict) = self.content.completed(&digest);
+        for app in self.activation.fetching(&digest) {
+            match &verdict {
+                Ok(()) => self
+                    .activation
+                    .content_ready(&app, content.clone(), &mut self.out),
+                Err(e) => {
+                    let reason = format!("content does not match its release: {e}");
+                    self.on_activated_err(now, app, reason);
+                }
+            }
+        }
+        if verdict.is_err() {
+            self.content.remove(&digest);
+        }
+    }
+
+    pub(super) fn on_activated(
+        &mut self,
+        now: Instant,
+        app: AppName,
+        seq: u64,
+        result: Result<(), ActivationError>,
+    ) {
+        if !self.activation.is_activating(&app, seq) {
+            return;
+        }
+        if let Err(e) = result {
+            return self.on_activated_err(now, app, e.to_string());
+        }
+        let p = self.activation.take(&app).expect("checked above");
+        let rel = &p.head.head.release;
+        self.content.stored(rel);
+        self.drop_transfer_if_unused(&rel.digest);
+        let report = self.activation.activated(&p, &mut self.out);
+        let own = Tally {
+            active: 1,
+            ..Tally::default()
+        };
+        self.tally
+            .set_own(now, &app, seq, own, report, &mut self.out);
+        if let Some(next) = p.next {
+            self.start(now, None, next);
+        }
+    }
+
+    fn on_activated_err(&mut self, now: Instant, app: AppName, reason: String) {
+        let Some(p) = self.activation.take(&app) else {
+            return;
+        };
+        self.drop_transfer_if_unused(&p.head.head.release.digest);
+        self.failed_here(now, &p.head, reason);
+        if let Some(next) = p.next {
+            self.start(now, None, next);
+        }
+    }
+
+    pub(super) fn on_reverted(
+        &mut self,
+        now: Instant,
+        app: AppName,
+        seq: u64,
+        reason: String,
+        serving: Option<Release>,
+    ) {
+        if let Some(head) = self.activation.reverted(app, seq, serving) {
+            self.failed_here(now, &head, reason);
+        }
+    }
+
+    /// `head` failed on this node: kept for status, counted failed in the tallies.
+    fn failed_here(&mut self, now: Instant, head: &SignedHead, reason: String) {
+        let report = self.activation.failed(head, reason, &mut self.out);
+        let own = Tally {
+            failed: 1,
+            samples: vec![report.clone()],
+            ..Tally::default()
+        };
+        let (app, seq) = (&head.head.app, head.head.seq);
+        self.tally
+            .set_own(now, app, seq, own, report, &mut self.out);
+    }
+
+    /// Drops a transfer nobody needs any more: no pending head fetches it, and it is not the
+    /// complete content of an app's newest head that could not be activated.
+    fn drop_transfer_if_unused(&mut self, digest: &Digest) {
+        let pending = self.activation.needs(digest);
+        let newest = self.broadcast.is_newest_content(digest);
+        if self.content.drop_if_unused(digest, pending, newest) {
+            self.serve.forget_content(digest);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The simulated shells around the nodes: the publisher (pushes a head, serves chunks,
+//! collects tallies), a node's store reads and activations, and injected faults.
+//!
+//! **Invariant (safety, checked on every activation):** the head verifies against the fleet's
+//! trust policy, the content is exactly the signed release's bytes, and the seq of the app
+//! grows.
+
+use crate::head::SignedHead;
+use crate::node::ActivationError;
+use crate::release::Digest;
+use crate::swarm::bits_full;
+use crate::wire::{BroadcastMsg, ContentMsg, Message, Payload, TallyMsg};
+
+use super::{Conn, Delivery, Id, Link, PUBLISHER, Sim};
+
+impl Sim {
+    /// The publisher connects to `entry` and pushes `head`, holding `content`.
+    pub fn publish(&mut self, entry: Id, head: SignedHead, content: Vec<u8>) {
+        let digest = head.head.release.digest;
+        let n = head.head.release.chunks.len() as u32;
+        self.publisher
+            .content
+            .insert(digest, Payload(content.into()));
+        self.chunk_sizes
+            .insert(digest, head.head.release.chunk_size as usize);
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.links.insert(
+            conn,
+            Link {
+                a: PUBLISHER,
+                b: entry,
+                up: true,
+            },
+        );
+        self.nodes
+            .get_mut(&entry)
+            .expect("entry")
+            .conns
+            .insert(conn);
+        let lat = self.latency(PUBLISHER, entry);
+        let at = self.now + lat;
+        self.schedule(
+            at,
+            entry,
+            Delivery::Up {
+                conn,
+                peer: PUBLISHER,
+                outbound: false,
+            },
+        );
+        self.now += lat; // the push follows the handshake
+        let push = BroadcastMsg::Head(Box::new(head));
+        self.transmit(PUBLISHER, conn, push.into());
+        let have = ContentMsg::Have {
+            digest,
+            bits: bits_full(n),
+            want: false,
+        };
+        self.transmit(PUBLISHER, conn, have.into());
+        self.now -= lat;
+    }
+
+    pub(super) fn publisher_receive(&mut self, conn: Conn, msg: Message) {
+        match msg {
+            Message::Content(ContentMsg::GetChunk { digest, index }) => {
+                let reply = match self.publisher.content.get(&digest) {
+                    Some(c) => {
+                        let cs = self.chunk_size_of(&digest);
+                        let start = (index as usize * cs).min(c.len());
+                        let end = (start + cs).min(c.len());
+                        ContentMsg::Chunk {
+                            digest,
+                            index,
+                            data: Payload(c.0.slice(start..end)),
+                        }
+                    }
+                    None => ContentMsg::NoChunk { digest, index },
+                };
+                self.transmit(PUBLISHER, conn, reply.into());
+            }
+            Message::Tally(TallyMsg::Subtree(t)) => {
+                if let Some(app) = t.app.clone() {
+                    let e = self.publisher.tallies.entry((app, t.seq)).or_default();
+                    if e.version < t.version || e.app.is_none() {
+                        *e = t;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn chunk_size_of(&self, digest: &Digest) -> usize {
+        self.chunk_sizes.get(digest).copied().unwrap_or(1)
+    }
+
+    /// A node's message on its way out, through its injected faults.
+    pub(super) fn send_from(&mut self, id: Id, conn: Conn, msg: Message) {
+        let n = self.nodes.get_mut(&id).expect("sender exists");
+        let msg = match msg {
+            Message::Content(ContentMsg::Chunk { .. } | ContentMsg::NoChunk { .. })
+                if n.faults.silent_chunks =>
+            {
+                n.requests_ignored += 1;
+                return;
+            }
+            Message::Content(ContentMsg::Chunk {
+                digest,
+                index,
+                data,
+            }) => {
+                n.chunks_served += 1;
+                let data = if n.faults.corrupt_chunks {
+                    let mut bad = data.to_vec();
+                    if let Some(b) = bad.first_mut() {
+                        *b ^= 0xff;
+                    }
+                    Payload::from(bad)
+                } else {
+                    data
+                };
+                ContentMsg::Chunk {
+                    digest,
+                    index,
+                    data,
+                }
+                .into()
+            }
+            m => m,
+        };
+        self.transmit(id, conn, msg);
+    }
+
+    pub(super) fn activate(&mut self, id: Id, a: crate::node::Activation) {
+        let h = &a.head.head;
+        let trust = self.trust.clone().expect("a node was added");
+        assert!(
+            a.head.verify(&trust).is_ok(),
+            "safety (seed {}): node {id} asked to activate a head that does not verify",
+            self.cfg.seed
+        );
+        let canonical = self.publisher.content.get(&h.release.digest).cloned();
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        let content_ok = match &a.content {
+            Some(c) => canonical.as_ref().is_some_and(|k| k[..] == c[..]),
+            None => n.disk.blobs.contains(&h.release.digest),
+        };
+        assert!(
+            content_ok,
+            "safety (seed {}): node {id} asked to activate content that is not the signed release",
+            self.cfg.seed
+        );
+        let refused = || ActivationError::Refused {
+            stage: "compile".into(),
+            reason: "not a component".into(),
+        };
+        let result = match (a.content.as_deref(), canonical.as_ref()) {
+            (Some(c), _) if !(self.accepts)(c) => Err(refused()),
+            (None, Some(c)) if !(self.accepts)(c) => Err(refused()),
+            _ => {
+                if let Some(r) = n.disk.records.get(&h.app) {
+                    assert!(
+                        r.head.head.seq < h.seq,
+                        "safety (seed {}): node {id} seq went backwards for {}",
+                        self.cfg.seed,
+                        h.app
+                    );
+                }
+                n.disk.records.insert(h.app.clone(), a.record.clone());
+                n.disk.blobs.insert(h.release.digest);
+                Ok(())
+            }
+        };
+        let d = Delivery::Activated(h.app.clone(), h.seq, result);
+        let at = self.now + self.cfg.activate_delay;
+        self.schedule(at, id, d);
+    }
+}
