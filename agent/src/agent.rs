@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
-use fleetcast_protocol::wire::{Message, NodeId, NodeStatus};
+use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
 use fleetcast_protocol::{Event, TrustPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -365,18 +365,18 @@ impl Actor {
                 Output::Send { to, msg } => self.send(to, &msg),
                 Output::ServeChunk { to, digest, index } => {
                     let msg = match self.store.read_chunk(&digest, index) {
-                        Ok(Some(data)) => Message::Chunk {
+                        Ok(Some(data)) => ContentMsg::Chunk {
                             digest,
                             index,
                             data: data.into(),
                         },
-                        Ok(None) => Message::NoChunk { digest, index },
+                        Ok(None) => ContentMsg::NoChunk { digest, index },
                         Err(e) => {
                             tracing::error!("cannot serve chunk: {e:#}");
-                            Message::NoChunk { digest, index }
+                            ContentMsg::NoChunk { digest, index }
                         }
                     };
-                    self.send(to, &msg);
+                    self.send(to, &msg.into());
                 }
                 Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
                 Output::CancelActivation { app, seq } => {
@@ -404,10 +404,12 @@ impl Actor {
 /// The chunk a chunk message is about, for trace logs.
 fn chunk_index(msg: &Message) -> Option<u32> {
     match msg {
-        Message::GetChunk { index, .. }
-        | Message::Chunk { index, .. }
-        | Message::NoChunk { index, .. }
-        | Message::HaveChunk { index, .. } => Some(*index),
+        Message::Content(
+            ContentMsg::GetChunk { index, .. }
+            | ContentMsg::Chunk { index, .. }
+            | ContentMsg::NoChunk { index, .. }
+            | ContentMsg::HaveChunk { index, .. },
+        ) => Some(*index),
         _ => None,
     }
 }

@@ -2,11 +2,11 @@
 //! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], and the status
 //! messages for clients), so each layer handles its own enum and no layer lists another's.
 //!
-//! **API Boundary.** These are the only serde types that cross the network. Each message travels
-//! as one frame (`u32` big-endian length, then the postcard encoding) on its own QUIC stream; a
-//! frame larger than [`MAX_FRAME`] or one that does not decode gets the sending peer
-//! disconnected with the reason. Nothing decoded here is trusted: heads are verified by
-//! [`crate::head`], chunks against the signed chunk map, and reports are informational only.
+//! **API Boundary.** These are the only serde types that cross the network. The transport crate
+//! (`fleetcast-net`, its `codec`) owns the framing, the frame bound and the protocol version
+//! (ALPN): each message travels as the postcard encoding of one [`Message`] in its own frame.
+//! Nothing decoded is trusted: heads are verified by [`crate::head`], chunks against the signed
+//! chunk map, and reports are informational only.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -14,18 +14,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadKind, SignedHead};
-use crate::release::{AppName, Digest, MAX_CHUNK_SIZE, Release};
-
-/// QUIC ALPN for protocol version 3 (version 2: releases carry a run policy; version 3:
-/// messages are nested per layer, [`Message`]).
-pub const ALPN: &[u8] = b"fleetcast/3";
-
-/// Versions an agent recognises only to refuse, with a reason that says to upgrade (their
-/// messages do not decode as this version's).
-pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/2"];
-
-/// Largest frame payload: one maximal chunk plus headroom for the envelope.
-pub const MAX_FRAME: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
+use crate::release::{AppName, Digest, Release};
 
 /// Longest reason string carried in a report.
 pub const MAX_REASON: usize = 1024;
@@ -438,50 +427,11 @@ pub struct HistoryEntry {
     pub issued_at_ms: u64,
 }
 
-/// Encoding and decoding errors.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error("frame of {size} bytes exceeds the maximum of {max} bytes")]
-    TooLarge { size: usize, max: usize },
-    #[error("frame does not decode as a fleetcast/3 message: {0}")]
-    Undecodable(String),
-}
-
-/// Encodes a message as a frame payload.
-pub fn encode(msg: &Message) -> Result<Vec<u8>, WireError> {
-    let bytes = postcard::to_stdvec(msg).map_err(|e| WireError::Undecodable(e.to_string()))?;
-    if bytes.len() > MAX_FRAME {
-        return Err(WireError::TooLarge {
-            size: bytes.len(),
-            max: MAX_FRAME,
-        });
-    }
-    Ok(bytes)
-}
-
 /// The size of `msg`'s postcard encoding, computed without encoding it (the simulator's
-/// message sizes; independent of the framing in [`encode`]).
+/// message sizes; the transport's frame is exactly this encoding).
 pub fn encoded_len(msg: &Message) -> usize {
     postcard::serialize_with_flavor(msg, postcard::ser_flavors::Size::default())
         .expect("every message serialises")
-}
-
-/// Decodes a frame payload. Trailing bytes are an error: a frame is exactly one message.
-pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
-    if bytes.len() > MAX_FRAME {
-        return Err(WireError::TooLarge {
-            size: bytes.len(),
-            max: MAX_FRAME,
-        });
-    }
-    match postcard::take_from_bytes::<Message>(bytes) {
-        Ok((msg, [])) => Ok(msg),
-        Ok((_, rest)) => Err(WireError::Undecodable(format!(
-            "{} trailing bytes after the message",
-            rest.len()
-        ))),
-        Err(e) => Err(WireError::Undecodable(e.to_string())),
-    }
 }
 
 #[cfg(test)]
@@ -537,48 +487,9 @@ mod tests {
             Message::StatusRequest,
         ];
         for m in msgs {
-            let bytes = encode(&m).unwrap();
+            let bytes = postcard::to_stdvec(&m).unwrap();
             assert_eq!(encoded_len(&m), bytes.len(), "{}", m.kind());
-            assert_eq!(decode(&bytes).unwrap(), m);
-        }
-    }
-
-    #[test]
-    fn oversized_frames_are_refused_both_ways() {
-        let big: Message = ContentMsg::Chunk {
-            digest: Digest([0; 32]),
-            index: 0,
-            data: vec![0; MAX_FRAME].into(),
-        }
-        .into();
-        assert!(matches!(encode(&big), Err(WireError::TooLarge { .. })));
-        let err = decode(&vec![0u8; MAX_FRAME + 1]).unwrap_err();
-        assert!(err.to_string().contains("exceeds the maximum"), "{err}");
-        // A maximal chunk fits.
-        let max_chunk: Message = ContentMsg::Chunk {
-            digest: Digest([0; 32]),
-            index: u32::MAX,
-            data: vec![0; MAX_CHUNK_SIZE as usize].into(),
-        }
-        .into();
-        assert!(encode(&max_chunk).is_ok());
-    }
-
-    #[test]
-    fn garbage_and_trailing_bytes_do_not_decode() {
-        assert!(matches!(
-            decode(&[0xff, 0xff, 0xff]),
-            Err(WireError::Undecodable(_))
-        ));
-        let mut bytes = encode(&Message::StatusRequest).unwrap();
-        bytes.push(0);
-        let err = decode(&bytes).unwrap_err();
-        assert!(err.to_string().contains("trailing"), "{err}");
-        // Truncated frames never decode.
-        let push = BroadcastMsg::Head(Box::new(head("a", 1, b"x").sign(&key(1))));
-        let full = encode(&push.into()).unwrap();
-        for n in 0..full.len() {
-            assert!(decode(&full[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), m);
         }
     }
 
@@ -593,14 +504,12 @@ mod tests {
         assert!(!prune.is_payload());
         // The layer's tag comes first on the wire: an older, flat message does not decode as
         // the same thing.
-        let bytes = encode(&prune).unwrap();
+        let bytes = postcard::to_stdvec(&prune).unwrap();
         assert_eq!(
             bytes,
             vec![1, 4],
             "broadcast is variant 1, prune its variant 4"
         );
-        assert_eq!(ALPN, b"fleetcast/3");
-        assert!(ALPN_PREVIOUS.contains(&&b"fleetcast/2"[..]));
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetEvent, NetHandle};
-use fleetcast_protocol::wire::{Message, NodeId, NodeStatus, Report, Tally};
+use fleetcast_protocol::wire::{
+    BroadcastMsg, ContentMsg, Message, NodeId, NodeStatus, Report, Tally, TallyMsg,
+};
 
 /// What an agent tells the publisher after a push.
 #[derive(Debug)]
@@ -85,15 +87,15 @@ impl Session {
 
     /// Pushes a signed head to the agent.
     pub fn push_head(&self, head: &SignedHead) -> Result<()> {
-        self.send(&Message::Head(Box::new(head.clone())))?;
+        self.send(&BroadcastMsg::Head(Box::new(head.clone())).into())?;
         // Say that this side holds the whole content, if it does, so the agent fetches from it.
         let r = &head.head.release;
         if self.content.contains_key(&r.digest) {
-            self.send(&Message::Have {
+            self.send(&Message::Content(ContentMsg::Have {
                 digest: r.digest,
                 bits: fleetcast_protocol::swarm::bits_full(r.chunk_count()),
                 want: false,
-            })?;
+            }))?;
         }
         Ok(())
     }
@@ -119,7 +121,7 @@ impl Session {
         loop {
             match self.recv(deadline).await? {
                 Some(Message::Report(r)) => return Ok(Some(News::Report(r))),
-                Some(Message::Tally(t)) => return Ok(Some(News::Tally(t))),
+                Some(Message::Tally(TallyMsg::Subtree(t))) => return Ok(Some(News::Tally(t))),
                 Some(_) => continue,
                 None => return Ok(None),
             }
@@ -136,7 +138,7 @@ impl Session {
             };
             match ev {
                 NetEvent::Message { conn, msg } if conn == self.conn => {
-                    if let Message::GetChunk { digest, index } = msg {
+                    if let Message::Content(ContentMsg::GetChunk { digest, index }) = msg {
                         // A send that fails here means the connection is closing (the agent
                         // dropped it: its reason arrives as the next event) or its send queue
                         // is full (the agent asks again after its deadline). Either way the
@@ -160,14 +162,14 @@ impl Session {
                 let start = index as usize * release.chunk_size as usize;
                 let end = start + release.chunk_len(index);
                 self.chunks_served += 1;
-                Message::Chunk {
+                ContentMsg::Chunk {
                     digest,
                     index,
                     data: content[start..end].to_vec().into(),
                 }
             }
-            _ => Message::NoChunk { digest, index },
+            _ => ContentMsg::NoChunk { digest, index },
         };
-        self.send(&msg)
+        self.send(&msg.into())
     }
 }

@@ -105,16 +105,17 @@ pub(crate) fn version_name(alpn: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use fleetcast_protocol::release::Digest;
-    use fleetcast_protocol::wire::Payload;
+    use fleetcast_protocol::wire::{BroadcastMsg, ContentMsg, Payload};
 
     use super::*;
 
     fn chunk(len: usize) -> Message {
-        Message::Chunk {
+        ContentMsg::Chunk {
             digest: Digest([7; 32]),
             index: 3,
             data: Payload(vec![5u8; len].into()),
         }
+        .into()
     }
 
     #[test]
@@ -144,6 +145,27 @@ mod tests {
             decode(&[0xff, 0xff, 0xff], MAX_FRAME),
             Err(CodecError::Undecodable { .. })
         ));
+        // A maximal chunk fits in a frame.
+        let max_chunk = ContentMsg::Chunk {
+            digest: Digest([0; 32]),
+            index: u32::MAX,
+            data: Payload(vec![0; MAX_CHUNK_SIZE as usize].into()),
+        };
+        assert!(encode(&max_chunk.into(), MAX_FRAME).is_ok());
+        // No prefix of a frame decodes.
+        let full = encode(
+            &BroadcastMsg::Graft {
+                app: fleetcast_protocol::AppName::new("a").unwrap(),
+                seq: 9,
+                id: Digest([1; 32]),
+            }
+            .into(),
+            MAX_FRAME,
+        )
+        .unwrap();
+        for n in 0..full.len() {
+            assert!(decode(&full[..n], MAX_FRAME).is_err(), "prefix of {n} bytes decoded");
+        }
     }
 
     #[test]

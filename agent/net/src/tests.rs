@@ -9,7 +9,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
 use fleetcast_protocol::release::Digest;
-use fleetcast_protocol::wire::{Message, Payload};
+use fleetcast_protocol::wire::{ContentMsg, Message, Payload};
 
 use quinn::{ConnectionError, VarInt};
 
@@ -46,11 +46,12 @@ async fn connected(rx: &mut Receiver<NetEvent>) -> (ConnId, NodeId, bool) {
 
 /// Test payloads travel as chunk messages, whose data can be any bytes of any length.
 fn chunk(data: Vec<u8>) -> Message {
-    Message::Chunk {
+    ContentMsg::Chunk {
         digest: Digest([9; 32]),
         index: 0,
         data: Payload(data.into()),
     }
+    .into()
 }
 
 /// The encoded size of a [`chunk`] message of `len` bytes.
@@ -65,7 +66,7 @@ async fn frame(rx: &mut Receiver<NetEvent>) -> (ConnId, Vec<u8>) {
     match next(rx).await {
         NetEvent::Message {
             conn,
-            msg: Message::Chunk { data, .. },
+            msg: Message::Content(ContentMsg::Chunk { data, .. }),
         } => (conn, data.0.to_vec()),
         other => panic!("expected a chunk message, got {other:?}"),
     }
