@@ -7,23 +7,129 @@
 //! - `compiled`: `digest ‖ engine compatibility hash` → `BLAKE3(artifact) ‖ artifact`.
 //! - `apps`: app name → [`AppRecord`] (postcard): the signed head in force and its history.
 //! - `serving`: app name → [`ServingState`] (postcard): what this agent serves for the app and
-//!   why (last committed release, release on trial, last failure, local override, releases
-//!   kept compiled). A record whose release the serving state does not account for (neither
-//!   committed, on trial nor failed) is one the agent stopped activating.
+//!   why (last committed release, release on trial, release being activated, last failure,
+//!   local override, releases kept compiled).
 //!
 //! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
 //! when read, compiled artifacts against the checksum recorded when this agent compiled them,
-//! and records' heads are re-verified by the caller. [`Store::commit`] flushes before it
-//! returns, and sled's log is ordered, so a durable record implies its blob and artifact are
-//! durable too, and a crash never lets an older seq be accepted again.
+//! and records' heads are re-verified by the caller. A record is only ever written by
+//! [`Store::commit`], in one transaction with the serving state that names its release as
+//! *activating*, flushed before it returns; sled's log is ordered, so a durable record implies
+//! its blob and artifact are durable too, and a crash never lets an older seq be accepted again.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
-use fleetcast_protocol::{AppRecord, Digest, Release};
+use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+/// Why a store operation failed. Nothing is written by an operation that fails, except where
+/// a variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {}: {error}", path.display())]
+    CreateDir { path: PathBuf, error: std::io::Error },
+    #[error(
+        "cannot open the sled store at {} (is another agent using this data_dir?): {error}",
+        path.display()
+    )]
+    Open { path: PathBuf, error: sled::Error },
+    #[error(
+        "the store at {} was written by another fleetcast-agent version (store format {found}, \
+         this agent reads format {STORE_FORMAT}); move the data directory away and start \
+         again: the agent fetches its releases from the mesh",
+        path.display()
+    )]
+    Format { path: PathBuf, found: u32 },
+    /// Something read back from disk does not decode or verify (the caller may recompile or
+    /// refetch; the store is unchanged).
+    #[error("{what} is damaged: {error}")]
+    Damaged { what: String, error: String },
+    #[error("stored record under {key:?} names another app")]
+    RecordKey { key: String },
+    #[error("bad release key")]
+    ReleaseKey,
+    #[error("chunk {index} of {digest} is missing from the store")]
+    MissingChunk { index: u32, digest: String },
+    /// The content read back does not match its release as a whole.
+    #[error(transparent)]
+    Content(#[from] ReleaseError),
+    #[error(transparent)]
+    Encode(#[from] postcard::Error),
+    /// The write may or may not have reached the disk.
+    #[error("flushing the store: {0}")]
+    Flush(sled::Error),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn damaged(what: impl Into<String>, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Damaged {
+        what: what.into(),
+        error: error.to_string(),
+    }
+}
+
+/// Where in the pipeline a release failed on this agent. Stored (and shown) as its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Stage {
+    /// Compiling, or storing the source and the artifact.
+    Compile,
+    /// Writing the record and the serving state.
+    Persist,
+    /// The smoke check before the swap.
+    Smoke,
+    /// Its trial, after the swap.
+    Trial,
+    /// The agent stopped while the release was being activated or on trial.
+    Restart,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Compile => "compile",
+            Stage::Persist => "persist",
+            Stage::Smoke => "smoke",
+            Stage::Trial => "trial",
+            Stage::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Stage> for String {
+    fn from(s: Stage) -> String {
+        s.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for Stage {
+    type Error = String;
+    fn try_from(s: String) -> Result<Stage, String> {
+        [
+            Stage::Compile,
+            Stage::Persist,
+            Stage::Smoke,
+            Stage::Trial,
+            Stage::Restart,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown stage {s:?}"))
+    }
+}
 
 /// One release as the serving state refers to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +145,8 @@ pub struct FailureRecord {
     pub seq: u64,
     pub version: String,
     pub digest: String,
-    /// Where it failed: `compile`, `smoke`, `trial`, `restart`.
-    pub stage: String,
+    /// Where it failed.
+    pub stage: Stage,
     pub reason: String,
     pub at_ms: u64,
 }
@@ -64,6 +170,35 @@ pub struct ServingState {
     pub local_override: Option<ReleaseRef>,
     /// Releases kept compiled, newest first (at most `runtime.cached_releases`).
     pub cached: Vec<Release>,
+    /// The release whose record was written (with this state, in one transaction) and that
+    /// has not swapped in or failed yet. Found here at start, it means the agent stopped
+    /// between the persist step and the swap: it counts as failed (`restart`).
+    pub activating: Option<ReleaseRef>,
+}
+
+/// [`ServingState`] as store format 2 wrote it (no `activating`), for the migration.
+#[derive(Deserialize)]
+struct ServingStateV2 {
+    committed: Option<ReleaseRef>,
+    trial: Option<ReleaseRef>,
+    trial_clean_stop: bool,
+    failure: Option<FailureRecord>,
+    local_override: Option<ReleaseRef>,
+    cached: Vec<Release>,
+}
+
+impl From<ServingStateV2> for ServingState {
+    fn from(v: ServingStateV2) -> Self {
+        ServingState {
+            committed: v.committed,
+            trial: v.trial,
+            trial_clean_stop: v.trial_clean_stop,
+            failure: v.failure,
+            local_override: v.local_override,
+            cached: v.cached,
+            activating: None,
+        }
+    }
 }
 
 /// Decoded releases kept in memory for [`Store::read_chunk`] (per store).
@@ -122,12 +257,14 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 }
 
 /// Version of what the store holds (postcard layouts of records, releases and serving state).
-/// Format 2: releases carry a run policy, apps a serving state.
-pub const STORE_FORMAT: u32 = 2;
+/// Format 2: releases carry a run policy, apps a serving state. Format 3: the serving state
+/// names the release being activated (written with its record in one transaction); a format 2
+/// store is migrated in place when opened.
+pub const STORE_FORMAT: u32 = 3;
 const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
 
-/// A new store gets [`STORE_FORMAT`]; an existing one must have it. A store written by an older
-/// agent is refused with what to do, rather than misread.
+/// A new store gets [`STORE_FORMAT`]; a format 2 store is migrated; any other is refused with
+/// what to do, rather than misread.
 fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
     let found = db
         .get(FORMAT_KEY)?
@@ -138,13 +275,54 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
             db.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
             Ok(())
         }
-        found => bail!(
-            "the store at {} was written by another fleetcast-agent version (store format {}, \
-             this agent reads format {STORE_FORMAT}); move the data directory away and start \
-             again: the agent fetches its releases from the mesh",
-            path.display(),
-            found.map_or("1".to_string(), |f| f.to_string())
-        ),
+        Some(2) => migrate_from_2(db),
+        found => Err(StoreError::Format {
+            path: path.to_path_buf(),
+            found: found.unwrap_or(1),
+        }),
+    }
+}
+
+/// Format 2 → 3: every serving state gains `activating: None`. One transaction with the new
+/// format marker, flushed: a crash leaves the store in format 2 or 3, never in between.
+fn migrate_from_2(db: &sled::Db) -> Result<()> {
+    let serving = db.open_tree("serving")?;
+    let mut states = Vec::new();
+    for kv in serving.iter() {
+        let (k, v) = kv?;
+        let old: ServingStateV2 = postcard::from_bytes(&v).map_err(|e| {
+            damaged(
+                format!(
+                    "stored serving state of app {:?}",
+                    String::from_utf8_lossy(&k)
+                ),
+                e,
+            )
+        })?;
+        states.push((k, postcard::to_stdvec(&ServingState::from(old))?));
+    }
+    let meta: &sled::Tree = db;
+    (&serving, meta)
+        .transaction(|(serving, meta)| {
+            for (k, v) in &states {
+                serving.insert(k, v.as_slice())?;
+            }
+            meta.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(tx_error)?;
+    db.flush().map_err(StoreError::Flush)?;
+    tracing::info!(apps = states.len(), "store migrated from format 2 to {STORE_FORMAT}");
+    Ok(())
+}
+
+fn tx_error(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => StoreError::Sled(e),
+        // No transaction here aborts on its own.
+        TransactionError::Abort(()) => StoreError::Sled(sled::Error::Unsupported(
+            "transaction aborted".to_string(),
+        )),
     }
 }
 
@@ -156,21 +334,21 @@ impl Store {
 
     /// Opens (or creates) the store under `dir` with `options`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            error,
+        })?;
         let path = dir.join("store");
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(options.flush_every_ms)
             .temporary(options.temporary)
             .cache_capacity(options.cache_bytes)
-            .open();
-        let db = db.with_context(|| {
-            format!(
-                "cannot open the sled store at {} (is another agent using this data_dir?)",
-                path.display()
-            )
-        })?;
+            .open()
+            .map_err(|error| StoreError::Open {
+                path: path.clone(),
+                error,
+            })?;
         check_format(&db, &path)?;
         Ok(Store {
             blobs: db.open_tree("blobs")?,
@@ -193,7 +371,7 @@ impl Store {
                 let d: [u8; 32] = k
                     .as_ref()
                     .try_into()
-                    .map_err(|_| anyhow!("bad release key"))?;
+                    .map_err(|_| StoreError::ReleaseKey)?;
                 Ok(Digest(d))
             })
             .collect()
@@ -251,8 +429,8 @@ impl Store {
 
     fn release(&self, digest: &Digest) -> Result<Option<Release>> {
         match self.releases.get(digest.0)? {
-            Some(v) => Ok(Some(postcard::from_bytes(&v).with_context(|| {
-                format!("stored release {} is damaged", digest.short())
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(|e| {
+                damaged(format!("stored release {}", digest.short()), e)
             })?)),
             None => Ok(None),
         }
@@ -266,9 +444,9 @@ impl Store {
         let Some(data) = self.blobs.get(chunk_key(digest, index))? else {
             return Ok(None);
         };
-        release
-            .verify_chunk(index, &data)
-            .with_context(|| format!("stored chunk {index} of {} is damaged", digest.short()))?;
+        release.verify_chunk(index, &data).map_err(|e| {
+            damaged(format!("stored chunk {index} of {}", digest.short()), e)
+        })?;
         Ok(Some(data.to_vec()))
     }
 
@@ -279,14 +457,15 @@ impl Store {
             let data = self
                 .blobs
                 .get(chunk_key(&release.digest, i))?
-                .ok_or_else(|| {
-                    anyhow!(
-                        "chunk {i} of {} is missing from the store",
-                        release.digest.short()
-                    )
+                .ok_or_else(|| StoreError::MissingChunk {
+                    index: i,
+                    digest: release.digest.short(),
                 })?;
-            release.verify_chunk(i, &data).with_context(|| {
-                format!("stored chunk {i} of {} is damaged", release.digest.short())
+            release.verify_chunk(i, &data).map_err(|e| {
+                damaged(
+                    format!("stored chunk {i} of {}", release.digest.short()),
+                    e,
+                )
             })?;
             out.extend_from_slice(&data);
         }
@@ -318,21 +497,28 @@ impl Store {
         Ok(None)
     }
 
-    /// Persists `record` as the app's state and flushes everything to disk before returning.
-    pub fn commit(&self, record: &AppRecord) -> Result<()> {
-        self.apps.insert(
-            record.head.head.app.as_str().as_bytes(),
-            postcard::to_stdvec(record)?,
-        )?;
-        self.db.flush().context("flushing the store")?;
+    /// Persists `record` as the app's record and `state` as its serving state, in one
+    /// transaction across both trees, and flushes everything to disk before returning. After
+    /// an error neither or both may be durable (the flush is what failed), never one alone.
+    pub fn commit(&self, record: &AppRecord, state: &ServingState) -> Result<()> {
+        let key = record.head.head.app.as_str().as_bytes();
+        let (record, state) = (postcard::to_stdvec(record)?, postcard::to_stdvec(state)?);
+        (&self.apps, &self.serving)
+            .transaction(|(apps, serving)| {
+                apps.insert(key, record.as_slice())?;
+                serving.insert(key, state.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush().map_err(StoreError::Flush)?;
         Ok(())
     }
 
     /// Persists the serving state of `app` and flushes.
-    pub fn put_state(&self, app: &str, state: &ServingState) -> Result<()> {
+    pub fn put_state(&self, app: &AppName, state: &ServingState) -> Result<()> {
         self.serving
-            .insert(app.as_bytes(), postcard::to_stdvec(state)?)?;
-        self.db.flush().context("flushing the store")?;
+            .insert(app.as_str().as_bytes(), postcard::to_stdvec(state)?)?;
+        self.db.flush().map_err(StoreError::Flush)?;
         Ok(())
     }
 
@@ -343,7 +529,7 @@ impl Store {
             let (k, v) = kv?;
             let app = String::from_utf8_lossy(&k).into_owned();
             let st: ServingState = postcard::from_bytes(&v)
-                .with_context(|| format!("stored serving state of app {app:?} is damaged"))?;
+                .map_err(|e| damaged(format!("stored serving state of app {app:?}"), e))?;
             out.insert(app, st);
         }
         Ok(out)
@@ -367,17 +553,11 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.apps.iter() {
             let (k, v) = kv?;
-            let rec: AppRecord = postcard::from_bytes(&v).with_context(|| {
-                format!(
-                    "stored record of app {:?} is damaged",
-                    String::from_utf8_lossy(&k)
-                )
-            })?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let rec: AppRecord = postcard::from_bytes(&v)
+                .map_err(|e| damaged(format!("stored record of app {key:?}"), e))?;
             if rec.head.head.app.as_str().as_bytes() != k.as_ref() {
-                bail!(
-                    "stored record under {:?} names another app",
-                    String::from_utf8_lossy(&k)
-                );
+                return Err(StoreError::RecordKey { key });
             }
             out.push(rec);
         }
@@ -543,11 +723,94 @@ mod tests {
         }
         .sign(&key);
         let rec = AppRecord::advance(None, &head, 8);
+        let state = ServingState {
+            activating: Some(ReleaseRef {
+                seq: 4,
+                release: head.head.release.clone(),
+            }),
+            ..ServingState::default()
+        };
         {
             let s = Store::open(dir.path()).unwrap();
-            s.commit(&rec).unwrap();
+            s.commit(&rec, &state).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.records().unwrap(), vec![rec]);
+        assert_eq!(
+            s.states().unwrap().remove("a"),
+            Some(state),
+            "the serving state went in with the record"
+        );
+    }
+
+    #[test]
+    fn a_format_2_store_is_migrated_and_keeps_its_serving_state() {
+        #[derive(Serialize)]
+        struct V2 {
+            committed: Option<ReleaseRef>,
+            trial: Option<ReleaseRef>,
+            trial_clean_stop: bool,
+            failure: Option<FailureRecord>,
+            local_override: Option<ReleaseRef>,
+            cached: Vec<Release>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let r = release(b"v1");
+        let committed = Some(ReleaseRef {
+            seq: 3,
+            release: r.clone(),
+        });
+        let failure = Some(FailureRecord {
+            seq: 4,
+            version: "1.0.0".into(),
+            digest: r.digest.to_hex(),
+            stage: Stage::Smoke,
+            reason: "no".into(),
+            at_ms: 9,
+        });
+        {
+            let db = sled::open(dir.path().join("store")).unwrap();
+            db.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+            let old = V2 {
+                committed: committed.clone(),
+                trial: None,
+                trial_clean_stop: true,
+                failure: failure.clone(),
+                local_override: None,
+                cached: vec![r.clone()],
+            };
+            db.open_tree("serving")
+                .unwrap()
+                .insert("a", postcard::to_stdvec(&old).unwrap())
+                .unwrap();
+            db.open_tree("apps").unwrap().insert("a", &b"x"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let want = ServingState {
+            committed,
+            trial_clean_stop: true,
+            failure,
+            cached: vec![r],
+            ..ServingState::default()
+        };
+        assert_eq!(s.states().unwrap().remove("a"), Some(want));
+        assert_eq!(
+            s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+            &STORE_FORMAT.to_be_bytes()
+        );
+    }
+
+    #[test]
+    fn stages_are_stored_and_shown_by_name() {
+        assert_eq!(serde_json::to_string(&Stage::Smoke).unwrap(), "\"smoke\"");
+        let s: Stage = serde_json::from_str("\"restart\"").unwrap();
+        assert_eq!(s, Stage::Restart);
+        assert!(serde_json::from_str::<Stage>("\"later\"").is_err());
+        // On disk, as the string format 2 stored.
+        assert_eq!(
+            postcard::to_stdvec(&Stage::Trial).unwrap(),
+            postcard::to_stdvec("trial").unwrap()
+        );
     }
 }
