@@ -31,7 +31,10 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot create data directory {}: {error}", path.display())]
-    CreateDir { path: PathBuf, error: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error(
         "cannot open the sled store at {} (is another agent using this data_dir?): {error}",
         path.display()
@@ -312,7 +315,10 @@ fn migrate_from_2(db: &sled::Db) -> Result<()> {
         })
         .map_err(tx_error)?;
     db.flush().map_err(StoreError::Flush)?;
-    tracing::info!(apps = states.len(), "store migrated from format 2 to {STORE_FORMAT}");
+    tracing::info!(
+        apps = states.len(),
+        "store migrated from format 2 to {STORE_FORMAT}"
+    );
     Ok(())
 }
 
@@ -320,9 +326,9 @@ fn tx_error(e: TransactionError<()>) -> StoreError {
     match e {
         TransactionError::Storage(e) => StoreError::Sled(e),
         // No transaction here aborts on its own.
-        TransactionError::Abort(()) => StoreError::Sled(sled::Error::Unsupported(
-            "transaction aborted".to_string(),
-        )),
+        TransactionError::Abort(()) => {
+            StoreError::Sled(sled::Error::Unsupported("transaction aborted".to_string()))
+        }
     }
 }
 
@@ -368,10 +374,7 @@ impl Store {
             .keys()
             .map(|k| {
                 let k = k?;
-                let d: [u8; 32] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| StoreError::ReleaseKey)?;
+                let d: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::ReleaseKey)?;
                 Ok(Digest(d))
             })
             .collect()
@@ -444,9 +447,9 @@ impl Store {
         let Some(data) = self.blobs.get(chunk_key(digest, index))? else {
             return Ok(None);
         };
-        release.verify_chunk(index, &data).map_err(|e| {
-            damaged(format!("stored chunk {index} of {}", digest.short()), e)
-        })?;
+        release
+            .verify_chunk(index, &data)
+            .map_err(|e| damaged(format!("stored chunk {index} of {}", digest.short()), e))?;
         Ok(Some(data.to_vec()))
     }
 
@@ -462,10 +465,7 @@ impl Store {
                     digest: release.digest.short(),
                 })?;
             release.verify_chunk(i, &data).map_err(|e| {
-                damaged(
-                    format!("stored chunk {i} of {}", release.digest.short()),
-                    e,
-                )
+                damaged(format!("stored chunk {i} of {}", release.digest.short()), e)
             })?;
             out.extend_from_slice(&data);
         }
@@ -783,7 +783,10 @@ mod tests {
                 .unwrap()
                 .insert("a", postcard::to_stdvec(&old).unwrap())
                 .unwrap();
-            db.open_tree("apps").unwrap().insert("a", &b"x"[..]).unwrap();
+            db.open_tree("apps")
+                .unwrap()
+                .insert("a", &b"x"[..])
+                .unwrap();
             db.flush().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();

@@ -222,7 +222,8 @@ impl Actor {
                 };
                 let key = (app, seq);
                 self.pending.insert(key.clone(), p);
-                self.lc.compiled(now, &self.pending[&key].act, StepOutcome::Done)
+                self.lc
+                    .compiled(now, &self.pending[&key].act, StepOutcome::Done)
             }
         };
         self.apply(fx);
@@ -248,8 +249,7 @@ impl Actor {
             Effect::StartCompile(act) => {
                 let h = &act.head.head;
                 let cancel = Arc::new(CancelToken::default());
-                self.cancels
-                    .insert(h.app.clone(), (h.seq, cancel.clone()));
+                self.cancels.insert(h.app.clone(), (h.seq, cancel.clone()));
                 let ctx = CompileCtx {
                     store: self.io.store.clone(),
                     runtime: self.io.runtime.clone(),
@@ -360,7 +360,9 @@ impl Actor {
 
     fn swap(&mut self, app: AppName, to: SwapTo, keep_old: bool) -> Applied {
         let d = match to {
-            SwapTo::Activated { seq, counting } => return self.swap_activated(app, seq, counting, keep_old),
+            SwapTo::Activated { seq, counting } => {
+                return self.swap_activated(app, seq, counting, keep_old);
+            }
             SwapTo::Fallback => self.io.slot(&app).fallback.take(),
             SwapTo::RolledBack(_) => self.io.slot(&app).rolled_back.take(),
             SwapTo::Committed(r) => match self.io.load(&r, None) {

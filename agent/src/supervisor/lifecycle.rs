@@ -146,7 +146,12 @@ impl Lifecycle {
     }
 
     /// Step 3 ended (`Err`: why the write failed).
-    pub fn persisted(&mut self, now: Now, act: &Activation, result: Result<(), String>) -> Vec<Effect> {
+    pub fn persisted(
+        &mut self,
+        now: Now,
+        act: &Activation,
+        result: Result<(), String>,
+    ) -> Vec<Effect> {
         match result {
             Err(reason) => self.refuse(now, act, Stage::Persist, reason),
             Ok(()) => vec![Effect::StartSmoke {
@@ -227,9 +232,10 @@ impl Lifecycle {
         // Keep the committed release at hand while the new one is on trial.
         let committed = life.state.committed.as_ref().map(|c| c.release.digest);
         let keep_old = life.fallback.is_none()
-            && life.serving.as_ref().is_some_and(|s| {
-                Some(s.release.release.digest) == committed && !s.counting
-            });
+            && life
+                .serving
+                .as_ref()
+                .is_some_and(|s| Some(s.release.release.digest) == committed && !s.counting);
         if keep_old {
             life.fallback = life.serving.as_ref().map(|s| s.release.clone());
         }
@@ -515,7 +521,12 @@ impl Lifecycle {
 
     /// At start: the app's verified record and its stored serving state (see
     /// [`plan_restore`]).
-    pub fn restore(&mut self, now: Now, record: AppRecord, stored: Option<ServingState>) -> Vec<Effect> {
+    pub fn restore(
+        &mut self,
+        now: Now,
+        record: AppRecord,
+        stored: Option<ServingState>,
+    ) -> Vec<Effect> {
         let app = record.head.head.app.clone();
         let plan = plan_restore(now, &record, stored);
         let mut fx = Vec::new();

@@ -76,7 +76,10 @@ pub fn spawn(
             trial: cfg.trial.clone(),
             cached_releases: cfg.cached_releases,
         };
-        (lifecycle::Lifecycle::new(cfg), actor::Shell::new(store, runtime))
+        (
+            lifecycle::Lifecycle::new(cfg),
+            actor::Shell::new(store, runtime),
+        )
     });
     let actor = actor::Actor::new(lc, io, cfg, node, rx);
     let span = tracing::Span::current();

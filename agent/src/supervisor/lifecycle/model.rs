@@ -76,7 +76,10 @@ pub enum Effect {
     /// `Lifecycle::compiled`.
     StartCompile(Box<Activation>),
     /// Drop the compile of `seq` if it still waits for a slot (a running one runs on).
-    CancelCompile { app: AppName, seq: u64 },
+    CancelCompile {
+        app: AppName,
+        seq: u64,
+    },
     /// Step 3: the record and the serving state in one transaction, flushed; the result
     /// comes back through `Lifecycle::persisted`.
     PersistRecord {
@@ -84,7 +87,10 @@ pub enum Effect {
         state: ServingState,
     },
     /// Step 4, off the actor; the result comes back through `Lifecycle::smoked`.
-    StartSmoke { app: AppName, seq: u64 },
+    StartSmoke {
+        app: AppName,
+        seq: u64,
+    },
     /// Put a release in the slot; with `keep_old`, keep what it replaces as the fallback.
     Swap {
         app: AppName,
@@ -92,11 +98,17 @@ pub enum Effect {
         keep_old: bool,
     },
     /// Empty the slot.
-    Undeploy { app: AppName },
+    Undeploy {
+        app: AppName,
+    },
     /// The serving release's requests are no longer counted for a trial.
-    EndTrial { app: AppName },
+    EndTrial {
+        app: AppName,
+    },
     /// Forget the fallback kept in memory.
-    DropFallback { app: AppName },
+    DropFallback {
+        app: AppName,
+    },
     /// Write the serving state, flushed.
     PersistState {
         app: AppName,
@@ -104,10 +116,18 @@ pub enum Effect {
         write: Write,
     },
     /// Remove the compiled artifact (no app keeps the release any more).
-    DropArtifact { digest: Digest },
+    DropArtifact {
+        digest: Digest,
+    },
     /// Drop the release's metrics series.
-    ForgetMetrics { app: AppName, release: Release },
-    Count { app: AppName, counter: Counter },
+    ForgetMetrics {
+        app: AppName,
+        release: Release,
+    },
+    Count {
+        app: AppName,
+        counter: Counter,
+    },
     Notify(NodeInput),
 }
 
@@ -159,4 +179,3 @@ pub enum StepOutcome {
     /// Dropped before it ran (a newer head, or the agent stopping).
     Cancelled,
 }
-
