@@ -138,8 +138,8 @@ impl Lifecycle {
                     release: h.release.clone(),
                 });
                 vec![Effect::PersistRecord {
-                    record: act.record.clone(),
-                    state: life.state.clone(),
+                    record: Box::new(act.record.clone()),
+                    state: Box::new(life.state.clone()),
                 }]
             }
         }
@@ -210,7 +210,7 @@ impl Lifecycle {
             },
             Effect::PersistState {
                 app: app.clone(),
-                state: life.state.clone(),
+                state: Box::new(life.state.clone()),
                 write: Write::Refusal,
             },
             Effect::Notify(Input::Activated {
@@ -287,7 +287,7 @@ impl Lifecycle {
                 // The new cached list and the cleared override go with "on trial".
                 fx.push(Effect::PersistState {
                     app: app.clone(),
-                    state: life.state.clone(),
+                    state: Box::new(life.state.clone()),
                     write: Write::Trial,
                 });
             }
@@ -344,7 +344,7 @@ impl Lifecycle {
         let dropped = trim_cached(&mut life.state.cached, self.cfg.cached_releases);
         fx.push(Effect::PersistState {
             app: app.clone(),
-            state: life.state.clone(),
+            state: Box::new(life.state.clone()),
             write: Write::Commit,
         });
         for r in dropped {
@@ -407,7 +407,7 @@ impl Lifecycle {
         life.state.failure = Some(failed);
         fx.push(Effect::PersistState {
             app: app.clone(),
-            state: life.state.clone(),
+            state: Box::new(life.state.clone()),
             write: Write::Revert,
         });
         fx.push(Effect::Notify(Input::Reverted {
@@ -509,7 +509,7 @@ impl Lifecycle {
         });
         fx.push(Effect::PersistState {
             app: app.clone(),
-            state: life.state.clone(),
+            state: Box::new(life.state.clone()),
             write: Write::LocalRollback,
         });
         fx.push(Effect::Notify(Input::LocalOverride {
@@ -533,7 +533,7 @@ impl Lifecycle {
         if plan.changed {
             fx.push(Effect::PersistState {
                 app: app.clone(),
-                state: plan.state.clone(),
+                state: Box::new(plan.state.clone()),
                 write: Write::Restart,
             });
         }
@@ -587,7 +587,7 @@ impl Lifecycle {
                 life.state.trial_clean_stop = true;
                 fx.push(Effect::PersistState {
                     app: app.clone(),
-                    state: life.state.clone(),
+                    state: Box::new(life.state.clone()),
                     write: Write::CleanStop,
                 });
             }

@@ -83,8 +83,8 @@ pub enum Effect {
     /// Step 3: the record and the serving state in one transaction, flushed; the result
     /// comes back through `Lifecycle::persisted`.
     PersistRecord {
-        record: AppRecord,
-        state: ServingState,
+        record: Box<AppRecord>,
+        state: Box<ServingState>,
     },
     /// Step 4, off the actor; the result comes back through `Lifecycle::smoked`.
     StartSmoke {
@@ -112,7 +112,7 @@ pub enum Effect {
     /// Write the serving state, flushed.
     PersistState {
         app: AppName,
-        state: ServingState,
+        state: Box<ServingState>,
         write: Write,
     },
     /// Remove the compiled artifact (no app keeps the release any more).

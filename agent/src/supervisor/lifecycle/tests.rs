@@ -72,10 +72,10 @@ impl Disk {
         for e in fx {
             match e {
                 Effect::PersistRecord { record, state } => {
-                    self.record = Some(record.clone());
-                    self.state = Some(state.clone());
+                    self.record = Some(record.as_ref().clone());
+                    self.state = Some(state.as_ref().clone());
                 }
-                Effect::PersistState { state, .. } => self.state = Some(state.clone()),
+                Effect::PersistState { state, .. } => self.state = Some(state.as_ref().clone()),
                 _ => {}
             }
         }
@@ -92,7 +92,7 @@ fn persisted_state(fx: &[Effect], write: Write) -> ServingState {
         .find_map(|e| match e {
             Effect::PersistState {
                 state, write: w, ..
-            } if *w == write => Some(state.clone()),
+            } if *w == write => Some(state.as_ref().clone()),
             _ => None,
         })
         .unwrap_or_else(|| panic!("no {write:?} write in {fx:?}"))
