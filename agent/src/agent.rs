@@ -135,11 +135,16 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     };
     let runtime = Runtime::with_shared(engine, shared.compile_cache);
 
+    let supervisor_cfg = SupervisorConfig {
+        trial: cfg.trial.clone(),
+        compile_concurrency: runtime.config().compile_concurrency,
+        cached_releases: runtime.config().cached_releases,
+    };
     let mut restored = {
         let (store, runtime, trust) = (store.clone(), runtime.clone(), trust.clone());
-        let trial = cfg.trial.clone();
+        let sup = supervisor_cfg.clone();
         tokio::task::spawn_blocking(move || {
-            crate::supervisor::restore(&store, &runtime, &trust, &trial)
+            crate::supervisor::restore(&store, &runtime, &trust, &sup)
         })
         .await
         .context("restore task panicked")??
@@ -196,9 +201,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             &mut restored,
             store.clone(),
             runtime.clone(),
-            SupervisorConfig {
-                trial: cfg.trial.clone(),
-            },
+            supervisor_cfg,
             done_tx.clone(),
             shutdown_rx.clone(),
         )

@@ -7,23 +7,132 @@
 //! - `compiled`: `digest ‖ engine compatibility hash` → `BLAKE3(artifact) ‖ artifact`.
 //! - `apps`: app name → [`AppRecord`] (postcard): the signed head in force and its history.
 //! - `serving`: app name → [`ServingState`] (postcard): what this agent serves for the app and
-//!   why (last committed release, release on trial, last failure, local override, releases
-//!   kept compiled). A record whose release the serving state does not account for (neither
-//!   committed, on trial nor failed) is one the agent stopped activating.
+//!   why (last committed release, release on trial, release being activated, last failure,
+//!   local override, releases kept compiled).
 //!
 //! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
 //! when read, compiled artifacts against the checksum recorded when this agent compiled them,
-//! and records' heads are re-verified by the caller. [`Store::commit`] flushes before it
-//! returns, and sled's log is ordered, so a durable record implies its blob and artifact are
-//! durable too, and a crash never lets an older seq be accepted again.
+//! and records' heads are re-verified by the caller. A record is only ever written by
+//! [`Store::commit`], in one transaction with the serving state that names its release as
+//! *activating*, flushed before it returns; sled's log is ordered, so a durable record implies
+//! its blob and artifact are durable too, and a crash never lets an older seq be accepted again.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result, anyhow, bail};
-use fleetcast_protocol::{AppRecord, Digest, Release};
+use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+/// Why a store operation failed. Nothing is written by an operation that fails, except where
+/// a variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {}: {error}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "cannot open the sled store at {} (is another agent using this data_dir?): {error}",
+        path.display()
+    )]
+    Open { path: PathBuf, error: sled::Error },
+    #[error(
+        "the store at {} was written by another fleetcast-agent version (store format {found}, \
+         this agent reads format {STORE_FORMAT}); move the data directory away and start \
+         again: the agent fetches its releases from the mesh",
+        path.display()
+    )]
+    Format { path: PathBuf, found: u32 },
+    /// Something read back from disk does not decode or verify (the caller may recompile or
+    /// refetch; the store is unchanged).
+    #[error("{what} is damaged: {error}")]
+    Damaged { what: String, error: String },
+    #[error("stored record under {key:?} names another app")]
+    RecordKey { key: String },
+    #[error("bad release key")]
+    ReleaseKey,
+    #[error("chunk {index} of {digest} is missing from the store")]
+    MissingChunk { index: u32, digest: String },
+    /// The content read back does not match its release as a whole.
+    #[error(transparent)]
+    Content(#[from] ReleaseError),
+    #[error(transparent)]
+    Encode(#[from] postcard::Error),
+    /// The write may or may not have reached the disk.
+    #[error("flushing the store: {0}")]
+    Flush(sled::Error),
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn damaged(what: impl Into<String>, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Damaged {
+        what: what.into(),
+        error: error.to_string(),
+    }
+}
+
+/// Where in the pipeline a release failed on this agent. Stored (and shown) as its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Stage {
+    /// Compiling, or storing the source and the artifact.
+    Compile,
+    /// Writing the record and the serving state.
+    Persist,
+    /// The smoke check before the swap.
+    Smoke,
+    /// Its trial, after the swap.
+    Trial,
+    /// The agent stopped while the release was being activated or on trial.
+    Restart,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Compile => "compile",
+            Stage::Persist => "persist",
+            Stage::Smoke => "smoke",
+            Stage::Trial => "trial",
+            Stage::Restart => "restart",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Stage> for String {
+    fn from(s: Stage) -> String {
+        s.as_str().to_string()
+    }
+}
+
+impl TryFrom<String> for Stage {
+    type Error = String;
+    fn try_from(s: String) -> Result<Stage, String> {
+        [
+            Stage::Compile,
+            Stage::Persist,
+            Stage::Smoke,
+            Stage::Trial,
+            Stage::Restart,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+        .ok_or_else(|| format!("unknown stage {s:?}"))
+    }
+}
 
 /// One release as the serving state refers to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,8 +148,8 @@ pub struct FailureRecord {
     pub seq: u64,
     pub version: String,
     pub digest: String,
-    /// Where it failed: `compile`, `smoke`, `trial`, `restart`.
-    pub stage: String,
+    /// Where it failed.
+    pub stage: Stage,
     pub reason: String,
     pub at_ms: u64,
 }
@@ -64,6 +173,35 @@ pub struct ServingState {
     pub local_override: Option<ReleaseRef>,
     /// Releases kept compiled, newest first (at most `runtime.cached_releases`).
     pub cached: Vec<Release>,
+    /// The release whose record was written (with this state, in one transaction) and that
+    /// has not swapped in or failed yet. Found here at start, it means the agent stopped
+    /// between the persist step and the swap: it counts as failed (`restart`).
+    pub activating: Option<ReleaseRef>,
+}
+
+/// [`ServingState`] as store format 2 wrote it (no `activating`), for the migration.
+#[derive(Deserialize)]
+struct ServingStateV2 {
+    committed: Option<ReleaseRef>,
+    trial: Option<ReleaseRef>,
+    trial_clean_stop: bool,
+    failure: Option<FailureRecord>,
+    local_override: Option<ReleaseRef>,
+    cached: Vec<Release>,
+}
+
+impl From<ServingStateV2> for ServingState {
+    fn from(v: ServingStateV2) -> Self {
+        ServingState {
+            committed: v.committed,
+            trial: v.trial,
+            trial_clean_stop: v.trial_clean_stop,
+            failure: v.failure,
+            local_override: v.local_override,
+            cached: v.cached,
+            activating: None,
+        }
+    }
 }
 
 /// Decoded releases kept in memory for [`Store::read_chunk`] (per store).
@@ -122,12 +260,14 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 }
 
 /// Version of what the store holds (postcard layouts of records, releases and serving state).
-/// Format 2: releases carry a run policy, apps a serving state.
-pub const STORE_FORMAT: u32 = 2;
+/// Format 2: releases carry a run policy, apps a serving state. Format 3: the serving state
+/// names the release being activated (written with its record in one transaction); a format 2
+/// store is migrated in place when opened.
+pub const STORE_FORMAT: u32 = 3;
 const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
 
-/// A new store gets [`STORE_FORMAT`]; an existing one must have it. A store written by an older
-/// agent is refused with what to do, rather than misread.
+/// A new store gets [`STORE_FORMAT`]; a format 2 store is migrated; any other is refused with
+/// what to do, rather than misread.
 fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
     let found = db
         .get(FORMAT_KEY)?
@@ -138,13 +278,57 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
             db.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
             Ok(())
         }
-        found => bail!(
-            "the store at {} was written by another fleetcast-agent version (store format {}, \
-             this agent reads format {STORE_FORMAT}); move the data directory away and start \
-             again: the agent fetches its releases from the mesh",
-            path.display(),
-            found.map_or("1".to_string(), |f| f.to_string())
-        ),
+        Some(2) => migrate_from_2(db),
+        found => Err(StoreError::Format {
+            path: path.to_path_buf(),
+            found: found.unwrap_or(1),
+        }),
+    }
+}
+
+/// Format 2 → 3: every serving state gains `activating: None`. One transaction with the new
+/// format marker, flushed: a crash leaves the store in format 2 or 3, never in between.
+fn migrate_from_2(db: &sled::Db) -> Result<()> {
+    let serving = db.open_tree("serving")?;
+    let mut states = Vec::new();
+    for kv in serving.iter() {
+        let (k, v) = kv?;
+        let old: ServingStateV2 = postcard::from_bytes(&v).map_err(|e| {
+            damaged(
+                format!(
+                    "stored serving state of app {:?}",
+                    String::from_utf8_lossy(&k)
+                ),
+                e,
+            )
+        })?;
+        states.push((k, postcard::to_stdvec(&ServingState::from(old))?));
+    }
+    let meta: &sled::Tree = db;
+    (&serving, meta)
+        .transaction(|(serving, meta)| {
+            for (k, v) in &states {
+                serving.insert(k, v.as_slice())?;
+            }
+            meta.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(tx_error)?;
+    db.flush().map_err(StoreError::Flush)?;
+    tracing::info!(
+        apps = states.len(),
+        "store migrated from format 2 to {STORE_FORMAT}"
+    );
+    Ok(())
+}
+
+fn tx_error(e: TransactionError<()>) -> StoreError {
+    match e {
+        TransactionError::Storage(e) => StoreError::Sled(e),
+        // No transaction here aborts on its own.
+        TransactionError::Abort(()) => {
+            StoreError::Sled(sled::Error::Unsupported("transaction aborted".to_string()))
+        }
     }
 }
 
@@ -156,21 +340,21 @@ impl Store {
 
     /// Opens (or creates) the store under `dir` with `options`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|error| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            error,
+        })?;
         let path = dir.join("store");
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(options.flush_every_ms)
             .temporary(options.temporary)
             .cache_capacity(options.cache_bytes)
-            .open();
-        let db = db.with_context(|| {
-            format!(
-                "cannot open the sled store at {} (is another agent using this data_dir?)",
-                path.display()
-            )
-        })?;
+            .open()
+            .map_err(|error| StoreError::Open {
+                path: path.clone(),
+                error,
+            })?;
         check_format(&db, &path)?;
         Ok(Store {
             blobs: db.open_tree("blobs")?,
@@ -190,10 +374,7 @@ impl Store {
             .keys()
             .map(|k| {
                 let k = k?;
-                let d: [u8; 32] = k
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| anyhow!("bad release key"))?;
+                let d: [u8; 32] = k.as_ref().try_into().map_err(|_| StoreError::ReleaseKey)?;
                 Ok(Digest(d))
             })
             .collect()
@@ -251,8 +432,8 @@ impl Store {
 
     fn release(&self, digest: &Digest) -> Result<Option<Release>> {
         match self.releases.get(digest.0)? {
-            Some(v) => Ok(Some(postcard::from_bytes(&v).with_context(|| {
-                format!("stored release {} is damaged", digest.short())
+            Some(v) => Ok(Some(postcard::from_bytes(&v).map_err(|e| {
+                damaged(format!("stored release {}", digest.short()), e)
             })?)),
             None => Ok(None),
         }
@@ -268,7 +449,7 @@ impl Store {
         };
         release
             .verify_chunk(index, &data)
-            .with_context(|| format!("stored chunk {index} of {} is damaged", digest.short()))?;
+            .map_err(|e| damaged(format!("stored chunk {index} of {}", digest.short()), e))?;
         Ok(Some(data.to_vec()))
     }
 
@@ -279,14 +460,12 @@ impl Store {
             let data = self
                 .blobs
                 .get(chunk_key(&release.digest, i))?
-                .ok_or_else(|| {
-                    anyhow!(
-                        "chunk {i} of {} is missing from the store",
-                        release.digest.short()
-                    )
+                .ok_or_else(|| StoreError::MissingChunk {
+                    index: i,
+                    digest: release.digest.short(),
                 })?;
-            release.verify_chunk(i, &data).with_context(|| {
-                format!("stored chunk {i} of {} is damaged", release.digest.short())
+            release.verify_chunk(i, &data).map_err(|e| {
+                damaged(format!("stored chunk {i} of {}", release.digest.short()), e)
             })?;
             out.extend_from_slice(&data);
         }
@@ -318,21 +497,28 @@ impl Store {
         Ok(None)
     }
 
-    /// Persists `record` as the app's state and flushes everything to disk before returning.
-    pub fn commit(&self, record: &AppRecord) -> Result<()> {
-        self.apps.insert(
-            record.head.head.app.as_str().as_bytes(),
-            postcard::to_stdvec(record)?,
-        )?;
-        self.db.flush().context("flushing the store")?;
+    /// Persists `record` as the app's record and `state` as its serving state, in one
+    /// transaction across both trees, and flushes everything to disk before returning. After
+    /// an error neither or both may be durable (the flush is what failed), never one alone.
+    pub fn commit(&self, record: &AppRecord, state: &ServingState) -> Result<()> {
+        let key = record.head.head.app.as_str().as_bytes();
+        let (record, state) = (postcard::to_stdvec(record)?, postcard::to_stdvec(state)?);
+        (&self.apps, &self.serving)
+            .transaction(|(apps, serving)| {
+                apps.insert(key, record.as_slice())?;
+                serving.insert(key, state.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush().map_err(StoreError::Flush)?;
         Ok(())
     }
 
     /// Persists the serving state of `app` and flushes.
-    pub fn put_state(&self, app: &str, state: &ServingState) -> Result<()> {
+    pub fn put_state(&self, app: &AppName, state: &ServingState) -> Result<()> {
         self.serving
-            .insert(app.as_bytes(), postcard::to_stdvec(state)?)?;
-        self.db.flush().context("flushing the store")?;
+            .insert(app.as_str().as_bytes(), postcard::to_stdvec(state)?)?;
+        self.db.flush().map_err(StoreError::Flush)?;
         Ok(())
     }
 
@@ -343,7 +529,7 @@ impl Store {
             let (k, v) = kv?;
             let app = String::from_utf8_lossy(&k).into_owned();
             let st: ServingState = postcard::from_bytes(&v)
-                .with_context(|| format!("stored serving state of app {app:?} is damaged"))?;
+                .map_err(|e| damaged(format!("stored serving state of app {app:?}"), e))?;
             out.insert(app, st);
         }
         Ok(out)
@@ -367,17 +553,11 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.apps.iter() {
             let (k, v) = kv?;
-            let rec: AppRecord = postcard::from_bytes(&v).with_context(|| {
-                format!(
-                    "stored record of app {:?} is damaged",
-                    String::from_utf8_lossy(&k)
-                )
-            })?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let rec: AppRecord = postcard::from_bytes(&v)
+                .map_err(|e| damaged(format!("stored record of app {key:?}"), e))?;
             if rec.head.head.app.as_str().as_bytes() != k.as_ref() {
-                bail!(
-                    "stored record under {:?} names another app",
-                    String::from_utf8_lossy(&k)
-                );
+                return Err(StoreError::RecordKey { key });
             }
             out.push(rec);
         }
@@ -392,162 +572,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_store_of_another_format_is_refused_with_what_to_do() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path()).unwrap());
-        // Reopening our own format is fine.
-        drop(Store::open(dir.path()).unwrap());
-        {
-            let db = sled::open(dir.path().join("store")).unwrap();
-            db.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
-        assert!(
-            err.contains("store format 1") && err.contains("move the data directory"),
-            "{err}"
-        );
-    }
-    use fleetcast_protocol::{AppName, Head, HeadKind};
-
-    fn release(content: &[u8]) -> Release {
-        Release::build(
-            AppName::new("a").unwrap(),
-            "1.0.0".parse().unwrap(),
-            content,
-            4096,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn blobs_round_trip_and_damage_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let content: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        let r = release(&content);
-        assert!(!s.has_blob(&r.digest).unwrap());
-        s.put_blob(&r, &content).unwrap();
-        assert!(s.has_blob(&r.digest).unwrap());
-        assert_eq!(s.read_blob(&r).unwrap(), content);
-        assert_eq!(
-            s.read_chunk(&r.digest, 1).unwrap().unwrap(),
-            &content[4096..8192]
-        );
-        assert_eq!(s.complete_blobs().unwrap(), vec![r.digest]);
-        // Damage one chunk on disk: reads refuse it.
-        s.blobs
-            .insert(chunk_key(&r.digest, 2), &b"evil"[..])
-            .unwrap();
-        assert!(format!("{:#}", s.read_blob(&r).unwrap_err()).contains("damaged"));
-        assert!(s.read_chunk(&r.digest, 2).is_err());
-    }
-
-    #[test]
-    fn chunks_are_served_from_a_reopened_store_and_still_verified() {
-        let dir = tempfile::tempdir().unwrap();
-        let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
-        let r = release(&content);
-        Store::open(dir.path())
-            .unwrap()
-            .put_blob(&r, &content)
-            .unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        for _ in 0..2 {
-            for i in 0..r.chunk_count() {
-                let start = i as usize * 4096;
-                let end = (start + 4096).min(content.len());
-                assert_eq!(
-                    s.read_chunk(&r.digest, i).unwrap().unwrap(),
-                    &content[start..end]
-                );
-            }
-        }
-        assert_eq!(s.read_chunk(&r.digest, 99).unwrap(), None);
-        assert_eq!(s.read_chunk(&Digest::of(b"other"), 0).unwrap(), None);
-        s.blobs
-            .insert(chunk_key(&r.digest, 0), &b"evil"[..])
-            .unwrap();
-        assert!(s.read_chunk(&r.digest, 0).is_err(), "still verified");
-    }
-
-    #[test]
-    fn temporary_store_without_flusher_is_removed_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
-        let content = b"hello".repeat(100);
-        let r = release(&content);
-        let opts = StoreOptions {
-            flush_every_ms: None,
-            temporary: true,
-            ..StoreOptions::default()
-        };
-        let s = Store::open_with(dir.path(), opts).unwrap();
-        s.put_blob(&r, &content).unwrap();
-        s.flush().unwrap();
-        assert_eq!(s.read_blob(&r).unwrap(), content);
-        assert!(dir.path().join("store").exists());
-        drop(s);
-        // sled removes a temporary database when the last holder of its config drops, which
-        // can be one of its background threads finishing just after the `Db`: wait for it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while dir.path().join("store").exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the temporary store was not removed"
-            );
-            std::thread::yield_now();
-        }
-    }
-
-    #[test]
-    fn compiled_artifacts_are_checksummed() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let d = Digest::of(b"x");
-        let compat = [7u8; 32];
-        s.put_compiled(&d, &compat, b"artifact").unwrap();
-        assert_eq!(s.get_compiled(&d, &compat).unwrap().unwrap(), b"artifact");
-        assert_eq!(
-            s.get_compiled(&d, &[8u8; 32]).unwrap(),
-            None,
-            "other engine"
-        );
-        let mut v = s
-            .compiled
-            .get(compiled_key(&d, &compat))
-            .unwrap()
-            .unwrap()
-            .to_vec();
-        v[36] ^= 1; // a byte of the artifact, after the 32-byte checksum
-        s.compiled.insert(compiled_key(&d, &compat), v).unwrap();
-        assert_eq!(s.get_compiled(&d, &compat).unwrap(), None);
-    }
-
-    #[test]
-    fn records_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let content = b"hello".repeat(100);
-        let r = release(&content);
-        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
-        let head = Head {
-            fleet: "f".into(),
-            app: r.app.clone(),
-            seq: 4,
-            release: r,
-            kind: HeadKind::Release,
-            issued_at_ms: 0,
-        }
-        .sign(&key);
-        let rec = AppRecord::advance(None, &head, 8);
-        {
-            let s = Store::open(dir.path()).unwrap();
-            s.commit(&rec).unwrap();
-        }
-        let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.records().unwrap(), vec![rec]);
-    }
-}
+mod tests;

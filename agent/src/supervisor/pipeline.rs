@@ -1,56 +1,96 @@
-//! One activation's steps 1–4 (compile, cache, persist, smoke check), as its own task; the
-//! supervisor does the swap and what follows.
+//! The IO of one activation's steps that run off the actor (1–2: compile or load, cache; 4:
+//! the smoke check), where compiled releases come from (the compile cache, the agent's
+//! artifact cache, else a compile), and the one place a release becomes a [`Deployed`].
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fleetcast_protocol::AppName;
+use fleetcast_protocol::Release;
 use fleetcast_protocol::node::Activation;
 use http_body_util::Empty;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
-use super::{CancelToken, failpoint, prepare};
-use crate::runtime::trial::{TrialConfig, TrialCounters, TrialPolicy};
-use crate::runtime::{Deployed, DeployedMeta, Limits, Runtime};
-use crate::store::Store;
+use crate::runtime::trial::TrialCounters;
+use crate::runtime::{Deployed, DeployedMeta, Limits, Prepared, Runtime, RuntimeError};
+use crate::store::{ReleaseRef, Store, StoreError};
+use crate::supervisor::lifecycle::StepOutcome;
+use crate::supervisor::types::Failpoint;
 
-/// How a pipeline ended.
-pub(super) struct Finished {
-    pub(super) app: AppName,
-    pub(super) seq: u64,
-    pub(super) act: Box<Activation>,
-    pub(super) started: Instant,
-    pub(super) result: Result<Ready, (&'static str, String)>,
+/// Why a release could not be compiled or loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Compile(#[from] RuntimeError),
 }
 
-/// A release through steps 1–4, ready to swap.
-pub(super) struct Ready {
-    pub(super) deployed: Arc<Deployed>,
-    pub(super) trial: TrialPolicy,
-    pub(super) counters: Arc<TrialCounters>,
-    pub(super) compiled_in: Duration,
-    pub(super) persist_in: Duration,
-    pub(super) smoke_in: Duration,
+/// `release` (brought by the head of `seq`, 0 for a local override) as a deployable version
+/// under its own limits, its requests counted in `counting` while on trial. Not in any slot.
+pub fn deployed(
+    runtime: &Runtime,
+    release: &ReleaseRef,
+    prepared: &Prepared,
+    counting: Option<Arc<TrialCounters>>,
+) -> Arc<Deployed> {
+    let r = &release.release;
+    let meta = DeployedMeta {
+        app: r.app.to_string(),
+        version: r.version.to_string(),
+        digest: r.digest.to_hex(),
+        seq: release.seq,
+    };
+    let limits = Limits::resolve(runtime.config(), &r.policy);
+    runtime.deployed(meta, prepared, limits, counting)
 }
 
-/// What one pipeline needs; it runs as its own task.
-pub(super) struct PipelineCtx {
-    pub(super) store: Store,
-    pub(super) runtime: Arc<Runtime>,
-    pub(super) compile_slots: Arc<Semaphore>,
-    pub(super) trial: TrialConfig,
-    pub(super) cancel: Arc<CancelToken>,
+/// Lets a compile that waits for its slot be dropped.
+#[derive(Default)]
+pub struct CancelToken {
+    cancelled: AtomicBool,
+    notify: Notify,
 }
 
-impl PipelineCtx {
-    pub(super) async fn run(self, act: Box<Activation>) -> Finished {
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+    async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.cancelled.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What steps 1–2 need; they run as their own task.
+pub struct CompileCtx {
+    pub store: Store,
+    pub runtime: Arc<Runtime>,
+    pub slots: Arc<Semaphore>,
+    pub cancel: Arc<CancelToken>,
+}
+
+/// Steps 1–2 ended.
+pub struct Compiled {
+    /// Its content dropped.
+    pub act: Box<Activation>,
+    pub started: Instant,
+    pub result: Result<Prepared, StepOutcome>,
+}
+
+impl CompileCtx {
+    /// Compile (bounded, cancellable while it waits for a slot) or load, and cache.
+    pub async fn run(self, mut act: Box<Activation>) -> Compiled {
         let started = Instant::now();
-        let app = act.head.head.app.clone();
-        let seq = act.head.head.seq;
-        let result = self.steps(&act, started).await;
-        Finished {
-            app,
-            seq,
+        let content = act.content.take();
+        let result = self.steps(&act, content).await;
+        Compiled {
             act,
             started,
             result,
@@ -60,91 +100,60 @@ impl PipelineCtx {
     async fn steps(
         &self,
         act: &Activation,
-        started: Instant,
-    ) -> Result<Ready, (&'static str, String)> {
-        let cancelled = || ("cancelled", "a newer head arrived".to_string());
-        // 1. compile (bounded, cancellable while waiting).
-        let permit = tokio::select! {
-            p = self.compile_slots.clone().acquire_owned() => p.map_err(|_| ("compile", "shutting down".to_string()))?,
-            () = self.cancel.cancelled() => return Err(cancelled()),
+        content: Option<Vec<u8>>,
+    ) -> Result<Prepared, StepOutcome> {
+        let _permit = tokio::select! {
+            p = self.slots.clone().acquire_owned() => {
+                p.map_err(|_| StepOutcome::Failed("shutting down".to_string()))?
+            }
+            () = self.cancel.cancelled() => return Err(StepOutcome::Cancelled),
         };
-        let (store, runtime) = (self.store.clone(), self.runtime.clone());
-        let (head, content) = (act.head.clone(), act.content.clone());
-        let prepared = tokio::task::spawn_blocking(move || {
-            let release = &head.head.release;
-            let prepared = prepare(&store, &runtime, release, content.as_deref())?;
+        let (store, runtime, release) = (
+            self.store.clone(),
+            self.runtime.clone(),
+            act.head.head.release.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let prepared = prepare(&store, &runtime, &release, content.as_deref())?;
             // 2. cache the verified source (the artifact went in with the compile).
             if let Some(content) = &content
                 && !store.has_blob(&release.digest)?
             {
-                store.put_blob(release, content)?;
+                store.put_blob(&release, content)?;
             }
-            failpoint("cache");
-            anyhow::Ok(prepared)
+            Failpoint::Cache.hit();
+            Ok::<_, PrepareError>(prepared)
         })
         .await
-        .map_err(|e| ("compile", format!("the compile task failed: {e}")))?
-        .map_err(|e| ("compile", format!("{e:#}")))?;
-        drop(permit);
-        let compiled_in = started.elapsed();
-        if self.cancel.is_cancelled() {
-            return Err(cancelled());
+        .map_err(|e| StepOutcome::Failed(format!("the compile task failed: {e}")))?
+        .map_err(|e| StepOutcome::Failed(e.to_string()))
+    }
+}
+
+/// Step 4: the smoke check of `deployed` within `deadline` (instantiation and, if the release
+/// names one, its health path).
+pub async fn smoke(
+    runtime: Arc<Runtime>,
+    deployed: Arc<Deployed>,
+    health_path: Option<String>,
+    deadline: Duration,
+) -> StepOutcome {
+    let check = smoke_check(&runtime, &deployed, health_path.as_deref());
+    match tokio::time::timeout(deadline, check).await {
+        Ok(Ok(())) => {
+            Failpoint::Smoke.hit();
+            StepOutcome::Done
         }
-        // 3. persist the record and "on trial".
-        let persist_started = Instant::now();
-        let (store, record) = (self.store.clone(), act.record.clone());
-        tokio::task::spawn_blocking(move || store.commit(&record))
-            .await
-            .map_err(|e| ("persist", format!("the store task failed: {e}")))?
-            .map_err(|e| ("persist", format!("{e:#}")))?;
-        let persist_in = persist_started.elapsed();
-        failpoint("persist");
-        // 4. smoke check.
-        let release = &act.head.head.release;
-        let limits = Limits::resolve(self.runtime.config(), &release.policy);
-        let counters = Arc::new(TrialCounters::default());
-        let trial = TrialPolicy::resolve(&self.trial, &release.policy);
-        let meta = DeployedMeta {
-            app: release.app.to_string(),
-            version: release.version.to_string(),
-            digest: release.digest.to_hex(),
-            seq: act.head.head.seq,
-        };
-        let deployed = self.runtime.deployed(meta, &prepared, limits, None);
-        let smoke_started = Instant::now();
-        let smoke = Duration::from_millis(self.trial.smoke_timeout_ms);
-        let health = release.policy.health_path.as_deref();
-        match tokio::time::timeout(smoke, smoke_check(&self.runtime, &deployed, health)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => return Err(("smoke", reason)),
-            Err(_) => {
-                return Err((
-                    "smoke",
-                    format!("the smoke check did not finish within {smoke:?}"),
-                ));
-            }
-        }
-        let smoke_in = smoke_started.elapsed();
-        failpoint("smoke");
-        if self.cancel.is_cancelled() {
-            return Err(cancelled());
-        }
-        if !trial.is_none() {
-            deployed.trial.store(Some(counters.clone()));
-        }
-        Ok(Ready {
-            deployed,
-            trial,
-            counters,
-            compiled_in,
-            persist_in,
-            smoke_in,
-        })
+        Ok(Err(reason)) => StepOutcome::Failed(reason),
+        Err(_) => StepOutcome::Failed(format!(
+            "the smoke check did not finish within {deadline:?}"
+        )),
     }
 }
 
 /// Instantiates the release once under its limits and, if it names a health path, sends it one
-/// `GET` that must answer 2xx. Nothing is counted in the release's metrics or trial.
+/// `GET` that must answer 2xx. Nothing is counted in the release's metrics or trial. `Err`
+/// says why it failed, for the operator.
 pub async fn smoke_check(
     runtime: &Runtime,
     deployed: &Arc<Deployed>,
@@ -191,5 +200,58 @@ pub async fn smoke_check(
             resp.status()
         )),
         Err(f) => Err(format!("its health check GET {path} failed: {}", f.reason)),
+    }
+}
+
+/// The compiled release: from the process's shared compile cache when the runtime has one
+/// (keyed by the signed release's digest; whatever is built below is built from content
+/// verified against it), else from the agent's own artifact cache, else compiled from `content`
+/// (just fetched and verified) or from the verified stored blob. Blocking.
+pub fn prepare(
+    store: &Store,
+    runtime: &Runtime,
+    release: &Release,
+    content: Option<&[u8]>,
+) -> Result<Prepared, PrepareError> {
+    runtime.prepare_cached(&release.digest.0, || {
+        let compat = runtime.compat_hash();
+        if let Some(p) = load_cached(store, runtime, release)? {
+            return Ok(p);
+        }
+        let stored;
+        let bytes = match content {
+            Some(c) => c,
+            None => {
+                stored = store.read_blob(release)?;
+                &stored
+            }
+        };
+        let prepared = runtime.compile(bytes)?;
+        Failpoint::Compile.hit();
+        store.put_compiled(&release.digest, &compat, &prepared.artifact)?;
+        Ok(prepared)
+    })
+}
+
+/// The release from the agent's own artifact cache, without compiling; `None` if absent.
+/// Blocking.
+pub fn load_cached(
+    store: &Store,
+    runtime: &Runtime,
+    release: &Release,
+) -> Result<Option<Prepared>, StoreError> {
+    let compat = runtime.compat_hash();
+    let Some(artifact) = store.get_compiled(&release.digest, &compat)? else {
+        return Ok(None);
+    };
+    // SAFETY: the artifact was produced by this agent's own engine (same compatibility hash),
+    // stored in its private data directory, and its checksum was verified on read. Compiled
+    // code from the network is never loaded: peers only ever send source bytes.
+    match unsafe { runtime.load(&artifact) } {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            tracing::warn!(digest = %release.digest.short(), "cached artifact unusable, recompiling: {e}");
+            Ok(None)
+        }
     }
 }

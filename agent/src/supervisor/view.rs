@@ -1,10 +1,14 @@
 //! What the supervisor shows: the per-app view of `/status` and the answer to a local rollback.
 
+use std::time::Instant;
+
+use fleetcast_protocol::{AppName, Release};
 use serde::Serialize;
 
-use crate::runtime::Limits;
 use crate::runtime::trial::TrialCount;
-use crate::store::FailureRecord;
+use crate::runtime::{Deployed, Limits};
+use crate::store::{FailureRecord, ReleaseRef};
+use crate::supervisor::lifecycle::AppLife;
 
 /// What a local rollback did.
 #[derive(Debug, Clone, Serialize)]
@@ -79,4 +83,72 @@ pub struct CachedView {
     pub version: String,
     pub digest: String,
     pub compiled: bool,
+}
+
+impl From<&ReleaseRef> for ReleaseView {
+    fn from(r: &ReleaseRef) -> Self {
+        ReleaseView {
+            version: r.release.version.to_string(),
+            digest: r.release.digest.to_hex(),
+            seq: r.seq,
+        }
+    }
+}
+
+/// The `/status` view of one app: its lifecycle, what its slot holds (`serving`), the timings
+/// of its last activation, at `now`; `compiled` says whether a release's artifact is cached.
+pub fn app_view(
+    app: &AppName,
+    life: &AppLife,
+    serving: Option<&Deployed>,
+    last_activation: Option<ActivationTiming>,
+    now: Instant,
+    compiled: impl Fn(&Release) -> bool,
+) -> AppView {
+    let st = &life.state;
+    let head = life.record.as_ref().map(|r| &r.head.head);
+    let seq = head.map(|h| h.seq).unwrap_or_default();
+    let state = if st.local_override.is_some() {
+        "local-override"
+    } else if life.trial.is_some() {
+        "trial"
+    } else if st.failure.as_ref().is_some_and(|f| f.seq == seq) {
+        "reverted"
+    } else if life.activation.is_some() {
+        "activating"
+    } else if life.serving.is_some() {
+        "committed"
+    } else {
+        "none"
+    };
+    AppView {
+        app: app.to_string(),
+        seq,
+        head_version: head.map(|h| h.release.version.to_string()),
+        state,
+        serving: life.serving.as_ref().map(|s| ReleaseView::from(&s.release)),
+        committed: st.committed.as_ref().map(ReleaseView::from),
+        trial: life.trial.as_ref().map(|t| TrialView {
+            version: t.release.version.to_string(),
+            seq: t.seq,
+            elapsed_ms: now.saturating_duration_since(t.started).as_millis() as u64,
+            window_ms: t.policy.window.as_millis() as u64,
+            window_requests: t.policy.requests,
+            count: t.counters.count(),
+        }),
+        activating: life.activation.map(|r| r.seq),
+        local_override: st.local_override.as_ref().map(ReleaseView::from),
+        last_failure: st.failure.clone(),
+        cached: st
+            .cached
+            .iter()
+            .map(|r| CachedView {
+                version: r.version.to_string(),
+                digest: r.digest.to_hex(),
+                compiled: compiled(r),
+            })
+            .collect(),
+        limits: serving.map(|d| d.limits),
+        last_activation,
+    }
 }

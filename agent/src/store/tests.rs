@@ -1,0 +1,245 @@
+//! The store against real sled databases in temporary directories.
+
+use super::*;
+
+#[test]
+fn a_store_of_another_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    // Reopening our own format is fine.
+    drop(Store::open(dir.path()).unwrap());
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &1u32.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
+    assert!(
+        err.contains("store format 1") && err.contains("move the data directory"),
+        "{err}"
+    );
+}
+use fleetcast_protocol::{AppName, Head, HeadKind};
+
+fn release(content: &[u8]) -> Release {
+    Release::build(
+        AppName::new("a").unwrap(),
+        "1.0.0".parse().unwrap(),
+        content,
+        4096,
+    )
+    .unwrap()
+}
+
+#[test]
+fn blobs_round_trip_and_damage_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let content: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let r = release(&content);
+    assert!(!s.has_blob(&r.digest).unwrap());
+    s.put_blob(&r, &content).unwrap();
+    assert!(s.has_blob(&r.digest).unwrap());
+    assert_eq!(s.read_blob(&r).unwrap(), content);
+    assert_eq!(
+        s.read_chunk(&r.digest, 1).unwrap().unwrap(),
+        &content[4096..8192]
+    );
+    assert_eq!(s.complete_blobs().unwrap(), vec![r.digest]);
+    // Damage one chunk on disk: reads refuse it.
+    s.blobs
+        .insert(chunk_key(&r.digest, 2), &b"evil"[..])
+        .unwrap();
+    assert!(format!("{:#}", s.read_blob(&r).unwrap_err()).contains("damaged"));
+    assert!(s.read_chunk(&r.digest, 2).is_err());
+}
+
+#[test]
+fn chunks_are_served_from_a_reopened_store_and_still_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    let r = release(&content);
+    Store::open(dir.path())
+        .unwrap()
+        .put_blob(&r, &content)
+        .unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    for _ in 0..2 {
+        for i in 0..r.chunk_count() {
+            let start = i as usize * 4096;
+            let end = (start + 4096).min(content.len());
+            assert_eq!(
+                s.read_chunk(&r.digest, i).unwrap().unwrap(),
+                &content[start..end]
+            );
+        }
+    }
+    assert_eq!(s.read_chunk(&r.digest, 99).unwrap(), None);
+    assert_eq!(s.read_chunk(&Digest::of(b"other"), 0).unwrap(), None);
+    s.blobs
+        .insert(chunk_key(&r.digest, 0), &b"evil"[..])
+        .unwrap();
+    assert!(s.read_chunk(&r.digest, 0).is_err(), "still verified");
+}
+
+#[test]
+fn temporary_store_without_flusher_is_removed_on_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = b"hello".repeat(100);
+    let r = release(&content);
+    let opts = StoreOptions {
+        flush_every_ms: None,
+        temporary: true,
+        ..StoreOptions::default()
+    };
+    let s = Store::open_with(dir.path(), opts).unwrap();
+    s.put_blob(&r, &content).unwrap();
+    s.flush().unwrap();
+    assert_eq!(s.read_blob(&r).unwrap(), content);
+    assert!(dir.path().join("store").exists());
+    drop(s);
+    // sled removes a temporary database when the last holder of its config drops, which
+    // can be one of its background threads finishing just after the `Db`: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while dir.path().join("store").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the temporary store was not removed"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn compiled_artifacts_are_checksummed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let d = Digest::of(b"x");
+    let compat = [7u8; 32];
+    s.put_compiled(&d, &compat, b"artifact").unwrap();
+    assert_eq!(s.get_compiled(&d, &compat).unwrap().unwrap(), b"artifact");
+    assert_eq!(
+        s.get_compiled(&d, &[8u8; 32]).unwrap(),
+        None,
+        "other engine"
+    );
+    let mut v = s
+        .compiled
+        .get(compiled_key(&d, &compat))
+        .unwrap()
+        .unwrap()
+        .to_vec();
+    v[36] ^= 1; // a byte of the artifact, after the 32-byte checksum
+    s.compiled.insert(compiled_key(&d, &compat), v).unwrap();
+    assert_eq!(s.get_compiled(&d, &compat).unwrap(), None);
+}
+
+#[test]
+fn records_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let content = b"hello".repeat(100);
+    let r = release(&content);
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+    let head = Head {
+        fleet: "f".into(),
+        app: r.app.clone(),
+        seq: 4,
+        release: r,
+        kind: HeadKind::Release,
+        issued_at_ms: 0,
+    }
+    .sign(&key);
+    let rec = AppRecord::advance(None, &head, 8);
+    let state = ServingState {
+        activating: Some(ReleaseRef {
+            seq: 4,
+            release: head.head.release.clone(),
+        }),
+        ..ServingState::default()
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&rec, &state).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.records().unwrap(), vec![rec]);
+    assert_eq!(
+        s.states().unwrap().remove("a"),
+        Some(state),
+        "the serving state went in with the record"
+    );
+}
+
+#[test]
+fn a_format_2_store_is_migrated_and_keeps_its_serving_state() {
+    #[derive(Serialize)]
+    struct V2 {
+        committed: Option<ReleaseRef>,
+        trial: Option<ReleaseRef>,
+        trial_clean_stop: bool,
+        failure: Option<FailureRecord>,
+        local_override: Option<ReleaseRef>,
+        cached: Vec<Release>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = release(b"v1");
+    let committed = Some(ReleaseRef {
+        seq: 3,
+        release: r.clone(),
+    });
+    let failure = Some(FailureRecord {
+        seq: 4,
+        version: "1.0.0".into(),
+        digest: r.digest.to_hex(),
+        stage: Stage::Smoke,
+        reason: "no".into(),
+        at_ms: 9,
+    });
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &2u32.to_be_bytes()).unwrap();
+        let old = V2 {
+            committed: committed.clone(),
+            trial: None,
+            trial_clean_stop: true,
+            failure: failure.clone(),
+            local_override: None,
+            cached: vec![r.clone()],
+        };
+        db.open_tree("serving")
+            .unwrap()
+            .insert("a", postcard::to_stdvec(&old).unwrap())
+            .unwrap();
+        db.open_tree("apps")
+            .unwrap()
+            .insert("a", &b"x"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let want = ServingState {
+        committed,
+        trial_clean_stop: true,
+        failure,
+        cached: vec![r],
+        ..ServingState::default()
+    };
+    assert_eq!(s.states().unwrap().remove("a"), Some(want));
+    assert_eq!(
+        s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        &STORE_FORMAT.to_be_bytes()
+    );
+}
+
+#[test]
+fn stages_are_stored_and_shown_by_name() {
+    assert_eq!(serde_json::to_string(&Stage::Smoke).unwrap(), "\"smoke\"");
+    let s: Stage = serde_json::from_str("\"restart\"").unwrap();
+    assert_eq!(s, Stage::Restart);
+    assert!(serde_json::from_str::<Stage>("\"later\"").is_err());
+    // On disk, as the string format 2 stored.
+    assert_eq!(
+        postcard::to_stdvec(&Stage::Trial).unwrap(),
+        postcard::to_stdvec("trial").unwrap()
+    );
+}
