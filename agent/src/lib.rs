@@ -2,7 +2,8 @@
 //!
 //! One actor per IO concern: [`net`] owns the quinn endpoint, [`agent`] owns the protocol node
 //! and the [`store`] (sled), [`runtime`] owns the wasmtime engine and the per-app swap slots,
-//! and [`http`] serves requests. `main.rs` only parses flags ([`cli`]).
+//! and [`http`] serves requests ([`routes`] decides which app, [`serve`] is the accept loop it
+//! shares with [`admin`]). `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
 pub mod agent;
@@ -12,7 +13,9 @@ pub mod http;
 pub mod keys;
 pub mod logging;
 pub mod net;
+pub mod routes;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 pub mod supervisor;
 pub mod tls;
