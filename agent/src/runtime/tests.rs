@@ -1,5 +1,7 @@
 //! Runtime unit tests: real wasmtime, real guest components.
 
+use wasmtime_wasi_http::WasiHttpView as _;
+
 use super::testutil::*;
 use super::*;
 
