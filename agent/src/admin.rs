@@ -61,9 +61,9 @@ pub enum StatusError {
     /// The node actor is gone: the agent is stopping or stopped.
     #[error("the agent is shutting down (the node no longer answers)")]
     NodeStopped,
-    /// The supervisor could not answer.
-    #[error("the supervisor did not answer")]
-    Supervisor(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The supervisor could not answer (its own error, shown as it is).
+    #[error(transparent)]
+    Supervisor(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl Admin {
