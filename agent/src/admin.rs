@@ -9,21 +9,21 @@
 //! - `POST /apps/{app}/rollback[?to=VERSION]`: a local rollback to a cached release, without
 //!   the network (`fleetcast-agent rollback` calls it). JSON answer; 4xx with the reason when
 //!   refused.
+//!
+//! Connections are accepted, served and drained by the shared serve loop ([`crate::serve`]);
+//! this module is only the service function.
 
-use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 use crate::runtime::Runtime;
 use crate::runtime::metrics::PROMETHEUS_CONTENT_TYPE;
@@ -52,35 +52,29 @@ pub struct StatusView {
 
 type Body = Full<Bytes>;
 
+/// How long the admin endpoint lets in-flight requests finish after shutdown.
+pub const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the status view could not be built (the admin endpoint answers 503 with the text).
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The node actor is gone: the agent is stopping or stopped.
+    #[error("the agent is shutting down (the node no longer answers)")]
+    NodeStopped,
+    /// The supervisor could not answer (its own error, shown as it is).
+    #[error(transparent)]
+    Supervisor(Box<dyn std::error::Error + Send + Sync>),
+}
+
 impl Admin {
-    /// Serves `listener` until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
-        let mut conns = JoinSet::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    let (admin, builder) = (self.clone(), builder.clone());
-                    conns.spawn(async move {
-                        let service = hyper::service::service_fn(move |req| {
-                            let admin = admin.clone();
-                            async move { Ok::<_, Infallible>(admin.handle(req).await) }
-                        });
-                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
-                    });
-                }
-            }
-        }
-        conns.shutdown().await;
-        Ok(())
+    /// Serves `listener` until `shutdown` resolves, then drains for up to
+    /// [`ADMIN_DRAIN_TIMEOUT`] (see [`crate::serve::run`]).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let service = move |req| {
+            let admin = self.clone();
+            async move { admin.handle(req).await }
+        };
+        crate::serve::run(listener, service, shutdown, ADMIN_DRAIN_TIMEOUT).await
     }
 
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
@@ -89,7 +83,7 @@ impl Admin {
         match (req.method(), path.as_str()) {
             (&Method::GET, "/status") => match self.status().await {
                 Ok(v) => json(StatusCode::OK, &v),
-                Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}\n")),
+                Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", chain(&e))),
             },
             (&Method::GET, "/metrics") => {
                 let mut resp = Response::new(Full::new(Bytes::from(
@@ -121,11 +115,18 @@ impl Admin {
     }
 
     /// The status view.
-    pub async fn status(&self) -> anyhow::Result<StatusView> {
+    pub async fn status(&self) -> Result<StatusView, StatusError> {
         let (tx, rx) = oneshot::channel();
-        self.status.send(tx).await?;
-        let node = rx.await?;
-        let apps = self.supervisor.status().await?;
+        self.status
+            .send(tx)
+            .await
+            .map_err(|_| StatusError::NodeStopped)?;
+        let node = rx.await.map_err(|_| StatusError::NodeStopped)?;
+        let apps = self
+            .supervisor
+            .status()
+            .await
+            .map_err(|e| StatusError::Supervisor(e.into()))?;
         Ok(StatusView {
             node: node.node.to_string(),
             fleet: node.fleet,
@@ -136,6 +137,18 @@ impl Admin {
             apps,
         })
     }
+}
+
+/// `e` and its sources, `: `-separated (what anyhow's `{:#}` shows).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {

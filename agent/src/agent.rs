@@ -186,9 +186,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = crate::http::serve_routes(http, rt, routes, stopped).await {
-                tracing::error!("http server failed: {e:#}");
-            }
+            crate::http::serve_routes(http, rt, routes, stopped).await;
         }));
     }
     let (status_tx, status_rx) = mpsc::channel(16);
@@ -217,9 +215,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = admin.serve(listener, stopped).await {
-                tracing::error!("admin endpoint failed: {e:#}");
-            }
+            admin.serve(listener, stopped).await;
         }));
     }
     let mut node_cfg = NodeConfig::new(node_id, trust);

@@ -2,14 +2,18 @@
 //!
 //! One actor per IO concern: the transport crate `fleetcast-net` owns the quinn endpoint (with
 //! the codec, TLS identity and key files, which the operator CLI shares), [`agent`] owns the
-//! protocol node, [`store`] the sled cache, [`runtime`] the wasmtime engine and the per-app
-//! swap slots, and [`http`] serves requests. `main.rs` only parses flags ([`cli`]).
+//! protocol node, [`store`] the sled cache, [`supervisor`] each app's serving state,
+//! [`runtime`] the wasmtime engine and the per-app swap slots, and [`http`] serves requests
+//! ([`routes`] decides which app, [`serve`] is the accept loop it shares with [`admin`]).
+//! `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod routes;
 pub mod runtime;
+pub mod serve;
 pub mod store;
 pub mod supervisor;

@@ -164,7 +164,10 @@ mod tests {
         )
         .unwrap();
         for n in 0..full.len() {
-            assert!(decode(&full[..n], MAX_FRAME).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                decode(&full[..n], MAX_FRAME).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -34,10 +33,25 @@ const TABLE_ELEMENTS: usize = 100_000;
 /// Maximum size of one core instance's `VMContext`.
 const CORE_INSTANCE_SIZE: usize = 2 << 20;
 
-/// Converts a `wasmtime::Error` (which does not implement `std::error::Error`)
-/// into an `anyhow::Error`, keeping the cause chain.
-pub(crate) fn to_anyhow(e: wasmtime::Error) -> anyhow::Error {
-    anyhow::Error::from_boxed(e.into())
+/// The cause inside an [`EngineError`]: a `wasmtime::Error` (which does not implement
+/// `std::error::Error` itself) boxed as one, keeping its cause chain.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why [`RuntimeEngine::new`] (or [`Runtime::new`]) built nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A `[runtime]` setting is out of range; the text names it (`runtime.…`).
+    #[error("{0}")]
+    InvalidConfig(String),
+    /// wasmtime refused the configuration (even without the pooling allocator).
+    #[error("creating the wasmtime engine")]
+    Engine(#[source] BoxError),
+    /// WASI or wasi:http could not be added to the linker.
+    #[error("adding WASI and wasi:http to the linker")]
+    Linker(#[source] BoxError),
+    /// The epoch ticker thread could not be started.
+    #[error("spawning the epoch ticker thread")]
+    Ticker(#[source] std::io::Error),
 }
 
 /// The shareable part of a [`Runtime`]: one wasmtime `Engine` (and its pooling
@@ -64,12 +78,14 @@ pub struct RuntimeEngine {
 impl RuntimeEngine {
     /// Creates the engine (pooling allocator unless disabled or unavailable),
     /// the linker, and starts the epoch ticker.
-    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Arc<RuntimeEngine>> {
+    pub fn new(cfg: &RuntimeConfig) -> Result<Arc<RuntimeEngine>, EngineError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let (engine, pooling) = build_engine(cfg)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Linker(e.into()))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Linker(e.into()))?;
         let ticker = EpochTicker::spawn(engine.clone(), Duration::from_millis(cfg.epoch_tick_ms))?;
         Ok(Arc::new(RuntimeEngine {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -228,7 +244,7 @@ impl CompileCache {
 /// Builds the engine. Returns the engine and whether the pooling allocator is
 /// in use (it is not when disabled in `cfg` or when the host refused the
 /// virtual-memory reservation).
-fn build_engine(cfg: &RuntimeConfig) -> anyhow::Result<(Engine, bool)> {
+fn build_engine(cfg: &RuntimeConfig) -> Result<(Engine, bool), EngineError> {
     validate(cfg)?;
     if cfg.pooling {
         match Engine::new(&config(cfg, true)) {
@@ -242,43 +258,48 @@ fn build_engine(cfg: &RuntimeConfig) -> anyhow::Result<(Engine, bool)> {
             ),
         }
     }
-    let engine = Engine::new(&config(cfg, false))
-        .map_err(to_anyhow)
-        .context("creating the wasmtime engine")?;
+    let engine = Engine::new(&config(cfg, false)).map_err(|e| EngineError::Engine(e.into()))?;
     Ok((engine, false))
 }
 
-fn validate(cfg: &RuntimeConfig) -> anyhow::Result<()> {
-    anyhow::ensure!(
+fn validate(cfg: &RuntimeConfig) -> Result<(), EngineError> {
+    macro_rules! ensure {
+        ($cond:expr, $($msg:tt)+) => {
+            if !$cond {
+                return Err(EngineError::InvalidConfig(format!($($msg)+)));
+            }
+        };
+    }
+    ensure!(
         cfg.max_instances >= 1,
         "runtime.max_instances must be at least 1"
     );
-    anyhow::ensure!(
+    ensure!(
         (1..=4096).contains(&cfg.max_memory_mib),
         "runtime.max_memory_mib must be between 1 and 4096 (the wasm32 limit), got {}",
         cfg.max_memory_mib
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.max_concurrent >= 1,
         "runtime.max_concurrent must be at least 1"
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.cached_releases >= 1,
         "runtime.cached_releases must be at least 1 (the release in force)"
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.compile_concurrency >= 1,
         "runtime.compile_concurrency must be at least 1"
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.fuel != Some(0),
         "runtime.fuel must be at least 1 (leave it out to not meter fuel)"
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.epoch_tick_ms >= 1,
         "runtime.epoch_tick_ms must be at least 1"
     );
-    anyhow::ensure!(
+    ensure!(
         cfg.request_timeout_ms >= cfg.epoch_tick_ms,
         "runtime.request_timeout_ms ({}) must be at least runtime.epoch_tick_ms ({})",
         cfg.request_timeout_ms,
@@ -316,7 +337,7 @@ pub(crate) struct EpochTicker {
 }
 
 impl EpochTicker {
-    pub(crate) fn spawn(engine: Engine, tick: Duration) -> anyhow::Result<Self> {
+    pub(crate) fn spawn(engine: Engine, tick: Duration) -> Result<Self, EngineError> {
         let (stop, rx) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("fleetcast-epoch".into())
@@ -325,7 +346,7 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })
-            .context("spawning the epoch ticker thread")?;
+            .map_err(EngineError::Ticker)?;
         Ok(Self {
             stop: Some(stop),
             handle: Some(handle),

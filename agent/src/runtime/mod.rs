@@ -9,7 +9,12 @@
 //! [`ArcSwapOption<Deployed>`] slot, the instance semaphore and the counters.
 //! An optional [`CompileCache`] shares compiled components between runtimes.
 //! Every request gets a fresh [`Store<Host>`] (see [`Runtime::new_store`]);
-//! the HTTP front lives in [`crate::http`].
+//! the HTTP front lives in [`crate::http`], and which app a request goes to is decided in
+//! [`crate::routes`] (the runtime only answers which apps are deployed, [`Deployments`]).
+//!
+//! Files: `config.rs` (`[runtime]`), `engine.rs` (engine, linker, epoch ticker, compile
+//! cache), `compile.rs` (compile and load, [`CompileError`]), `host.rs` (per-request store
+//! data), `invoke.rs` (one request on one release), `limits.rs`, `trial.rs`, `metrics/`.
 //!
 //! Invariants:
 //! * **A swap never fails a request.** [`Runtime::deploy`] replaces the slot's
@@ -27,7 +32,10 @@
 //! clean for the agent's own output). Outgoing `wasi:http` requests use
 //! wasmtime's default client.
 
+mod compile;
+mod config;
 mod engine;
+mod host;
 pub mod invoke;
 pub mod limits;
 pub mod metrics;
@@ -43,168 +51,20 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Precompiled, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use self::engine::EpochTicker;
-pub use self::engine::{CompileCache, CompileCacheStats, RuntimeEngine};
+pub use self::compile::CompileError;
+pub use self::config::RuntimeConfig;
+pub use self::engine::{CompileCache, CompileCacheStats, EngineError, RuntimeEngine};
+pub use self::host::Host;
 pub use self::limits::Limits;
 use self::metrics::{Metrics, ReleaseMetrics};
 use self::trial::TrialCounters;
+use crate::routes::Deployments;
 
 /// The export every deployable component must provide.
 pub const INCOMING_HANDLER: &str = "wasi:http/incoming-handler";
-
-/// `[runtime]` section of the agent configuration.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// Use wasmtime's pooling allocator (falls back to on-demand allocation,
-    /// with a warning, when the host cannot reserve the virtual memory).
-    pub pooling: bool,
-    /// Maximum number of guest instances alive at once over all apps (= concurrent requests
-    /// being executed; the pooling allocator is sized for it; beyond it requests get 503).
-    pub max_instances: u32,
-    /// Linear-memory limit per instance, in MiB (1..=4096): every app's default and maximum.
-    pub max_memory_mib: u64,
-    /// A request whose guest has not produced a response in this time gets a 500: every
-    /// app's default and maximum.
-    pub request_timeout_ms: u64,
-    /// Epoch tick period; the granularity of timeouts and of guest yields.
-    pub epoch_tick_ms: u64,
-    /// Fuel per request (every app's default and maximum). Unset: fuel is not metered (metering
-    /// costs some speed), and a release's `fuel` is not enforced.
-    pub fuel: Option<u64>,
-    /// Requests one app executes at once (default and maximum); more get 503 at once.
-    pub max_concurrent: u32,
-    /// Largest request body, bytes (default and maximum); larger gets 413.
-    pub max_body_bytes: u64,
-    /// Releases per app kept compiled in the cache, so a rollback among them never compiles.
-    pub cached_releases: usize,
-    /// Compilations run at once (each on a blocking thread).
-    pub compile_concurrency: usize,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            pooling: true,
-            max_instances: 128,
-            max_memory_mib: 128,
-            request_timeout_ms: 30_000,
-            epoch_tick_ms: 10,
-            fuel: None,
-            max_concurrent: 64,
-            max_body_bytes: 16 << 20,
-            cached_releases: 5,
-            compile_concurrency: 1,
-        }
-    }
-}
-
-/// Per-request store data.
-pub struct Host {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    limits: MemoryLimiter,
-    /// Keeps the epoch ticker running while this store can still run guest
-    /// code, even if the `Runtime` itself is dropped meanwhile: without ticks
-    /// a spinning guest would never reach its deadline.
-    _ticker: Arc<EpochTicker>,
-}
-
-impl Host {
-    fn new(max_memory_bytes: usize, ticker: Arc<EpochTicker>) -> Self {
-        let wasi = WasiCtx::builder()
-            .stdout(std::io::stderr())
-            .stderr(std::io::stderr())
-            .build();
-        Self {
-            wasi,
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            limits: MemoryLimiter {
-                inner: StoreLimitsBuilder::new()
-                    .memory_size(max_memory_bytes)
-                    .build(),
-                max: max_memory_bytes,
-                denied: None,
-            },
-            _ticker: ticker,
-        }
-    }
-
-    /// The size a memory growth was refused at, when the guest hit its memory limit.
-    pub fn memory_denied(&self) -> Option<usize> {
-        self.limits.denied
-    }
-}
-
-/// [`StoreLimits`] that also remembers a refused memory growth, so a guest that traps after
-/// running out of memory is reported as such.
-struct MemoryLimiter {
-    inner: StoreLimits,
-    max: usize,
-    denied: Option<usize>,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.denied = Some(desired);
-        }
-        self.inner.memory_growing(current, desired, maximum)
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
-    }
-
-    fn instances(&self) -> usize {
-        self.inner.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.inner.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.inner.memories()
-    }
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Host {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: wasmtime_wasi_http::default_hooks(),
-        }
-    }
-}
 
 /// What is deployed in an app slot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -246,45 +106,6 @@ pub struct Prepared {
     /// `Component::serialize()` bytes, for the agent's local artifact cache
     /// (reload with [`Runtime::load`]).
     pub artifact: Arc<[u8]>,
-}
-
-/// Why a component was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error(
-        "input is not WebAssembly (it does not start with the \\0asm magic bytes); \
-         publish a wasi:http component built for wasm32-wasip2"
-    )]
-    NotWasm,
-    #[error(
-        "input is a core WebAssembly module, not a component; build for wasm32-wasip2 \
-         (or wrap the module with `wasm-tools component new`) so that it exports {INCOMING_HANDLER}"
-    )]
-    CoreModuleNotComponent,
-    #[error(
-        "input is a precompiled wasmtime artifact; compiled code is never accepted from the \
-         network, publish the original .wasm component instead"
-    )]
-    Precompiled,
-    #[error("invalid WebAssembly component: {0}; rebuild the component")]
-    Invalid(String),
-    #[error(
-        "the component imports something this agent does not provide: {0}; the agent provides \
-         WASI 0.2 (cli, clocks, filesystem, random, sockets, io) and wasi:http 0.2"
-    )]
-    MissingImports(String),
-    #[error(
-        "the component is not a wasi:http/proxy component: {0}; build it against the \
-         wasi:http/proxy world so that it exports {INCOMING_HANDLER}"
-    )]
-    WrongWorld(String),
-    #[error("compiling the component failed: {0}")]
-    Compile(String),
-    #[error(
-        "loading a cached compiled artifact failed: {0}; delete the cache entry and recompile \
-         from the original .wasm"
-    )]
-    Load(String),
 }
 
 /// Counters, see [`Runtime::stats`].
@@ -329,7 +150,7 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime with an engine of its own (see [`RuntimeEngine::new`]) and no
     /// compile cache.
-    pub fn new(cfg: &RuntimeConfig) -> anyhow::Result<Arc<Runtime>> {
+    pub fn new(cfg: &RuntimeConfig) -> Result<Arc<Runtime>, EngineError> {
         Ok(Runtime::with_engine(RuntimeEngine::new(cfg)?))
     }
 
@@ -412,99 +233,6 @@ impl Runtime {
         }
     }
 
-    /// Validates, compiles and links a component, and serializes the compiled
-    /// code. CPU-heavy and blocking: call it from `spawn_blocking`.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Prepared, RuntimeError> {
-        check_header(wasm)?;
-        let component = Component::from_binary(&self.engine.engine, wasm).map_err(|e| {
-            // Translation/validation errors carry this context (wasmtime's compile.rs).
-            if e.to_string() == "failed to parse WebAssembly module" {
-                RuntimeError::Invalid(format!("{e:#}"))
-            } else {
-                RuntimeError::Compile(format!("{e:#}"))
-            }
-        })?;
-        let pre = self.link(&component)?;
-        let artifact = component.serialize().map_err(|e| {
-            RuntimeError::Compile(format!("serializing the compiled component: {e:#}"))
-        })?;
-        self.stats.compiles.fetch_add(1, Ordering::Relaxed);
-        Ok(Prepared {
-            pre,
-            artifact: artifact.into(),
-        })
-    }
-
-    /// Loads an artifact produced by [`Runtime::compile`] (`Prepared::artifact`).
-    ///
-    /// # Safety
-    ///
-    /// `artifact` is native machine code that wasmtime maps executable after
-    /// only a header check; arbitrary bytes here mean arbitrary code execution.
-    /// The caller must guarantee that `artifact` is exactly what
-    /// `Prepared::artifact` contained when this agent compiled it, read back
-    /// from the agent's own local cache, and verified against a checksum
-    /// recorded at write time. Never pass bytes received from the network.
-    /// (It is an `unsafe fn`, rather than a safe fn with a doc comment, because
-    /// that precondition is a memory-safety one the compiler cannot check.)
-    /// Artifacts from an engine with a different [`Runtime::compat_hash`] are
-    /// rejected with [`RuntimeError::Load`] rather than loaded.
-    pub unsafe fn load(&self, artifact: &[u8]) -> Result<Prepared, RuntimeError> {
-        match Engine::detect_precompiled(artifact) {
-            Some(Precompiled::Component) => {}
-            Some(Precompiled::Module) => {
-                return Err(RuntimeError::Load(
-                    "the artifact is a precompiled core module, not a component".into(),
-                ));
-            }
-            None => {
-                return Err(RuntimeError::Load(
-                    "the bytes are not a wasmtime precompiled artifact".into(),
-                ));
-            }
-        }
-        // SAFETY: forwarded to the caller, see `# Safety`.
-        let component = unsafe { Component::deserialize(&self.engine.engine, artifact) }
-            .map_err(|e| RuntimeError::Load(format!("{e:#}")))?;
-        let pre = self.link(&component)?;
-        self.stats.cache_loads.fetch_add(1, Ordering::Relaxed);
-        Ok(Prepared {
-            pre,
-            artifact: artifact.into(),
-        })
-    }
-
-    fn link(&self, component: &Component) -> Result<ProxyPre<Host>, RuntimeError> {
-        let ty = component.component_type();
-        let exports: Vec<&str> = ty
-            .exports(&self.engine.engine)
-            .map(|(name, _)| name)
-            .collect();
-        let exports_handler = exports.iter().any(|name| {
-            *name == INCOMING_HANDLER || name.starts_with(&format!("{INCOMING_HANDLER}@"))
-        });
-        if !exports_handler {
-            let list = if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            };
-            return Err(RuntimeError::WrongWorld(format!(
-                "it does not export {INCOMING_HANDLER} (it exports: {list})"
-            )));
-        }
-        let instance_pre = self
-            .engine
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| RuntimeError::MissingImports(format!("{e:#}")))?;
-        ProxyPre::new(instance_pre).map_err(|e| {
-            RuntimeError::WrongWorld(format!(
-                "its {INCOMING_HANDLER} export does not match: {e:#}"
-            ))
-        })
-    }
-
     /// Makes `prepared` the active version of `meta.app` in one atomic swap, under the agent's
     /// default limits and not on trial, and returns the version it replaced. Requests already
     /// running on the old version finish on it.
@@ -573,22 +301,6 @@ impl Runtime {
     pub fn active(&self, app: &str) -> Option<Arc<Deployed>> {
         let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
         apps.get(app).and_then(|slot| slot.load_full())
-    }
-
-    /// Routes a request: the app named `app` if deployed; otherwise, if exactly
-    /// one app is deployed, that one; otherwise the sorted deployed app names.
-    pub fn route(&self, app: Option<&str>) -> Result<Arc<Deployed>, Vec<String>> {
-        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(d) = app.and_then(|a| apps.get(a)).and_then(|s| s.load_full()) {
-            return Ok(d);
-        }
-        let mut active: Vec<Arc<Deployed>> = apps.values().filter_map(|s| s.load_full()).collect();
-        if active.len() == 1 {
-            return Ok(active.remove(0));
-        }
-        let mut names: Vec<String> = active.into_iter().map(|d| d.meta.app.clone()).collect();
-        names.sort();
-        Err(names)
     }
 
     /// Metadata of every deployed app, sorted by app name.
@@ -676,21 +388,18 @@ impl Runtime {
     }
 }
 
-/// Classifies the input by its 8-byte header before spending time compiling.
-fn check_header(wasm: &[u8]) -> Result<(), RuntimeError> {
-    if Engine::detect_precompiled(wasm).is_some() {
-        return Err(RuntimeError::Precompiled);
+/// What routing asks the runtime: the apps deployed now ([`crate::routes::Routes::resolve`]).
+impl Deployments for Runtime {
+    type App = Arc<Deployed>;
+
+    fn deployed(&self, name: &str) -> Option<Arc<Deployed>> {
+        self.active(name)
     }
-    if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
-        return Err(RuntimeError::NotWasm);
-    }
-    match [wasm[4], wasm[5], wasm[6], wasm[7]] {
-        // version 1, layer 0: a core module
-        [1, 0, 0, 0] => Err(RuntimeError::CoreModuleNotComponent),
-        // layer 1: a component (any encoding version; the parser judges it)
-        [_, _, 1, 0] => Ok(()),
-        [a, b, c, d] => Err(RuntimeError::Invalid(format!(
-            "unknown WebAssembly header version/layer bytes {a:#04x} {b:#04x} {c:#04x} {d:#04x}"
-        ))),
+
+    fn all_deployed(&self) -> Vec<(String, Arc<Deployed>)> {
+        let apps = self.apps.read().unwrap_or_else(|p| p.into_inner());
+        apps.iter()
+            .filter_map(|(name, slot)| Some((name.clone(), slot.load_full()?)))
+            .collect()
     }
 }

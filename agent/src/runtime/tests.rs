@@ -1,5 +1,7 @@
 //! Runtime unit tests: real wasmtime, real guest components.
 
+use wasmtime_wasi_http::WasiHttpView as _;
+
 use super::testutil::*;
 use super::*;
 
@@ -73,10 +75,10 @@ fn pooling_falls_back_to_on_demand_when_the_reservation_is_impossible() {
 #[test]
 fn garbage_is_not_wasm() {
     let err = small_runtime().compile(GARBAGE).err().expect("must fail");
-    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+    assert!(matches!(err, CompileError::NotWasm), "{err:?}");
     assert!(err.to_string().contains("not WebAssembly"), "{err}");
     let err = small_runtime().compile(b"").err().expect("must fail");
-    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+    assert!(matches!(err, CompileError::NotWasm), "{err:?}");
 }
 
 #[test]
@@ -86,7 +88,7 @@ fn core_module_is_not_a_component() {
         .err()
         .expect("must fail");
     assert!(
-        matches!(err, RuntimeError::CoreModuleNotComponent),
+        matches!(err, CompileError::CoreModuleNotComponent),
         "{err:?}"
     );
     assert!(
@@ -101,7 +103,7 @@ fn cli_command_is_the_wrong_world() {
     let rt = small_runtime();
     let err = rt.compile(WRONG_WORLD).err().expect("must fail");
     let msg = err.to_string();
-    assert!(matches!(err, RuntimeError::WrongWorld(_)), "{err:?}");
+    assert!(matches!(err, CompileError::WrongWorld(_)), "{err:?}");
     assert!(
         msg.contains("does not export wasi:http/incoming-handler"),
         "{msg}"
@@ -119,7 +121,7 @@ fn truncated_component_is_invalid() {
         .compile(&HELLO_V1[..HELLO_V1.len() / 2])
         .err()
         .expect("must fail");
-    assert!(matches!(err, RuntimeError::Invalid(_)), "{err:?}");
+    assert!(matches!(err, CompileError::Invalid(_)), "{err:?}");
     assert!(
         err.to_string().starts_with("invalid WebAssembly component"),
         "{err}"
@@ -131,7 +133,7 @@ fn precompiled_artifacts_are_never_compiled() {
     let rt = small_runtime();
     let prepared = rt.compile(HELLO_V1).unwrap();
     let err = rt.compile(&prepared.artifact).err().expect("must fail");
-    assert!(matches!(err, RuntimeError::Precompiled), "{err:?}");
+    assert!(matches!(err, CompileError::Precompiled), "{err:?}");
     assert!(
         err.to_string().contains("never accepted from the network"),
         "{err}"
@@ -145,7 +147,7 @@ fn unknown_import_is_reported_as_missing() {
         (instance $empty)
         (export "wasi:http/incoming-handler@0.2.12" (instance $empty)))"#;
     let err = prepare_wat(&small_runtime(), wat).err().expect("must fail");
-    assert!(matches!(err, RuntimeError::MissingImports(_)), "{err:?}");
+    assert!(matches!(err, CompileError::MissingImports(_)), "{err:?}");
     assert!(err.to_string().contains("fleetcast:test/nope"), "{err}");
 }
 
@@ -170,7 +172,7 @@ fn load_round_trip_needs_a_compatible_engine() {
 
     // SAFETY: not an artifact; `load` must reject it before deserializing.
     let err = unsafe { b.load(HELLO_V1) }.err().expect("must fail");
-    assert!(matches!(err, RuntimeError::Load(_)), "{err:?}");
+    assert!(matches!(err, CompileError::Load(_)), "{err:?}");
     assert!(err.to_string().contains("recompile"), "{err}");
     assert_eq!(b.stats().cache_loads, 1);
 }
@@ -197,13 +199,22 @@ fn deploy_swaps_and_returns_the_previous_version() {
             ("hello".into(), "2.0.0".into())
         ]
     );
-    assert_eq!(rt.route(Some("api")).unwrap().meta.app, "api");
-    assert_eq!(rt.route(Some("zzz")).err().unwrap(), ["api", "hello"]);
+    // What routing sees of the runtime (its `Deployments`).
+    let routes = crate::routes::Routes::default();
+    let route = |host: &str| routes.resolve_host(host, "/", &*rt);
+    assert_eq!(route("api").unwrap().meta.app, "api");
+    assert_eq!(
+        route("zzz").err().unwrap(),
+        crate::routes::Unrouted::NotFound {
+            app: "zzz".into(),
+            deployed: vec!["api".into(), "hello".into()]
+        }
+    );
 
     assert_eq!(rt.undeploy("api").unwrap().meta.app, "api");
     assert!(rt.active("api").is_none());
     assert_eq!(
-        rt.route(Some("zzz")).unwrap().meta.app,
+        route("zzz").unwrap().meta.app,
         "hello",
         "single app serves all"
     );
@@ -433,7 +444,7 @@ async fn compile_cache_keys_do_not_collide() {
         .prepare_cached(&[9; 32], || b.compile(GARBAGE))
         .err()
         .expect("must fail");
-    assert!(matches!(err, RuntimeError::NotWasm), "{err:?}");
+    assert!(matches!(err, CompileError::NotWasm), "{err:?}");
     assert_eq!(cache.stats().entries, 3);
     cache.remove(&d1);
     assert_eq!(cache.stats().entries, 1);

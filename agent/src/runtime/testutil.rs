@@ -35,6 +35,9 @@ pub(crate) const WRONG_WORLD: &[u8] = include_bytes!(concat!(
     "/../tests/guests/wrong-world.wasm"
 ));
 
+/// Any error of a test helper.
+pub(crate) type TestError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Upper bound for any single wait in tests.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -60,7 +63,7 @@ pub(crate) fn handler_wat(body: &str) -> Vec<u8> {
 
 /// Compiles a text-format component (bypassing the binary-only header check
 /// of [`Runtime::compile`]) and links it like `compile` does.
-pub(crate) fn prepare_wat(rt: &Runtime, wat: &[u8]) -> Result<Prepared, super::RuntimeError> {
+pub(crate) fn prepare_wat(rt: &Runtime, wat: &[u8]) -> Result<Prepared, super::CompileError> {
     let component = wasmtime::component::Component::new(&rt.engine.engine, wat).expect("valid wat");
     let pre = rt.link(&component)?;
     let artifact = component.serialize().expect("serialize");
@@ -106,7 +109,7 @@ pub(crate) fn meta(app: &str, version: &str, seq: u64) -> DeployedMeta {
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl TestServer {
@@ -125,9 +128,9 @@ impl TestServer {
     }
 
     /// Signals shutdown and waits for `serve` to return.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> Result<(), TestError> {
         let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(DEADLINE, &mut self.task).await??
+        Ok(tokio::time::timeout(DEADLINE, &mut self.task).await??)
     }
 }
 
@@ -155,7 +158,7 @@ pub(crate) async fn get(
     addr: SocketAddr,
     host: &str,
     path: &str,
-) -> anyhow::Result<Reply> {
+) -> Result<Reply, TestError> {
     let req = Request::get(format!("http://{addr}{path}"))
         .header(http::header::HOST, host)
         .body(Empty::new())?;
@@ -163,7 +166,7 @@ pub(crate) async fn get(
         let resp = client.request(req).await?;
         let (parts, body) = resp.into_parts();
         let body = body.collect().await?.to_bytes();
-        anyhow::Ok(Reply {
+        Ok::<_, TestError>(Reply {
             status: parts.status,
             headers: parts.headers,
             body: String::from_utf8(body.to_vec())?,

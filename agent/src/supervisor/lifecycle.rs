@@ -45,7 +45,6 @@ pub struct Lifecycle {
     apps: BTreeMap<AppName, AppLife>,
 }
 
-
 impl Lifecycle {
     pub fn new(cfg: LifecycleConfig) -> Self {
         Lifecycle {

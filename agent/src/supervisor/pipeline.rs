@@ -11,8 +11,9 @@ use fleetcast_protocol::node::Activation;
 use http_body_util::Empty;
 use tokio::sync::{Notify, Semaphore};
 
+use crate::runtime::CompileError;
 use crate::runtime::trial::TrialCounters;
-use crate::runtime::{Deployed, DeployedMeta, Limits, Prepared, Runtime, RuntimeError};
+use crate::runtime::{Deployed, DeployedMeta, Limits, Prepared, Runtime};
 use crate::store::{ReleaseRef, Store, StoreError};
 use crate::supervisor::lifecycle::StepOutcome;
 use crate::supervisor::types::Failpoint;
@@ -23,7 +24,7 @@ pub enum PrepareError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Compile(#[from] RuntimeError),
+    Compile(#[from] CompileError),
 }
 
 /// `release` (brought by the head of `seq`, 0 for a local override) as a deployable version

@@ -6,8 +6,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use fleetcast_protocol::Release;
 use fleetcast_protocol::node::Input;
 
-use fleetcast_net::ConnId;
 use crate::store::{FailureRecord, Stage};
+use fleetcast_net::ConnId;
 
 /// What the protocol node is told.
 pub type NodeInput = Input<ConnId>;

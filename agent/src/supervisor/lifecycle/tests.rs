@@ -102,7 +102,7 @@ fn has(fx: &[Effect], f: impl Fn(&Effect) -> bool) -> bool {
     fx.iter().any(f)
 }
 
-fn activated(fx: &[Effect]) -> Option<Result<(), String>> {
+fn activated(fx: &[Effect]) -> Option<Result<(), ActivationError>> {
     fx.iter().find_map(|e| match e {
         Effect::Notify(Input::Activated { result, .. }) => Some(result.clone()),
         _ => None,
@@ -439,10 +439,7 @@ fn a_newer_head_cancels_the_activation_and_its_result_is_dropped() {
     assert!(lc.cancel(&app(), 1).is_empty(), "once");
     // The compile was already running: it ends, and nothing is persisted.
     let fx = lc.compiled(clock.at(1), &a, StepOutcome::Done);
-    assert_eq!(
-        activated(&fx),
-        Some(Err(ActivationError::Cancelled))
-    );
+    assert_eq!(activated(&fx), Some(Err(ActivationError::Cancelled)));
     assert!(!has(&fx, |e| matches!(
         e,
         Effect::PersistRecord { .. } | Effect::PersistState { .. }
@@ -458,10 +455,7 @@ fn a_newer_head_cancels_the_activation_and_its_result_is_dropped() {
     let _ = lc.cancel(&app(), 1);
     let fx = lc.smoked(clock.at(3), &a, StepOutcome::Done);
     assert!(!has(&fx, |e| matches!(e, Effect::Swap { .. })));
-    assert_eq!(
-        activated(&fx),
-        Some(Err(ActivationError::Cancelled))
-    );
+    assert_eq!(activated(&fx), Some(Err(ActivationError::Cancelled)));
     assert!(lc.app(&app()).unwrap().state.activating.is_some());
     let plan = disk.restart(clock.at(4));
     assert_eq!(
@@ -486,10 +480,7 @@ fn a_second_activation_replaces_the_first() {
         ]
     ));
     let fx = lc.compiled(clock.at(1), &first, StepOutcome::Done);
-    assert_eq!(
-        activated(&fx),
-        Some(Err(ActivationError::Cancelled))
-    );
+    assert_eq!(activated(&fx), Some(Err(ActivationError::Cancelled)));
     assert_eq!(lc.app(&app()).unwrap().activation.map(|r| r.seq), Some(2));
 }
 
