@@ -43,7 +43,7 @@ pub struct Admin {
 pub struct StatusView {
     pub node: String,
     pub fleet: String,
-    pub peers: u32,
+    pub links: u32,
     pub active_view: usize,
     pub pooling: bool,
     pub instances_in_use: usize,
@@ -130,7 +130,7 @@ impl Admin {
         Ok(StatusView {
             node: node.node.to_string(),
             fleet: node.fleet,
-            peers: node.peers,
+            links: node.links,
             active_view: node.active_view.len(),
             pooling: self.runtime.is_pooling(),
             instances_in_use: self.runtime.instances_in_use(),

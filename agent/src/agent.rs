@@ -1,10 +1,10 @@
 //! The agent: binds the QUIC and HTTP listeners, restores the cache, and runs the node actor.
 //!
 //! The node actor owns the protocol [`Node`] and is the only task that touches it. It shuttles:
-//! network events become [`Input`]s, [`Output`]s become frames, store reads and activations,
-//! and the node's timer is a `sleep_until`. Activations run off the async threads
-//! (`spawn_blocking`): compile (or load the agent's own cached artifact), persist and flush,
-//! then swap the runtime slot; the result comes back to the actor as an input.
+//! network events become [`Input`]s, [`Output`]s become messages, chunk reads and commands to
+//! the supervisor, and the node's timer is a `sleep_until`. The supervisor runs each
+//! activation (compile or load the agent's own cached artifact, persist with a flush, smoke
+//! check, swap, trial) and feeds the outcome back to the actor as an input.
 //!
 //! Shutdown is by drop guard: dropping the [`AgentHandle`] (or calling
 //! [`AgentHandle::shutdown`]) stops the actor and the HTTP server; the QUIC endpoint closes when
@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
 use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
 use fleetcast_protocol::{Event, TrustPolicy};
@@ -28,6 +27,36 @@ use crate::config::AgentConfig;
 use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
+
+/// Why an agent did not start, or stopped answering. A failed start leaves nothing running:
+/// whatever was opened or bound is closed again.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Key(#[from] fleetcast_net::keys::KeyError),
+    #[error(transparent)]
+    Identity(#[from] fleetcast_net::tls::TlsError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::EngineError),
+    #[error(transparent)]
+    Net(#[from] fleetcast_net::NetError),
+    #[error("cannot listen for {what} on {addr}: {error}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("restoring the cache failed: {0}")]
+    Restore(String),
+    #[error("agent has stopped")]
+    Stopped,
+}
+
+type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 /// A running agent. Dropping it shuts the agent down.
 pub struct AgentHandle {
@@ -65,7 +94,8 @@ impl AgentHandle {
     pub fn supervisor(&self) -> &SupervisorHandle {
         &self.supervisor
     }
-    /// The agent's store (for inspection; the node actor is its only writer).
+    /// The agent's store (for inspection). The supervisor is its only writer (blobs, artifacts,
+    /// records with their serving state); the node actor only reads chunks from it.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -76,8 +106,11 @@ impl AgentHandle {
     /// The node's status, as peers would see it.
     pub async fn status(&self) -> Result<NodeStatus> {
         let (tx, rx) = oneshot::channel();
-        self.status_tx.send(tx).await.context("agent has stopped")?;
-        rx.await.context("agent has stopped")
+        self.status_tx
+            .send(tx)
+            .await
+            .map_err(|_| AgentError::Stopped)?;
+        rx.await.map_err(|_| AgentError::Stopped)
     }
     /// Stops the agent and waits for its tasks to end.
     pub async fn shutdown(mut self) {
@@ -137,8 +170,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
 
     let supervisor_cfg = SupervisorConfig {
         trial: cfg.trial.clone(),
-        compile_concurrency: runtime.config().compile_concurrency,
-        cached_releases: runtime.config().cached_releases,
+        compile_concurrency: cfg.activation.compile_concurrency,
+        cached_releases: cfg.activation.cached_releases,
     };
     let mut restored = {
         let (store, runtime, trust) = (store.clone(), runtime.clone(), trust.clone());
@@ -147,27 +180,27 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             crate::supervisor::restore(&store, &runtime, &trust, &sup)
         })
         .await
-        .context("restore task panicked")??
+        .map_err(|e| AgentError::Restore(format!("the restore task panicked: {e}")))??
     };
     let routes = crate::http::Routes::new(&cfg.routes);
 
+    let listen = |what, addr| move |error| AgentError::Listen { what, addr, error };
     let http = tokio::net::TcpListener::bind(cfg.http)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {}", cfg.http))?;
-    let http_addr = http.local_addr()?;
+        .map_err(listen("HTTP", cfg.http))?;
+    let http_addr = http.local_addr().map_err(listen("HTTP", cfg.http))?;
     let net_cfg = NetConfig {
         link: shared.link.clone(),
         ..NetConfig::default()
     };
-    let (net, events) = Net::bind(cfg.listen, &identity, net_cfg)
-        .with_context(|| format!("cannot listen for QUIC on {}", cfg.listen))?;
+    let (net, events) = Net::bind(cfg.listen, &identity, net_cfg)?;
     let quic_addr = net.local_addr();
 
     let admin = match cfg.admin.listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen for the admin endpoint on {addr}"))?;
+                .map_err(listen("the admin endpoint", addr))?;
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "the admin endpoint (status, metrics, local rollback) listens beyond localhost; it has no authentication");
             }
@@ -175,7 +208,10 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         }
         None => None,
     };
-    let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+    let admin_addr = match (&admin, cfg.admin.listen) {
+        (Some(l), Some(addr)) => Some(l.local_addr().map_err(listen("the admin endpoint", addr))?),
+        _ => None,
+    };
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::runtime::RuntimeConfig;
 use crate::runtime::trial::TrialConfig;
+use crate::supervisor::ActivationConfig;
 
 /// Everything `fleetcast-agent run` needs. See `deploy/agent.example.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +49,9 @@ pub struct AgentConfig {
     pub log_format: String,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The activation pipeline (`[activation]`): compile concurrency, releases kept compiled.
+    #[serde(default)]
+    pub activation: ActivationConfig,
     /// Trial of a freshly swapped release (`[trial]`).
     #[serde(default)]
     pub trial: TrialConfig,
@@ -182,6 +186,9 @@ pub enum ConfigError {
     /// `key` is the config key (`section.key`); the matching flag overrides it.
     #[error("{key}: {problem}")]
     Invalid { key: &'static str, problem: String },
+    /// A `[runtime]` value; the message starts with its key.
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::EngineError),
 }
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -242,6 +249,7 @@ impl AgentConfig {
             mesh: MeshConfig::default(),
             log_format: default_log_format(),
             runtime: RuntimeConfig::default(),
+            activation: ActivationConfig::default(),
             trial: TrialConfig::default(),
             admin: AdminConfig::default(),
             routes: Vec::new(),
@@ -267,6 +275,21 @@ impl AgentConfig {
             );
         }
         self.mesh.validate()?;
+        self.runtime.validate()?;
+        for (key, v) in [
+            (
+                "activation.compile_concurrency",
+                self.activation.compile_concurrency,
+            ),
+            (
+                "activation.cached_releases",
+                self.activation.cached_releases,
+            ),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
         if !(0.0..=1.0).contains(&self.trial.max_error_rate) {
             return invalid(
                 "trial.max_error_rate",
@@ -326,6 +349,7 @@ mod tests {
         assert_eq!(c.mesh, MeshConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.trial, TrialConfig::default());
+        assert_eq!(c.activation, ActivationConfig::default());
         assert_eq!(c.admin, AdminConfig::default());
         assert!(c.routes.is_empty());
         let mut node = fleetcast_protocol::NodeConfig::new(
@@ -387,6 +411,14 @@ mod tests {
                 "trial.max_error_rate",
                 Box::new(|c| c.trial.max_error_rate = 1.5),
             ),
+            (
+                "activation.cached_releases",
+                Box::new(|c| c.activation.cached_releases = 0),
+            ),
+            (
+                "activation.compile_concurrency",
+                Box::new(|c| c.activation.compile_concurrency = 0),
+            ),
         ];
         for (key, break_it) in cases {
             let mut c = ok();
@@ -398,6 +430,10 @@ mod tests {
             );
             assert!(err.to_string().starts_with(&format!("{key}: ")), "{err}");
         }
+        let mut c = ok();
+        c.runtime.max_memory_mib = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("runtime.max_memory_mib"), "{err}");
     }
 
     #[test]

@@ -171,7 +171,7 @@ pub struct ServingState {
     /// A release an operator on this node made serve (`fleetcast-agent rollback`); cleared by
     /// the next head that activates.
     pub local_override: Option<ReleaseRef>,
-    /// Releases kept compiled, newest first (at most `runtime.cached_releases`).
+    /// Releases kept compiled, newest first (at most `activation.cached_releases`).
     pub cached: Vec<Release>,
     /// The release whose record was written (with this state, in one transaction) and that
     /// has not swapped in or failed yet. Found here at start, it means the agent stopped

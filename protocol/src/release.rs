@@ -150,9 +150,9 @@ pub struct RunPolicy {
     /// The trial ends after this many seconds (or `trial_requests`, whichever comes first).
     pub trial_secs: Option<u32>,
     /// Linear memory per instance, MiB.
-    pub memory_mib: Option<u32>,
+    pub max_memory_mib: Option<u32>,
     /// Wall-clock deadline per request, milliseconds.
-    pub timeout_ms: Option<u32>,
+    pub request_timeout_ms: Option<u32>,
     /// Fuel per request (enforced only where the agent meters fuel).
     pub fuel: Option<u64>,
     /// Requests executed at once; more get 503.
@@ -177,8 +177,8 @@ impl RunPolicy {
         }
         let zero = [
             ("trial_requests", self.trial_requests.map(u64::from)),
-            ("memory_mib", self.memory_mib.map(u64::from)),
-            ("timeout_ms", self.timeout_ms.map(u64::from)),
+            ("max_memory_mib", self.max_memory_mib.map(u64::from)),
+            ("request_timeout_ms", self.request_timeout_ms.map(u64::from)),
             ("fuel", self.fuel),
             ("max_concurrent", self.max_concurrent.map(u64::from)),
         ];

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 
 use crate::head::{Head, HeadKind, SignedHead, TrustPolicy};
+use crate::membership::MembershipConfig;
 use crate::node::NodeConfig;
 use crate::release::{AppName, Release};
 use crate::sim::{Id, Sim, SimConfig, addr_of, node_id};
@@ -22,7 +23,7 @@ pub struct Scenario {
     pub net: SimConfig,
     /// Bootstrap contacts per node (random earlier nodes).
     pub contacts: usize,
-    /// Active view size.
+    /// Active view size (default: the agent's, [`MembershipConfig`]'s default).
     pub active_size: usize,
     /// Fraction of nodes that crash mid-release (and stay down).
     pub crash_fraction: f64,
@@ -49,7 +50,7 @@ impl Scenario {
                 ..SimConfig::default()
             },
             contacts: 100,
-            active_size: 10,
+            active_size: MembershipConfig::default().active_size,
             crash_fraction: 0.0,
             crash_at: Duration::from_millis(300),
             deadline: Duration::from_secs(60),

@@ -381,8 +381,9 @@ pub struct NodeStatus {
     pub apps: Vec<AppStatus>,
     /// Latest report heard per (node, app), including this node's own.
     pub reports: Vec<Report>,
-    /// Number of connected peers (active view and clients).
-    pub peers: u32,
+    /// Open links: QUIC connections of any role (neighbours, probes, joins in progress and
+    /// clients such as a publisher or a status query).
+    pub links: u32,
     /// Membership: the active view (the connections kept), and the size of the passive view.
     pub active_view: Vec<PeerInfo>,
     pub passive_view: u32,

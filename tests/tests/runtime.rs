@@ -184,7 +184,7 @@ async fn bad_releases_are_refused_or_reverted_and_the_old_one_keeps_serving() {
     // Refused before the swap: health path traps, memory bomb, trap at instantiation.
     let (stop, load) = background_load(a);
     let bomb = PolicyArgs {
-        memory_mib: Some(16),
+        max_memory_mib: Some(16),
         ..checked(50)
     };
     let refused = [
@@ -247,7 +247,7 @@ async fn bad_releases_are_refused_or_reverted_and_the_old_one_keeps_serving() {
     // Loops forever on every request but its health path: reverted after the first timeout.
     let (stop, load) = background_load(a);
     let spin = PolicyArgs {
-        timeout_ms: Some(300),
+        request_timeout_ms: Some(300),
         ..checked(50)
     };
     release(&fleet, "hello", "fault-spin.wasm", "3.2.0", spin)
@@ -347,7 +347,7 @@ async fn over_the_concurrency_limit_is_503_and_service_continues() {
     let a = fleet.agent(0);
     let policy = PolicyArgs {
         max_concurrent: Some(2),
-        timeout_ms: Some(3_000),
+        request_timeout_ms: Some(3_000),
         ..PolicyArgs::default()
     };
     release(&fleet, "hello", "fault-spin.wasm", "3.2.0", policy)
@@ -400,7 +400,7 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
     let tweak = |c: &mut AgentConfig| {
         c.trial.requests = 0;
         c.trial.secs = 0;
-        c.runtime.cached_releases = 2;
+        c.activation.cached_releases = 2;
         c.routes = vec![RouteConfig {
             host: None,
             path_prefix: Some("/beta".into()),
@@ -480,7 +480,7 @@ async fn two_apps_swap_independently_and_a_local_rollback_is_an_override() {
         .unwrap();
     let st = until_status(a, "alpha", |s| s["state"] == "committed").await;
     assert_eq!(st["serving"]["version"], "1.0.1");
-    // runtime.cached_releases = 2: the newest two served stay compiled, 2.0.0 was dropped.
+    // activation.cached_releases = 2: the newest two served stay compiled, 2.0.0 was dropped.
     let cached = cached_versions(&st);
     assert_eq!(cached, ["1.0.1", "1.0.0"]);
     assert!(

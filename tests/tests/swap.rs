@@ -78,5 +78,5 @@ async fn restart_without_network_serves_from_cache_without_compiling() {
     assert_eq!(stats.compiles, 0, "no recompile on restart");
     assert_eq!(stats.cache_loads, 1);
     let st = agent.status().await.unwrap();
-    assert_eq!((st.apps[0].seq, st.peers), (3, 0));
+    assert_eq!((st.apps[0].seq, st.links), (3, 0));
 }

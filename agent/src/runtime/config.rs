@@ -25,10 +25,6 @@ pub struct RuntimeConfig {
     pub max_concurrent: u32,
     /// Largest request body, bytes (default and maximum); larger gets 413.
     pub max_body_bytes: u64,
-    /// Releases per app kept compiled in the cache, so a rollback among them never compiles.
-    pub cached_releases: usize,
-    /// Compilations run at once (each on a blocking thread).
-    pub compile_concurrency: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -42,8 +38,13 @@ impl Default for RuntimeConfig {
             fuel: None,
             max_concurrent: 64,
             max_body_bytes: 16 << 20,
-            cached_releases: 5,
-            compile_concurrency: 1,
         }
+    }
+}
+
+impl RuntimeConfig {
+    /// Checks every value (the messages start with the key, `runtime.…`).
+    pub fn validate(&self) -> Result<(), super::EngineError> {
+        super::engine::validate(self)
     }
 }

@@ -262,7 +262,9 @@ fn build_engine(cfg: &RuntimeConfig) -> Result<(Engine, bool), EngineError> {
     Ok((engine, false))
 }
 
-fn validate(cfg: &RuntimeConfig) -> Result<(), EngineError> {
+/// Checks a `[runtime]` section; [`RuntimeEngine::new`] refuses what this refuses, and the
+/// agent's config validation calls it before anything is bound.
+pub(crate) fn validate(cfg: &RuntimeConfig) -> Result<(), EngineError> {
     macro_rules! ensure {
         ($cond:expr, $($msg:tt)+) => {
             if !$cond {
@@ -282,14 +284,6 @@ fn validate(cfg: &RuntimeConfig) -> Result<(), EngineError> {
     ensure!(
         cfg.max_concurrent >= 1,
         "runtime.max_concurrent must be at least 1"
-    );
-    ensure!(
-        cfg.cached_releases >= 1,
-        "runtime.cached_releases must be at least 1 (the release in force)"
-    );
-    ensure!(
-        cfg.compile_concurrency >= 1,
-        "runtime.compile_concurrency must be at least 1"
     );
     ensure!(
         cfg.fuel != Some(0),

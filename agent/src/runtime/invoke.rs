@@ -157,7 +157,7 @@ where
         Some(bytes) => format!(
             " after it tried to grow its memory to {} MiB, over its limit of {} MiB",
             bytes >> 20,
-            limits.memory_bytes >> 20
+            limits.max_memory_bytes >> 20
         ),
         None => String::new(),
     };

@@ -11,9 +11,9 @@ use super::RuntimeConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Limits {
     /// Linear memory per instance.
-    pub memory_bytes: u64,
+    pub max_memory_bytes: u64,
     /// Wall-clock deadline per request (to the response head).
-    pub timeout_ms: u64,
+    pub request_timeout_ms: u64,
     /// Fuel per request; `None` when the agent does not meter fuel.
     pub fuel: Option<u64>,
     /// Requests executed at once; more are answered 503 at once (no queue).
@@ -26,8 +26,8 @@ impl Limits {
     /// The agent's own limits: what a release that asks for nothing gets.
     pub fn agent(cfg: &RuntimeConfig) -> Limits {
         Limits {
-            memory_bytes: cfg.max_memory_mib << 20,
-            timeout_ms: cfg.request_timeout_ms,
+            max_memory_bytes: cfg.max_memory_mib << 20,
+            request_timeout_ms: cfg.request_timeout_ms,
             fuel: cfg.fuel,
             max_concurrent: cfg.max_concurrent.min(cfg.max_instances),
             max_body_bytes: cfg.max_body_bytes,
@@ -41,11 +41,14 @@ impl Limits {
         let agent = Limits::agent(cfg);
         let min = |a: u64, r: Option<u64>| r.map_or(a, |r| a.min(r.max(1)));
         Limits {
-            memory_bytes: min(
-                agent.memory_bytes,
-                policy.memory_mib.map(|m| u64::from(m) << 20),
+            max_memory_bytes: min(
+                agent.max_memory_bytes,
+                policy.max_memory_mib.map(|m| u64::from(m) << 20),
             ),
-            timeout_ms: min(agent.timeout_ms, policy.timeout_ms.map(u64::from)),
+            request_timeout_ms: min(
+                agent.request_timeout_ms,
+                policy.request_timeout_ms.map(u64::from),
+            ),
             fuel: agent.fuel.map(|a| min(a, policy.fuel)),
             max_concurrent: min(
                 u64::from(agent.max_concurrent),
@@ -55,9 +58,9 @@ impl Limits {
         }
     }
 
-    /// [`Limits::timeout_ms`] as a duration.
+    /// [`Limits::request_timeout_ms`] as a duration.
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -80,8 +83,8 @@ mod tests {
             Limits::agent(&cfg)
         );
         let tighter = RunPolicy {
-            memory_mib: Some(16),
-            timeout_ms: Some(200),
+            max_memory_mib: Some(16),
+            request_timeout_ms: Some(200),
             fuel: Some(10),
             max_concurrent: Some(2),
             max_body_bytes: Some(1024),
@@ -90,8 +93,8 @@ mod tests {
         let l = Limits::resolve(&cfg, &tighter);
         assert_eq!(
             (
-                l.memory_bytes,
-                l.timeout_ms,
+                l.max_memory_bytes,
+                l.request_timeout_ms,
                 l.fuel,
                 l.max_concurrent,
                 l.max_body_bytes
@@ -99,8 +102,8 @@ mod tests {
             (16 << 20, 200, Some(10), 2, 1024)
         );
         let greedy = RunPolicy {
-            memory_mib: Some(4096),
-            timeout_ms: Some(600_000),
+            max_memory_mib: Some(4096),
+            request_timeout_ms: Some(600_000),
             fuel: Some(u64::MAX),
             max_concurrent: Some(10_000),
             max_body_bytes: Some(u64::MAX),

@@ -349,7 +349,7 @@ impl Runtime {
     /// run out.
     pub fn new_store(&self, limits: &Limits) -> Store<Host> {
         let cfg = self.config();
-        let max_memory = usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX);
+        let max_memory = usize::try_from(limits.max_memory_bytes).unwrap_or(usize::MAX);
         let mut store = Store::new(
             &self.engine.engine,
             Host::new(max_memory, self.engine.ticker.clone()),
@@ -359,7 +359,7 @@ impl Runtime {
             // An unmetered release on a metering engine still needs fuel to run at all.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
-        let mut ticks_left = (limits.timeout_ms / cfg.epoch_tick_ms).max(1);
+        let mut ticks_left = (limits.request_timeout_ms / cfg.epoch_tick_ms).max(1);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             ticks_left = ticks_left.saturating_sub(1);

@@ -4,7 +4,7 @@
 //! front ([`TrialCounters::record`]); the supervisor asks for a [`Verdict`] whenever something
 //! was counted and when the window's time is up. A trap or a timeout fails the trial at once; a
 //! 5xx rate above the threshold (over at least `min_requests`) fails it; otherwise it passes
-//! once `requests` requests completed or `window` passed, whichever comes first.
+//! once `requests` requests completed or `secs` passed, whichever comes first.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,21 +39,27 @@ impl Default for TrialConfig {
     }
 }
 
-/// One trial's window and thresholds.
+/// One trial's window (`requests`, `secs`: the `[trial]` keys and the release's
+/// `trial_requests`, `trial_secs`) and thresholds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrialPolicy {
     pub requests: u64,
-    pub window: Duration,
+    pub secs: u64,
     pub max_error_rate: f64,
     pub min_requests: u64,
 }
 
 impl TrialPolicy {
+    /// The time criterion as a duration (zero: off).
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.secs)
+    }
+
     /// The agent's thresholds with the window the release asks for (else the agent's).
     pub fn resolve(cfg: &TrialConfig, policy: &fleetcast_protocol::RunPolicy) -> TrialPolicy {
         TrialPolicy {
             requests: u64::from(policy.trial_requests.unwrap_or(cfg.requests)),
-            window: Duration::from_secs(u64::from(policy.trial_secs.unwrap_or(cfg.secs))),
+            secs: u64::from(policy.trial_secs.unwrap_or(cfg.secs)),
             max_error_rate: cfg.max_error_rate,
             min_requests: u64::from(cfg.min_requests.max(1)),
         }
@@ -61,7 +67,7 @@ impl TrialPolicy {
 
     /// No trial at all: commit on swap.
     pub fn is_none(&self) -> bool {
-        self.requests == 0 && self.window.is_zero()
+        self.requests == 0 && self.secs == 0
     }
 }
 
@@ -169,7 +175,7 @@ impl TrialCounters {
         }
         // A zero criterion is off (both zero: no trial at all).
         let enough = policy.requests > 0 && c.requests >= policy.requests;
-        if enough || (!policy.window.is_zero() && elapsed >= policy.window) {
+        if enough || (policy.secs != 0 && elapsed >= policy.window()) {
             return Verdict::Pass;
         }
         Verdict::Continue
@@ -183,7 +189,7 @@ mod tests {
     fn policy() -> TrialPolicy {
         TrialPolicy {
             requests: 20,
-            window: Duration::from_secs(30),
+            secs: 30,
             max_error_rate: 0.5,
             min_requests: 10,
         }
@@ -263,6 +269,6 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!((asked.requests, asked.window), (5, Duration::from_secs(2)));
+        assert_eq!((asked.requests, asked.secs), (5, 2));
     }
 }

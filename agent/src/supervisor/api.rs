@@ -8,6 +8,26 @@ use crate::runtime::trial::TrialConfig;
 use crate::supervisor::error::{RollbackError, Stopped};
 use crate::supervisor::view::{AppView, RollbackDone};
 
+/// `[activation]` section of the agent configuration: what only the supervisor reads.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// Compilations run at once, each on a blocking thread (at least 1).
+    pub compile_concurrency: usize,
+    /// Releases per app kept compiled in the cache, so a rollback among them never compiles
+    /// (at least 1: the release in force).
+    pub cached_releases: usize,
+}
+
+impl Default for ActivationConfig {
+    fn default() -> Self {
+        ActivationConfig {
+            compile_concurrency: 1,
+            cached_releases: 5,
+        }
+    }
+}
+
 /// Settings of the supervisor, built by the caller from the agent's configuration.
 #[derive(Clone, Debug)]
 pub struct SupervisorConfig {

@@ -70,8 +70,8 @@ impl Lifecycle {
         self.apps
             .values()
             .filter_map(|a| a.trial.as_ref())
-            .filter(|t| !t.policy.window.is_zero())
-            .map(|t| t.started + t.policy.window)
+            .filter(|t| t.policy.secs != 0)
+            .map(|t| t.started + t.policy.window())
             .min()
     }
 

@@ -49,7 +49,7 @@ mod restore;
 mod types;
 pub mod view;
 
-pub use self::api::{Command, SupervisorConfig, SupervisorHandle};
+pub use self::api::{ActivationConfig, Command, SupervisorConfig, SupervisorHandle};
 pub use self::error::{RollbackError, Stopped};
 pub use self::pipeline::{PrepareError, prepare, smoke_check};
 pub use self::restore::{Restored, restore};

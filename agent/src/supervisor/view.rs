@@ -73,8 +73,9 @@ pub struct TrialView {
     pub version: String,
     pub seq: u64,
     pub elapsed_ms: u64,
-    pub window_ms: u64,
-    pub window_requests: u64,
+    /// The window: `requests` requests or `secs` seconds, whichever first (0: off).
+    pub requests: u64,
+    pub secs: u64,
     pub count: TrialCount,
 }
 
@@ -132,8 +133,8 @@ pub fn app_view(
             version: t.release.version.to_string(),
             seq: t.seq,
             elapsed_ms: now.saturating_duration_since(t.started).as_millis() as u64,
-            window_ms: t.policy.window.as_millis() as u64,
-            window_requests: t.policy.requests,
+            requests: t.policy.requests,
+            secs: t.policy.secs,
             count: t.counters.count(),
         }),
         activating: life.activation.map(|r| r.seq),

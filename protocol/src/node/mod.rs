@@ -246,7 +246,7 @@ impl<P: Peer> Node<P> {
             fleet: self.cfg.trust.fleet.clone(),
             apps: self.activation.app_statuses(),
             reports: self.activation.reports(),
-            peers: self.members.links() as u32,
+            links: self.members.links() as u32,
             active_view: self.members.active_view(),
             passive_view: self.members.passive_len() as u32,
             tallies: self.tally.totals(),

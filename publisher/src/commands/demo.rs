@@ -319,7 +319,7 @@ impl Demo {
         show_all(&agents, "2.0.0").await?;
 
         step(&format!(
-            "7. stop {} and restart it with no peers: it serves from its cache at once",
+            "7. stop {} and restart it with no contacts: it serves from its cache at once",
             agents[n - 1].name
         ));
         let mut last = agents.pop().context("agents")?;

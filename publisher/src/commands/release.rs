@@ -44,10 +44,10 @@ pub struct PolicyArgs {
     pub trial_secs: Option<u32>,
     /// Linear memory per instance, MiB.
     #[arg(long)]
-    pub memory_mib: Option<u32>,
+    pub max_memory_mib: Option<u32>,
     /// Deadline per request, milliseconds.
     #[arg(long)]
-    pub timeout_ms: Option<u32>,
+    pub request_timeout_ms: Option<u32>,
     /// Fuel per request (on agents that meter fuel).
     #[arg(long)]
     pub fuel: Option<u64>,
@@ -65,8 +65,8 @@ impl PolicyArgs {
             health_path: self.health_path.clone(),
             trial_requests: self.trial_requests,
             trial_secs: self.trial_secs,
-            memory_mib: self.memory_mib,
-            timeout_ms: self.timeout_ms,
+            max_memory_mib: self.max_memory_mib,
+            request_timeout_ms: self.request_timeout_ms,
             fuel: self.fuel,
             max_concurrent: self.max_concurrent,
             max_body_bytes: self.max_body_bytes,

@@ -39,10 +39,10 @@ pub fn render(st: &NodeStatus) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "agent {} in fleet {:?}: {} connection(s), {} mesh neighbour(s) ({}), {} more known for repair",
+        "agent {} in fleet {:?}: {} link(s) (neighbours, probes and clients such as this one), {} mesh neighbour(s) ({}), {} more known for repair",
         st.node.short(),
         st.fleet,
-        st.peers,
+        st.links,
         st.active_view.len(),
         st.active_view
             .iter()

@@ -218,7 +218,9 @@ impl Mesh {
                 Err(e) if Instant::now() < deadline && format!("{e:#}").contains("QUIC") => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(e) => return Err(e.context(format!("restarting agent {i}"))),
+                Err(e) => {
+                    return Err(anyhow::Error::from(e).context(format!("restarting agent {i}")));
+                }
             }
         };
         self.agents[i] = Some(a);
