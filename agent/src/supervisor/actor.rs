@@ -267,7 +267,7 @@ impl Actor {
             Effect::PersistRecord { record, state } => {
                 let key = (record.head.head.app.clone(), record.head.head.seq);
                 let started = Instant::now();
-                let result = self.io.store.commit(&record, &state);
+                let result = off_the_reactor(|| self.io.store.commit(&record, &state));
                 if result.is_ok() {
                     Failpoint::Persist.hit();
                 }
@@ -313,7 +313,7 @@ impl Actor {
             }
             Effect::DropFallback { app } => self.io.slot(&app).fallback = None,
             Effect::PersistState { app, state, write } => {
-                let result = self.io.store.put_state(&app, &state);
+                let result = off_the_reactor(|| self.io.store.put_state(&app, &state));
                 if let Err(e) = &result {
                     tracing::error!(%app, "cannot persist {}: {e}", what(write));
                 }
@@ -531,5 +531,17 @@ fn what(write: Write) -> &'static str {
         Write::Restart => "what the start found",
         Write::LocalRollback => "the local rollback",
         Write::CleanStop => "the trial at shutdown",
+    }
+}
+
+/// Runs a durable store write (a sled transaction and its flush: milliseconds) from the actor
+/// without stalling the other tasks of this worker thread: the actor waits for it, so every
+/// state write stays in order, but on a multi-threaded runtime the worker's other tasks move
+/// to another thread meanwhile (`block_in_place`). Elsewhere it simply runs.
+fn off_the_reactor<R>(write: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+        _ => write(),
     }
 }
