@@ -393,7 +393,8 @@ mod tests {
             c
         };
         ok().validate().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut AgentConfig)>)> = vec![
+        type Breaks = Box<dyn Fn(&mut AgentConfig)>;
+        let cases: Vec<(&str, Breaks)> = vec![
             ("fleet", Box::new(|c| c.fleet.clear())),
             ("log_format", Box::new(|c| c.log_format = "xml".into())),
             ("mesh.active_size", Box::new(|c| c.mesh.active_size = 0)),
