@@ -408,18 +408,10 @@ impl Sim {
             match out {
                 Output::Send { to, msg } => self.send_from(id, to, msg),
                 Output::ServeChunk { to, digest, index } => {
-                    let msg = match self.publisher.content.get(&digest).cloned() {
-                        Some(c) if self.nodes[&id].disk.blobs.contains(&digest) => {
-                            let cs = self.chunk_size_of(&digest);
-                            let start = (index as usize * cs).min(c.len());
-                            let end = (start + cs).min(c.len());
-                            ContentMsg::Chunk {
-                                digest,
-                                index,
-                                data: Payload(c.0.slice(start..end)),
-                            }
-                        }
-                        _ => ContentMsg::NoChunk { digest, index },
+                    let msg = if self.nodes[&id].disk.blobs.contains(&digest) {
+                        self.chunk_reply(digest, index)
+                    } else {
+                        ContentMsg::NoChunk { digest, index }
                     };
                     self.send_from(id, to, msg.into());
                 }

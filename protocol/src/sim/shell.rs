@@ -61,22 +61,28 @@ impl Sim {
         self.now -= lat;
     }
 
+    /// Chunk `index` of `digest` from the content the simulation published (every node's
+    /// simulated disk shares it), or `NoChunk` when it was never published.
+    pub(super) fn chunk_reply(&self, digest: Digest, index: u32) -> ContentMsg {
+        match self.publisher.content.get(&digest) {
+            Some(c) => {
+                let cs = self.chunk_size_of(&digest);
+                let start = (index as usize * cs).min(c.len());
+                let end = (start + cs).min(c.len());
+                ContentMsg::Chunk {
+                    digest,
+                    index,
+                    data: Payload(c.0.slice(start..end)),
+                }
+            }
+            None => ContentMsg::NoChunk { digest, index },
+        }
+    }
+
     pub(super) fn publisher_receive(&mut self, conn: Conn, msg: Message) {
         match msg {
             Message::Content(ContentMsg::GetChunk { digest, index }) => {
-                let reply = match self.publisher.content.get(&digest) {
-                    Some(c) => {
-                        let cs = self.chunk_size_of(&digest);
-                        let start = (index as usize * cs).min(c.len());
-                        let end = (start + cs).min(c.len());
-                        ContentMsg::Chunk {
-                            digest,
-                            index,
-                            data: Payload(c.0.slice(start..end)),
-                        }
-                    }
-                    None => ContentMsg::NoChunk { digest, index },
-                };
+                let reply = self.chunk_reply(digest, index);
                 self.transmit(PUBLISHER, conn, reply.into());
             }
             Message::Tally(TallyMsg::Subtree(t)) => {

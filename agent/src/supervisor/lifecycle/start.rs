@@ -1,7 +1,7 @@
 //! What a start serves, decided from the persisted state alone.
 
-use fleetcast_protocol::AppRecord;
 use fleetcast_protocol::node::Input;
+use fleetcast_protocol::{AppName, AppRecord};
 
 use crate::store::{ReleaseRef, ServingState, Stage};
 use crate::supervisor::types::{NodeInput, Now, failure};
@@ -55,15 +55,7 @@ pub fn plan_restore(now: Now, rec: &AppRecord, stored: Option<ServingState>) -> 
         resume = Some(t);
         state.trial_clean_stop = false;
     } else if let Some(t) = state.trial.take() {
-        let reason = format!(
-            "the agent stopped while release {} (seq {}) was being activated or on trial; \
-             restarted into {}",
-            t.release.version,
-            t.seq,
-            restarted_into(&state)
-        );
-        tracing::warn!(%app, seq = t.seq, version = %t.release.version, "{reason}");
-        state.failure = Some(failure(now, t.seq, &t.release, Stage::Restart, reason));
+        fail_restart(app, now, &mut state, &t, "being activated or on trial");
         changed = true;
     }
     let activating = state.activating.take();
@@ -82,14 +74,7 @@ pub fn plan_restore(now: Now, rec: &AppRecord, stored: Option<ServingState>) -> 
         None => None,
     };
     if let Some(a) = stopped {
-        let reason = format!(
-            "the agent stopped while release {} (seq {}) was being activated; restarted into {}",
-            a.release.version,
-            a.seq,
-            restarted_into(&state)
-        );
-        tracing::warn!(%app, seq = a.seq, version = %a.release.version, "{reason}");
-        state.failure = Some(failure(now, a.seq, &a.release, Stage::Restart, reason));
+        fail_restart(app, now, &mut state, &a, "being activated");
         changed = true;
     }
     let serve = resume
@@ -128,4 +113,16 @@ fn restarted_into(state: &ServingState) -> String {
         .or(state.committed.as_ref())
         .map(|c| c.release.version.to_string())
         .unwrap_or_else(|| "nothing".into())
+}
+
+/// Records that the agent stopped while `r` was `doing` (it counts as failed, stage `restart`).
+fn fail_restart(app: &AppName, now: Now, state: &mut ServingState, r: &ReleaseRef, doing: &str) {
+    let reason = format!(
+        "the agent stopped while release {} (seq {}) was {doing}; restarted into {}",
+        r.release.version,
+        r.seq,
+        restarted_into(state)
+    );
+    tracing::warn!(%app, seq = r.seq, version = %r.release.version, "{reason}");
+    state.failure = Some(failure(now, r.seq, &r.release, Stage::Restart, reason));
 }
