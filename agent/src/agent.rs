@@ -430,6 +430,7 @@ impl Actor {
                     tracing::debug!(%peer, %reason, "disconnecting peer");
                     self.net.close(peer, &reason);
                 }
+                Output::Status { to, status } => self.send(to, &Message::Status(status)),
                 Output::Event(e) => log_event(&e),
             }
         }

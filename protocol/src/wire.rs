@@ -185,6 +185,8 @@ pub enum Message {
     StatusRequest,
     /// The node's status.
     Status(Box<NodeStatus>),
+    /// Counting the live fleet (an echo wave over the active view).
+    Census(CensusMsg),
 }
 
 /// Membership (HyParView) messages: joins, neighbour requests, passive-view shuffles.
@@ -288,6 +290,12 @@ impl From<ContentMsg> for Message {
     }
 }
 
+impl From<CensusMsg> for Message {
+    fn from(m: CensusMsg) -> Self {
+        Message::Census(m)
+    }
+}
+
 impl From<TallyMsg> for Message {
     fn from(m: TallyMsg) -> Self {
         Message::Tally(m)
@@ -328,6 +336,10 @@ impl Message {
             Message::Report(_) => "report",
             Message::StatusRequest => "status-request",
             Message::Status(_) => "status",
+            Message::Census(m) => match m {
+                CensusMsg::Query { .. } => "census-query",
+                CensusMsg::Reply { .. } => "census-reply",
+            },
         }
     }
 
@@ -396,6 +408,153 @@ pub struct NodeStatus {
     /// The highest seq this node has accepted per app: activated, still fetching, or verified
     /// but failed to activate. A publisher signs above it (the same seq twice is a conflict).
     pub seqs: Vec<(AppName, u64)>,
+    /// What the node's runtime says of each app (trial, limits, since when it serves). The
+    /// protocol does not know it: the agent's shell fills it in before the status is sent.
+    pub runtime: Vec<AppRuntime>,
+    /// The node's wall clock when it answered (unix ms; 0 when unknown), so a reader can turn
+    /// `since_ms` and `issued_at_ms` into ages without trusting its own clock to agree.
+    pub now_ms: u64,
+}
+
+/// What an agent's runtime says of one app: filled by the agent, not by the protocol.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct AppRuntime {
+    pub app: AppName,
+    /// `committed`, `trial`, `reverted`, `local-override`, `activating` or `none`.
+    pub state: String,
+    /// The release in the app's slot (what answers requests), if any, and since when (unix ms).
+    pub serving: Option<RuntimeRelease>,
+    pub since_ms: u64,
+    /// The last release that passed its trial.
+    pub committed: Option<RuntimeRelease>,
+    /// The trial in progress.
+    pub trial: Option<TrialProgress>,
+    /// The limits the serving release runs under (the agent's, tightened by the release).
+    pub limits: Option<RuntimeLimits>,
+    /// Releases kept compiled, newest first (a rollback among them never compiles).
+    pub cached: Vec<RuntimeRelease>,
+}
+
+/// A release as the runtime names it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RuntimeRelease {
+    pub version: semver::Version,
+    pub digest: Digest,
+    /// The seq of the head it came with (0 when not known).
+    pub seq: u64,
+}
+
+/// A trial in progress: it passes after `requests` requests or `secs` seconds, whichever first.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TrialProgress {
+    pub version: semver::Version,
+    pub seq: u64,
+    pub elapsed_ms: u64,
+    pub requests: u64,
+    pub secs: u64,
+    /// Requests seen so far, and how many of them failed (trap, timeout or 5xx).
+    pub seen: u64,
+    pub failed: u64,
+}
+
+/// The limits one release runs under on one agent.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct RuntimeLimits {
+    pub max_memory_mib: u64,
+    pub request_timeout_ms: u64,
+    pub max_concurrent: u32,
+    pub max_body_bytes: u64,
+    pub fuel: Option<u64>,
+    pub health_path: Option<String>,
+}
+
+/// Largest number of per-release entries in one census.
+pub const MAX_CENSUS_ENTRIES: usize = 64;
+/// Largest number of missing agents named in one census.
+pub const MAX_CENSUS_SAMPLES: usize = 16;
+
+/// The census: an echo wave over the active view that counts every live agent.
+///
+/// A client sends `Query` to any agent, which becomes the root: it forwards the query to all
+/// its neighbours; each agent takes the first sender as its parent, forwards to its other
+/// neighbours, and answers its parent once each of them answered (or its budget ran out) with
+/// the sum of its subtree. An agent that already joined this census answers `Reply { count:
+/// None }` at once. Counts are informational (not signed), like tallies.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum CensusMsg {
+    Query {
+        /// Chosen by the client; a node keeps a bounded number of censuses in progress.
+        id: u64,
+        /// How long the receiver may wait for its subtree before it answers (each hop passes
+        /// on less).
+        budget_ms: u32,
+        /// The release the client asks about: agents not running it are sampled as missing.
+        focus: Option<Focus>,
+    },
+    Reply {
+        id: u64,
+        /// The sender's subtree; `None` when it had already been counted in this census.
+        count: Option<Census>,
+    },
+}
+
+/// The head a census asks about.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Focus {
+    pub app: AppName,
+    pub seq: u64,
+}
+
+/// A subtree's count.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct Census {
+    /// Agents counted (each once).
+    pub agents: u32,
+    /// Neighbours that did not answer within their budget (their subtrees are missing).
+    pub unanswered: u32,
+    /// Agents per (app, what they serve), bounded by [`MAX_CENSUS_ENTRIES`]; agents beyond the
+    /// bound are still in `agents`.
+    pub entries: Vec<CensusEntry>,
+    /// With a focus: how many run it, and a few of those that do not (bounded by
+    /// [`MAX_CENSUS_SAMPLES`]).
+    pub focus_active: u32,
+    pub missing: Vec<Missing>,
+}
+
+/// How many agents serve one release of one app, in one state.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct CensusEntry {
+    pub app: AppName,
+    /// The seq of the head in force on those agents.
+    pub seq: u64,
+    /// What serves there.
+    pub version: semver::Version,
+    pub digest: Digest,
+    pub state: ServeState,
+    pub agents: u32,
+}
+
+/// Why an agent serves what it serves.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub enum ServeState {
+    /// The head in force's release.
+    Active,
+    /// The head's release failed here; an older release serves.
+    Reverted,
+    /// An operator on the node chose it (`fleetcast-agent rollback`).
+    Override,
+}
+
+/// An agent that does not run the focus release, and what it does instead.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Missing {
+    pub node: NodeId,
+    /// Where it listens, when it knows.
+    pub addr: Option<SocketAddr>,
+    /// The highest seq it accepted for the focus app (0: none).
+    pub seq: u64,
+    /// What it says: "fetching", "failed: …", "reverted to 1.0.0", "newer seq 7", "no release".
+    pub why: String,
 }
 
 /// One app on one node.

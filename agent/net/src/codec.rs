@@ -14,13 +14,14 @@
 use fleetcast_protocol::release::MAX_CHUNK_SIZE;
 use fleetcast_protocol::wire::Message;
 
-/// QUIC ALPN of the protocol version this build speaks (version 3: messages nested per layer;
-/// version 2 added the release's run policy).
-pub const ALPN: &[u8] = b"fleetcast/3";
+/// QUIC ALPN of the protocol version this build speaks (version 4: the census and the
+/// runtime's view in the status; version 3: messages nested per layer; version 2 added the
+/// release's run policy).
+pub const ALPN: &[u8] = b"fleetcast/4";
 
 /// Earlier versions, recognised only so that a peer speaking one is refused with a reason that
 /// says to upgrade (instead of a bare TLS "no application protocol" alert).
-pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/2"];
+pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/3", b"fleetcast/2"];
 
 /// Application close code: the peer speaks an older protocol version.
 pub const CLOSE_VERSION: u32 = 3;

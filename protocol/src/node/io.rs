@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use crate::head::SignedHead;
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{Message, NodeId};
+use crate::wire::{Message, NodeId, NodeStatus};
 
 use super::AppRecord;
 
@@ -101,6 +101,9 @@ pub enum Output<P> {
     /// A newer head is waiting behind the activation of `seq`: the shell may stop it early
     /// (it still feeds back [`Input::Activated`], `Err` if it stopped it).
     CancelActivation { app: AppName, seq: u64 },
+    /// Answer a status request from `to`: the shell may fill in what only it knows
+    /// ([`NodeStatus::runtime`], [`NodeStatus::now_ms`]) and sends it as [`Message::Status`].
+    Status { to: P, status: Box<NodeStatus> },
     /// Something worth logging happened.
     Event(Event),
 }

@@ -252,6 +252,8 @@ impl<P: Peer> Node<P> {
             tallies: self.tally.totals(),
             fleet_tallies: self.tally.fleet_totals(),
             seqs: self.broadcast.seen_seqs(self.activation.records()),
+            runtime: Vec::new(),
+            now_ms: 0,
         }
     }
 
@@ -343,10 +345,11 @@ impl<P: Peer> Node<P> {
             }
             Message::Report(r) => self.activation.on_report(r),
             Message::StatusRequest => {
-                let status = self.status();
-                self.out.send(from, Message::Status(Box::new(status)));
+                let status = Box::new(self.status());
+                self.out.push(Output::Status { to: from, status });
             }
             Message::Status(_) => {}
+            Message::Census(_) => {}
         }
     }
 

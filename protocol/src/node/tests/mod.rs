@@ -270,6 +270,7 @@ impl Net {
         while let Some(o) = self.nodes[i].poll_output() {
             match o {
                 Output::Send { to, msg } => self.deliver(i, to, msg),
+                Output::Status { to, status } => self.deliver(i, to, Message::Status(status)),
                 Output::ServeChunk { to, digest, index } => {
                     let reply = self.chunk_reply(digest, index);
                     self.deliver(i, to, reply.into());
