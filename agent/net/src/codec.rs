@@ -98,7 +98,7 @@ pub(crate) fn refuse_version(alpn: Option<&[u8]>) -> Option<String> {
     }
 }
 
-/// `fleetcast/3` for display.
+/// `fleetcast/4` for display.
 pub(crate) fn version_name(alpn: &[u8]) -> String {
     String::from_utf8_lossy(alpn).into_owned()
 }
@@ -175,9 +175,9 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(refuse_version(Some(ALPN)), None);
-        let why = refuse_version(Some(b"fleetcast/2")).unwrap();
+        let why = refuse_version(Some(b"fleetcast/3")).unwrap();
         assert!(
-            why.contains("fleetcast/2") && why.contains("fleetcast/3"),
+            why.contains("fleetcast/3") && why.contains("fleetcast/4"),
             "{why}"
         );
         assert!(why.contains("upgrade"), "{why}");
