@@ -460,7 +460,9 @@ fn log_event(e: &Event) {
         } => {
             tracing::info!(%app, seq, %version, cached, "head accepted")
         }
-        Event::Rejected { app, seq, reason } => tracing::warn!(%app, seq, %reason, "head rejected"),
+        Event::Rejected {
+            app, seq, reason, ..
+        } => tracing::warn!(%app, seq, %reason, "head rejected"),
         Event::Activated { app, seq, version } => tracing::info!(%app, seq, %version, "active"),
         Event::ActivationFailed { app, seq, reason } => {
             tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")

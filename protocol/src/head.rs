@@ -224,6 +224,21 @@ pub enum HeadError {
     Conflict { app: AppName, seq: u64 },
 }
 
+impl HeadError {
+    /// A short, fixed name for the kind of refusal (a metrics label; the message says more).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            HeadError::WrongFleet { .. } => "wrong-fleet",
+            HeadError::AppMismatch { .. } | HeadError::Malformed(_) => "malformed",
+            HeadError::Unsigned | HeadError::TooManySignatures(_) => "unsigned",
+            HeadError::Untrusted { .. } => "untrusted",
+            HeadError::BadSignature { .. } => "bad-signature",
+            HeadError::Stale { .. } => "stale",
+            HeadError::Conflict { .. } => "conflict",
+        }
+    }
+}
+
 fn short_keys(keys: &[PublicKey]) -> String {
     keys.iter()
         .map(PublicKey::short)

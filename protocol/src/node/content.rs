@@ -78,6 +78,11 @@ impl<P: Peer> Content<P> {
         self.transfers.get(digest).and_then(|t| t.chunk(index))
     }
 
+    /// Transfers still fetching chunks.
+    pub fn fetching(&self) -> usize {
+        self.transfers.values().filter(|t| !t.is_complete()).count()
+    }
+
     pub fn duplicate_bytes(&self) -> u64 {
         self.transfers.values().map(|t| t.duplicate_bytes).sum()
     }

@@ -81,6 +81,7 @@ impl<P: Peer> Node<P> {
         self.out.event(Event::Rejected {
             app: sh.head.app.clone(),
             seq: sh.head.seq,
+            kind: err.kind(),
             reason: reason.clone(),
         });
         match err {

@@ -130,6 +130,8 @@ pub enum Event {
     Rejected {
         app: AppName,
         seq: u64,
+        /// [`crate::HeadError::kind`]: a fixed name, for metrics labels.
+        kind: &'static str,
         reason: String,
     },
     Activated {

@@ -239,6 +239,11 @@ impl<P: Peer> Node<P> {
         self.content.duplicate_bytes()
     }
 
+    /// Content transfers still fetching chunks (a gauge for the shell's metrics).
+    pub fn transfers_in_progress(&self) -> usize {
+        self.content.fetching()
+    }
+
     /// The status this node reports.
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
