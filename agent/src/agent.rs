@@ -12,7 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
 use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
@@ -44,11 +44,14 @@ pub enum AgentError {
     Runtime(#[from] crate::runtime::EngineError),
     #[error(transparent)]
     Net(#[from] fleetcast_net::NetError),
-    #[error("cannot listen for {what} on {addr}: {error}")]
+    #[error("cannot listen for {what} on {addr}: {error}{}", listen_fix(error, flag, key))]
     Listen {
         what: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
+        /// The flag and the config key that move it, for the fix the message names.
+        flag: &'static str,
+        key: &'static str,
     },
     #[error("restoring the cache failed: {0}")]
     Restore(String),
@@ -57,6 +60,27 @@ pub enum AgentError {
 }
 
 type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// What to do about a listen address that cannot be had: name the flag that moves it.
+fn listen_fix(error: &std::io::Error, flag: &str, key: &str) -> String {
+    let off = if flag == "--admin" {
+        format!(", or `{flag} off` to run without it")
+    } else {
+        String::new()
+    };
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "; another process (another fleetcast-agent?) holds it: pick a free one with `{flag} ADDR` (config `{key}`){off}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "; that address is not on this host: pick one of its addresses with `{flag} ADDR` (config `{key}`){off}"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "; ports below 1024 need privileges: pick another with `{flag} ADDR` (config `{key}`){off}"
+        ),
+        _ => format!("; pick another with `{flag} ADDR` (config `{key}`){off}"),
+    }
+}
 
 /// A running agent. Dropping it shuts the agent down.
 pub struct AgentHandle {
@@ -184,23 +208,38 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     };
     let routes = crate::http::Routes::new(&cfg.routes);
 
-    let listen = |what, addr| move |error| AgentError::Listen { what, addr, error };
+    let listen = |what, addr, flag, key| {
+        move |error| AgentError::Listen {
+            what,
+            addr,
+            error,
+            flag,
+            key,
+        }
+    };
     let http = tokio::net::TcpListener::bind(cfg.http)
         .await
-        .map_err(listen("HTTP", cfg.http))?;
-    let http_addr = http.local_addr().map_err(listen("HTTP", cfg.http))?;
+        .map_err(listen("HTTP", cfg.http, "--http", "http"))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(listen("HTTP", cfg.http, "--http", "http"))?;
     let net_cfg = NetConfig {
         link: shared.link.clone(),
         ..NetConfig::default()
     };
-    let (net, events) = Net::bind(cfg.listen, &identity, net_cfg)?;
+    let (net, events) = Net::bind(cfg.listen, &identity, net_cfg).map_err(|e| match e {
+        fleetcast_net::NetError::Bind { addr, error } => {
+            listen("the QUIC mesh", addr, "--listen", "listen")(error)
+        }
+        e => e.into(),
+    })?;
     let quic_addr = net.local_addr();
 
     let admin = match cfg.admin.listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
-                .map_err(listen("the admin endpoint", addr))?;
+                .map_err(listen("the admin endpoint", addr, "--admin", "[admin] listen"))?;
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "the admin endpoint (status, metrics, local rollback) listens beyond localhost; it has no authentication");
             }
@@ -209,7 +248,10 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         None => None,
     };
     let admin_addr = match (&admin, cfg.admin.listen) {
-        (Some(l), Some(addr)) => Some(l.local_addr().map_err(listen("the admin endpoint", addr))?),
+        (Some(l), Some(addr)) => Some(
+            l.local_addr()
+                .map_err(listen("the admin endpoint", addr, "--admin", "[admin] listen"))?,
+        ),
         _ => None,
     };
 
@@ -387,6 +429,23 @@ impl Actor {
         }
     }
 
+    /// Answers a status request with the node's status and what only the supervisor knows
+    /// (trial, limits, since when each release serves), off the actor: the supervisor may be
+    /// busy with a store write.
+    fn answer_status(&self, to: ConnId, mut status: Box<NodeStatus>) {
+        let (net, supervisor) = (self.net.clone(), self.supervisor.clone());
+        tokio::spawn(async move {
+            let views = tokio::time::timeout(Duration::from_secs(2), supervisor.status()).await;
+            if let Ok(Ok(views)) = views {
+                status.runtime = views.iter().filter_map(|v| v.to_wire()).collect();
+            }
+            status.now_ms = crate::supervisor::unix_ms();
+            if let Err(e) = net.send(to, &Message::Status(status)) {
+                tracing::debug!(%to, "status answer dropped: {e}");
+            }
+        });
+    }
+
     fn send(&self, to: ConnId, msg: &Message) {
         tracing::trace!(%to, kind = msg.kind(), index = chunk_index(msg), "send");
         if let Err(e) = self.net.send(to, msg) {
@@ -430,7 +489,7 @@ impl Actor {
                     tracing::debug!(%peer, %reason, "disconnecting peer");
                     self.net.close(peer, &reason);
                 }
-                Output::Status { to, status } => self.send(to, &Message::Status(status)),
+                Output::Status { to, status } => self.answer_status(to, status),
                 Output::Event(e) => log_event(&e),
             }
         }

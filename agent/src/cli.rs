@@ -35,6 +35,9 @@ enum Command {
     )]
     Rollback(RollbackArgs),
     /// Print the running agent's status (JSON, from its local admin endpoint).
+    #[command(
+        after_help = "Examples:\n  fleetcast-agent status                              # the agent on this host (admin 127.0.0.1:9401)\n  fleetcast-agent status --admin 127.0.0.1:9402       # another agent's admin endpoint\n  fleetcast-agent status --config /etc/fleetcast/agent.toml | jq '.apps[] | {app, state}'"
+    )]
     Status(AdminArgs),
 }
 

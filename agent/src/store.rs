@@ -35,10 +35,7 @@ pub enum StoreError {
         path: PathBuf,
         error: std::io::Error,
     },
-    #[error(
-        "cannot open the sled store at {} (is another agent using this data_dir?): {error}",
-        path.display()
-    )]
+    #[error("{}", open_failure(path, error))]
     Open { path: PathBuf, error: sled::Error },
     #[error(
         "the store at {} was written by another fleetcast-agent version (store format {found}, \
@@ -329,6 +326,23 @@ fn tx_error(e: TransactionError<()>) -> StoreError {
         TransactionError::Abort(()) => {
             StoreError::Sled(sled::Error::Unsupported("transaction aborted".to_string()))
         }
+    }
+}
+
+/// Why the store would not open, in words: sled's own message for a held lock ends in a raw
+/// `Os { code: 11, .. }`.
+fn open_failure(path: &Path, error: &sled::Error) -> String {
+    match error {
+        // sled wraps the failed `flock` in an `Other` error whose text is all it keeps.
+        sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock") => format!(
+            "the store at {} is locked: another fleetcast-agent runs with this data directory; stop it, or give this agent its own --data-dir (config `data_dir`)",
+            path.display()
+        ),
+        sled::Error::Io(e) => format!("cannot open the sled store at {}: {e}", path.display()),
+        e => format!(
+            "cannot open the sled store at {}: {e}; if it is damaged, move the data directory away (the agent fetches its releases again from the mesh)",
+            path.display()
+        ),
     }
 }
 

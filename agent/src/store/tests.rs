@@ -21,6 +21,17 @@ fn a_store_of_another_format_is_refused_with_what_to_do() {
 }
 use fleetcast_protocol::{AppName, Head, HeadKind};
 
+#[test]
+fn a_store_held_by_another_agent_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("is locked") && err.contains("--data-dir") && !err.contains("Os {"),
+        "{err}"
+    );
+}
+
 fn release(content: &[u8]) -> Release {
     Release::build(
         AppName::new("a").unwrap(),

@@ -42,6 +42,8 @@ pub struct Slots {
     pub rolled_back: Option<Arc<Deployed>>,
     /// Step timings of the last activation that reached the swap.
     pub last_activation: Option<ActivationTiming>,
+    /// When `serving` went into the slot (unix ms).
+    pub since_ms: u64,
 }
 
 impl Shell {
@@ -70,7 +72,9 @@ impl Shell {
     /// Puts `d` in its slot; returns what it replaced.
     pub fn swap_in(&mut self, app: &AppName, d: Arc<Deployed>) -> Option<Arc<Deployed>> {
         let old = self.runtime.swap_in(d.clone());
-        self.slot(app).serving = Some(d);
+        let slot = self.slot(app);
+        slot.serving = Some(d);
+        slot.since_ms = crate::supervisor::types::unix_ms();
         old
     }
 }
@@ -501,7 +505,9 @@ impl Actor {
                 let slot = self.io.slots.get(name);
                 let serving = slot.and_then(|s| s.serving.as_deref());
                 let timing = slot.and_then(|s| s.last_activation);
-                view::app_view(name, life, serving, timing, now, compiled)
+                let mut v = view::app_view(name, life, serving, timing, now, compiled);
+                v.since_ms = slot.filter(|s| s.serving.is_some()).map(|s| s.since_ms);
+                v
             })
             .collect()
     }

@@ -597,17 +597,31 @@ impl Lifecycle {
     }
 }
 
-/// Puts `release` first in the cached list (once).
+/// Puts `release` first in the cached list (once per version: a version names one set of
+/// bytes, but two versions may share bytes, and each stays reachable by its version).
 fn remember_cached(cached: &mut Vec<Release>, release: &Release) {
-    cached.retain(|r| r.digest != release.digest);
+    cached.retain(|r| r.version != release.version);
     cached.insert(0, release.clone());
 }
 
-/// Keeps the newest `k` cached releases; returns the ones dropped.
+/// Keeps the cached releases of the newest `k` distinct contents (an artifact is per digest,
+/// so versions that share bytes share one slot), and at most `2k` versions in all; returns
+/// the ones dropped.
 fn trim_cached(cached: &mut Vec<Release>, k: usize) -> Vec<Release> {
-    if cached.len() > k {
-        cached.split_off(k.max(1))
-    } else {
-        Vec::new()
+    let k = k.max(1);
+    let mut digests: Vec<Digest> = Vec::new();
+    let mut keep = 0;
+    for r in cached.iter() {
+        if !digests.contains(&r.digest) {
+            if digests.len() == k {
+                break;
+            }
+            digests.push(r.digest);
+        }
+        if keep == 2 * k {
+            break;
+        }
+        keep += 1;
     }
+    cached.split_off(keep)
 }

@@ -53,7 +53,7 @@ pub use self::api::{ActivationConfig, Command, SupervisorConfig, SupervisorHandl
 pub use self::error::{RollbackError, Stopped};
 pub use self::pipeline::{PrepareError, prepare, smoke_check};
 pub use self::restore::{Restored, restore};
-pub use self::types::{NodeInput, Now};
+pub use self::types::{NodeInput, Now, unix_ms};
 pub use self::view::{ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, TrialView};
 
 use crate::runtime::Runtime;

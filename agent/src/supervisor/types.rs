@@ -24,12 +24,17 @@ impl Now {
     pub fn read() -> Now {
         Now {
             at: Instant::now(),
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
+            unix_ms: unix_ms(),
         }
     }
+}
+
+/// The wall clock, unix milliseconds (0 before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
 }
 
 /// A failure record of `release` (seq `seq`) at `stage`.

@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use fleetcast_protocol::{AppName, Release};
+use fleetcast_protocol::wire::{AppRuntime, RuntimeLimits, RuntimeRelease, TrialProgress};
+use fleetcast_protocol::{AppName, Digest, Release};
 use serde::Serialize;
 
 use crate::runtime::trial::TrialCount;
@@ -44,6 +45,60 @@ pub struct AppView {
     pub limits: Option<Limits>,
     /// Step timings of the last activation that reached the swap.
     pub last_activation: Option<ActivationTiming>,
+    /// When `serving` went into the app's slot (unix ms).
+    pub since_ms: Option<u64>,
+    /// The serving release's health path, if it names one.
+    pub health_path: Option<String>,
+}
+
+impl AppView {
+    /// The runtime's part of the wire status ([`fleetcast_protocol::NodeStatus::runtime`]).
+    pub fn to_wire(&self) -> Option<AppRuntime> {
+        let release = |r: &ReleaseView| {
+            Some(RuntimeRelease {
+                version: r.version.parse().ok()?,
+                digest: Digest::from_hex(&r.digest)?,
+                seq: r.seq,
+            })
+        };
+        Some(AppRuntime {
+            app: AppName::new(&self.app).ok()?,
+            state: self.state.to_string(),
+            serving: self.serving.as_ref().and_then(release),
+            since_ms: self.since_ms.unwrap_or_default(),
+            committed: self.committed.as_ref().and_then(release),
+            trial: self.trial.as_ref().and_then(|t| {
+                Some(TrialProgress {
+                    version: t.version.parse().ok()?,
+                    seq: t.seq,
+                    elapsed_ms: t.elapsed_ms,
+                    requests: t.requests,
+                    secs: t.secs,
+                    seen: t.count.requests,
+                    failed: t.count.server_errors + t.count.traps + t.count.timeouts,
+                })
+            }),
+            limits: self.limits.map(|l| RuntimeLimits {
+                max_memory_mib: l.max_memory_bytes >> 20,
+                request_timeout_ms: l.request_timeout_ms,
+                max_concurrent: l.max_concurrent,
+                max_body_bytes: l.max_body_bytes,
+                fuel: l.fuel,
+                health_path: self.health_path.clone(),
+            }),
+            cached: self
+                .cached
+                .iter()
+                .filter_map(|c| {
+                    Some(RuntimeRelease {
+                        version: c.version.parse().ok()?,
+                        digest: Digest::from_hex(&c.digest)?,
+                        seq: 0,
+                    })
+                })
+                .collect(),
+        })
+    }
 }
 
 /// Where the time of one activation went, microseconds from its start.
@@ -151,5 +206,10 @@ pub fn app_view(
             .collect(),
         limits: serving.map(|d| d.limits),
         last_activation,
+        since_ms: None,
+        health_path: life
+            .serving
+            .as_ref()
+            .and_then(|s| s.release.release.policy.health_path.clone()),
     }
 }

@@ -556,6 +556,44 @@ fn a_local_rollback_serves_another_cached_release_as_an_override() {
     assert_eq!(persisted_state(&fx, Write::Commit).local_override, None);
 }
 
+/// `version` built from `bytes_of`'s content: two versions that share bytes.
+fn same_bytes(version: &str, bytes_of: &str) -> Release {
+    let content = format!("{APP} {bytes_of}");
+    Release::build(app(), version.parse().unwrap(), content.as_bytes(), 4096).unwrap()
+}
+
+#[test]
+fn a_local_rollback_resolves_versions_that_share_bytes() {
+    let clock = Clock(Instant::now());
+    // One slot: the two versions share one artifact, so both stay cached.
+    let mut lc = Lifecycle::new(cfg(0, 0, 1));
+    let mut disk = Disk::default();
+    let (v200, v201) = (same_bytes("2.0.0", "2.0.0"), same_bytes("2.0.1", "2.0.0"));
+    assert_eq!(v200.digest, v201.digest);
+    let _ = through_smoke(&mut lc, &mut disk, clock.at(0), act(&v200, 1));
+    let fx = through_smoke(&mut lc, &mut disk, clock.at(1), act(&v201, 2));
+    assert_eq!(
+        persisted_state(&fx, Write::Commit).cached,
+        vec![v201.clone(), v200.clone()]
+    );
+    assert!(
+        !has(&fx, |e| matches!(e, Effect::DropArtifact { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(lc.rollback_target(APP, Some("2.0.0")).unwrap(), v200);
+    // A third content takes the one slot: both versions of the old bytes go, and their
+    // artifact with them.
+    let fx = through_smoke(&mut lc, &mut disk, clock.at(2), act(&release("3.0.0"), 3));
+    assert_eq!(
+        persisted_state(&fx, Write::Commit).cached,
+        vec![release("3.0.0")]
+    );
+    assert!(has(
+        &fx,
+        |e| matches!(e, Effect::DropArtifact { digest } if *digest == v200.digest)
+    ));
+}
+
 #[test]
 fn a_local_rollback_never_picks_the_release_that_failed_here() {
     let clock = Clock(Instant::now());
