@@ -86,6 +86,22 @@ impl Activations {
         self.apps.get(app).map_or(0, |r| r.head.head.seq)
     }
 
+    /// A digest other than `digest` that `app`'s record history (or its head in force) holds
+    /// for `version`, if any.
+    pub fn released_otherwise(
+        &self,
+        app: &AppName,
+        version: &semver::Version,
+        digest: &Digest,
+    ) -> Option<Digest> {
+        let r = self.apps.get(app)?;
+        let releases = r.history.iter().map(|e| &e.release);
+        releases
+            .chain([&r.head.head.release])
+            .find(|rel| rel.version == *version && rel.digest != *digest)
+            .map(|rel| rel.digest)
+    }
+
     /// What this node did with `sh`.
     pub fn own_report(&self, sh: &SignedHead, outcome: Outcome) -> Report {
         Report {

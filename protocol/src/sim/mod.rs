@@ -407,9 +407,7 @@ impl Sim {
             };
             match out {
                 Output::Send { to, msg } => self.send_from(id, to, msg),
-                Output::Status { to, status } => {
-                    self.send_from(id, to, Message::Status(status))
-                }
+                Output::Status { to, status } => self.send_from(id, to, Message::Status(status)),
                 Output::ServeChunk { to, digest, index } => {
                     let msg = if self.nodes[&id].disk.blobs.contains(&digest) {
                         self.chunk_reply(digest, index)

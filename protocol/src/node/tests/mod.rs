@@ -21,6 +21,7 @@ use crate::wire::{ContentMsg, Payload};
 mod activation;
 mod broadcast;
 mod content;
+mod heads;
 mod links;
 mod serve;
 mod tally;
