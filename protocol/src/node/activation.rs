@@ -81,6 +81,21 @@ impl Activations {
         &self.apps
     }
 
+    /// What serves `app` when it is not its head's release (reverted, or a local override).
+    pub fn serving(&self, app: &AppName) -> Option<&Serving> {
+        self.overrides.get(app)
+    }
+
+    /// Why `app`'s most recent head was not activated, or was reverted.
+    pub fn last_error(&self, app: &AppName) -> Option<&str> {
+        self.errors.get(app).map(String::as_str)
+    }
+
+    /// The head `app` is moving to (fetching or activating), if any.
+    pub fn pending(&self, app: &AppName) -> Option<&Pending> {
+        self.pending.get(app)
+    }
+
     /// The seq of `app`'s record in force (0: none).
     pub fn applied(&self, app: &AppName) -> u64 {
         self.apps.get(app).map_or(0, |r| r.head.head.seq)

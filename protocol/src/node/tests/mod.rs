@@ -20,6 +20,7 @@ use crate::wire::{ContentMsg, Payload};
 
 mod activation;
 mod broadcast;
+mod census;
 mod content;
 mod heads;
 mod links;
