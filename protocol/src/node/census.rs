@@ -30,12 +30,17 @@
 //! their text.
 //!
 //! **Not an amplifier.** One client query costs the fleet two messages per overlay link, so
-//! what clients may start is capped: a node roots at most one census per [`CLIENT_INTERVAL`]
-//! (1 s) per client link, and across all client links at most [`ROOT_BURST`] back to back,
+//! what a link may start is capped. A node roots at most one census per [`CLIENT_INTERVAL`]
+//! (1 s) per client link, and across all client links at most [`ROOT_BURST`] (4) back to back,
 //! then one per [`CLIENT_INTERVAL`] (reconnecting does not buy more). An extra query is
 //! answered the cheap way (own contribution, every neighbour in `unanswered`, not forwarded)
 //! and its id is not remembered: nothing was forwarded, so no duplicate can come back through
-//! the mesh, and a client cannot flush the ids of real censuses out of the recent set.
+//! the mesh, and a client cannot flush the ids of real censuses out of the recent set. Since
+//! any peer may join the overlay today (there is no admission control yet), a neighbour is
+//! capped too: it may bring this node [`NEIGHBOUR_BURST`] (8) new censuses back to back, then
+//! one per [`NEIGHBOUR_INTERVAL`] (500 ms); honest neighbours only forward what roots started,
+//! so that is room for two censuses a second fleet-wide. An extra one is answered the cheap way
+//! and remembered (its other neighbours may forward the same id here).
 //!
 //! **Invariants:** a node joins a census at most once (one parent, one reply with a count); a
 //! child's count is added only while it is awaited, so nothing is counted twice; every census
@@ -66,8 +71,12 @@ pub(super) const CLIENT_INTERVAL: Duration = Duration::from_secs(1);
 /// Censuses all client links together may start back to back (then one per
 /// [`CLIENT_INTERVAL`]).
 pub(super) const ROOT_BURST: f64 = 4.0;
-/// Client links whose last census is remembered for the rate cap.
-const MAX_CLIENTS: usize = 64;
+/// New censuses one neighbour may bring back to back (then one per [`NEIGHBOUR_INTERVAL`]).
+pub(super) const NEIGHBOUR_BURST: f64 = 8.0;
+/// A neighbour may bring one new census per this interval after its burst.
+pub(super) const NEIGHBOUR_INTERVAL: Duration = Duration::from_millis(500);
+/// Links whose rate cap is remembered.
+const MAX_LINKS: usize = 256;
 /// Longest failure reason quoted in a `why`, bytes.
 const WHY_REASON: usize = 120;
 
@@ -83,17 +92,40 @@ struct Wave<P> {
     count: Census,
 }
 
-/// Censuses in progress, recent ids and the client rate cap. See the module docs.
+/// Censuses in progress, recent ids and the rate caps. See the module docs.
 #[derive(Debug)]
 pub(super) struct Censuses<P> {
     waves: BTreeMap<u64, Wave<P>>,
     /// Ids of finished censuses, oldest first.
     recent: VecDeque<u64>,
-    /// When each client link last started a census here.
-    clients: BTreeMap<P, Instant>,
-    /// The token bucket of censuses clients may start (see [`ROOT_BURST`]).
+    /// What each link may still start here (see the module docs).
+    links: BTreeMap<P, Bucket>,
+    /// What all client links together may still start.
+    roots: Bucket,
+}
+
+/// A token bucket: `burst` starts back to back, then one per `every`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
     tokens: f64,
-    refilled: Instant,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(now: Instant, burst: f64) -> Self {
+        Bucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Refills by the time passed since the last look; whether a token is there.
+    fn ready(&mut self, now: Instant, burst: f64, every: Duration) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() / every.as_secs_f64();
+        self.tokens = (self.tokens + earned).min(burst);
+        self.at = now;
+        self.tokens >= 1.0
+    }
 }
 
 impl<P: Peer> Censuses<P> {
@@ -101,9 +133,8 @@ impl<P: Peer> Censuses<P> {
         Censuses {
             waves: BTreeMap::new(),
             recent: VecDeque::new(),
-            clients: BTreeMap::new(),
-            tokens: ROOT_BURST,
-            refilled: now,
+            links: BTreeMap::new(),
+            roots: Bucket::full(now, ROOT_BURST),
         }
     }
 
@@ -146,7 +177,8 @@ impl<P: Peer> Censuses<P> {
         let asked: Vec<P> = neighbours.iter().copied().filter(|p| *p != from).collect();
         let budget = Duration::from_millis(budget_ms.into()).min(MAX_BUDGET);
         let busy = self.waves.len() >= MAX_IN_PROGRESS;
-        if client && (busy || !self.may_root(now, from)) {
+        let allowed = !busy && self.may_start(now, from, client);
+        if client && !allowed {
             // Not remembered: nothing is forwarded, so nothing comes back through the mesh.
             let mut count = own(focus.as_ref());
             count.unanswered = count.unanswered.saturating_add(asked.len() as u32);
@@ -154,7 +186,7 @@ impl<P: Peer> Censuses<P> {
             return;
         }
         let mut count = own(focus.as_ref());
-        if busy || budget <= HOP_MARGIN || asked.is_empty() {
+        if !allowed || budget <= HOP_MARGIN || asked.is_empty() {
             // Answer at once with this node alone; the neighbours it did not ask may be missing.
             count.unanswered = count.unanswered.saturating_add(asked.len() as u32);
             out.send(from, reply(id, count));
@@ -203,7 +235,7 @@ impl<P: Peer> Censuses<P> {
     /// parent it was is dropped (nobody is left to tell; the parent's side counts this node
     /// unanswered).
     pub fn peer_down(&mut self, p: P, out: &mut Outbox<P>) {
-        self.clients.remove(&p);
+        self.links.remove(&p);
         let ids: Vec<u64> = self.waves.keys().copied().collect();
         for id in ids {
             let w = self.waves.get_mut(&id).expect("listed");
@@ -225,8 +257,8 @@ impl<P: Peer> Censuses<P> {
         if fresh {
             return self.peer_down(old, out);
         }
-        if let Some(at) = self.clients.remove(&old) {
-            self.clients.insert(new, at);
+        if let Some(b) = self.links.remove(&old) {
+            self.links.insert(new, b);
         }
         for w in self.waves.values_mut() {
             if w.parent == old {
@@ -274,31 +306,34 @@ impl<P: Peer> Censuses<P> {
         self.recent.push_back(id);
     }
 
-    /// Whether client link `from` may start a census now (and if so, it is charged for it).
-    fn may_root(&mut self, now: Instant, from: P) -> bool {
-        let per = CLIENT_INTERVAL.as_secs_f64();
-        let earned = now.saturating_duration_since(self.refilled).as_secs_f64() / per;
-        self.tokens = (self.tokens + earned).min(ROOT_BURST);
-        self.refilled = now;
-        let recently = self
-            .clients
-            .get(&from)
-            .is_some_and(|at| now.saturating_duration_since(*at) < CLIENT_INTERVAL);
-        if recently || self.tokens < 1.0 {
-            return false;
+    /// Whether `from` (`client`: a client link) may start a census here now; if so, it is
+    /// charged for it.
+    fn may_start(&mut self, now: Instant, from: P, client: bool) -> bool {
+        let (burst, every) = if client {
+            (1.0, CLIENT_INTERVAL)
+        } else {
+            (NEIGHBOUR_BURST, NEIGHBOUR_INTERVAL)
+        };
+        if !self.links.contains_key(&from) && self.links.len() >= MAX_LINKS {
+            // Forget the link idle longest (a fresh bucket is what a new link gets anyway).
+            let oldest = self.links.iter().min_by_key(|(_, b)| b.at).map(|(p, _)| *p);
+            self.links.remove(&oldest.expect("not empty"));
         }
-        self.tokens -= 1.0;
-        if self.clients.len() >= MAX_CLIENTS {
-            self.clients
-                .retain(|_, at| now.saturating_duration_since(*at) < CLIENT_INTERVAL);
+        let link = self
+            .links
+            .entry(from)
+            .or_insert_with(|| Bucket::full(now, burst));
+        let mut ok = link.ready(now, burst, every);
+        if client {
+            ok &= self.roots.ready(now, ROOT_BURST, CLIENT_INTERVAL);
         }
-        if self.clients.len() >= MAX_CLIENTS
-            && let Some(oldest) = self.clients.iter().min_by_key(|(_, at)| **at).map(|e| *e.0)
-        {
-            self.clients.remove(&oldest);
+        if ok {
+            self.links.get_mut(&from).expect("inserted").tokens -= 1.0;
+            if client {
+                self.roots.tokens -= 1.0;
+            }
         }
-        self.clients.insert(from, now);
-        true
+        ok
     }
 }
 

@@ -2,7 +2,7 @@
 //! silent and lost children, focus samples, and the bounds.
 
 use super::*;
-use crate::node::census::{HOP_MARGIN, MAX_IN_PROGRESS};
+use crate::node::census::{HOP_MARGIN, MAX_IN_PROGRESS, NEIGHBOUR_BURST, NEIGHBOUR_INTERVAL};
 use crate::release::Release;
 use crate::sim::addr_of;
 use crate::wire::{
@@ -391,29 +391,34 @@ fn censuses_in_progress_are_bounded() {
     let mut net = Net::new(1, |_| vec![]);
     let (a, ac) = neighbour(&mut net, 0);
     let (b, bc) = neighbour(&mut net, 0);
-    for id in 0..MAX_IN_PROGRESS as u64 {
+    let (silent, _) = neighbour(&mut net, 0);
+    // Half from each neighbour (each may bring `NEIGHBOUR_BURST` at once).
+    let half = MAX_IN_PROGRESS as u64 / 2;
+    for id in 0..half {
         net.say(a, ac, query(id, BUDGET, None));
+        net.say(b, bc, query(half + id, BUDGET, None));
     }
     net.run();
     assert_eq!(net.nodes[0].censuses_in_progress(), MAX_IN_PROGRESS);
-    assert_eq!(queries(&mut net, b).len(), MAX_IN_PROGRESS);
+    assert_eq!(queries(&mut net, silent).len(), MAX_IN_PROGRESS);
+    net.advance(Duration::from_secs(1)); // a's allowance refills; the censuses still wait
     net.say(a, ac, query(99, BUDGET, None));
     net.run();
     let got = replies(&mut net, a);
     assert_eq!(got.len(), 1);
     let count = got[0].1.clone().unwrap();
-    assert_eq!((got[0].0, count.agents, count.unanswered), (99, 1, 1));
-    assert!(queries(&mut net, b).is_empty(), "not forwarded");
+    assert_eq!((got[0].0, count.agents, count.unanswered), (99, 1, 2));
+    assert!(queries(&mut net, silent).is_empty(), "not forwarded");
     net.say(a, ac, query(99, BUDGET, None));
     net.run();
     assert_eq!(replies(&mut net, a), vec![(99, None)]);
-    // Answers drain the censuses in progress.
-    for id in 0..MAX_IN_PROGRESS as u64 {
-        net.say(b, bc, CensusMsg::Reply { id, count: None });
-    }
-    net.run();
+    // The budget ends them all.
+    net.advance(Duration::from_millis(BUDGET as u64));
     assert_eq!(net.nodes[0].censuses_in_progress(), 0);
-    assert_eq!(replies(&mut net, a).len(), MAX_IN_PROGRESS);
+    assert_eq!(
+        replies(&mut net, a).len() + replies(&mut net, b).len(),
+        MAX_IN_PROGRESS
+    );
 }
 
 /// A child's count is merged within the bounds: entries by key up to `MAX_CENSUS_ENTRIES`
@@ -507,4 +512,43 @@ fn clients_may_start_few_censuses() {
     net.advance(Duration::from_secs(1));
     let (c, _) = ask(&mut net, 0, 14, BUDGET, None);
     assert_eq!(counted(&mut net, c).agents, 2);
+}
+
+/// A neighbour (any peer may join the overlay) brings at most `NEIGHBOUR_BURST` new censuses
+/// back to back, then one per `NEIGHBOUR_INTERVAL`: extra ones get this node alone, not
+/// forwarded.
+#[test]
+fn a_neighbour_may_bring_few_censuses() {
+    let mut net = Net::new(2, |i| (0..i).collect());
+    let (a, ac) = neighbour(&mut net, 0);
+    let burst = NEIGHBOUR_BURST as u64;
+    for id in 0..=burst {
+        net.say(a, ac, query(id, BUDGET, None));
+    }
+    net.run();
+    let got = replies(&mut net, a);
+    let agents: Vec<u32> = got
+        .iter()
+        .map(|(_, c)| c.as_ref().unwrap().agents)
+        .collect();
+    assert_eq!(agents.iter().filter(|n| **n == 2).count() as u64, burst);
+    let beyond = got.iter().find(|(id, _)| *id == burst).unwrap();
+    let alone = Census {
+        agents: 1,
+        unanswered: 1,
+        ..Census::default()
+    };
+    assert_eq!(
+        beyond.1,
+        Some(alone),
+        "the one beyond the burst: this node alone"
+    );
+    net.advance(NEIGHBOUR_INTERVAL);
+    net.say(a, ac, query(100, BUDGET, None));
+    net.run();
+    assert_eq!(
+        counted(&mut net, a).agents,
+        2,
+        "one more after the interval"
+    );
 }
