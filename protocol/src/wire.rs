@@ -1,6 +1,7 @@
 //! Wire messages: the one versioned message enum every fleetcast peer speaks, nested per
-//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], and the status
-//! messages for clients), so each layer handles its own enum and no layer lists another's.
+//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], [`CensusMsg`], and
+//! the status messages for clients), so each layer handles its own enum and no layer lists
+//! another's.
 //!
 //! **API Boundary.** These are the only serde types that cross the network. The transport crate
 //! (`fleetcast-net`, its `codec`) owns the framing, the frame bound and the protocol version
@@ -170,8 +171,9 @@ impl Tally {
 /// Everything peers say to each other: one enum per layer, each handled by that layer alone.
 ///
 /// Membership (HyParView): [`MembershipMsg`]. Broadcast of heads (Plumtree) and anti-entropy:
-/// [`BroadcastMsg`]. Content (swarming): [`ContentMsg`]. Fleet counts: [`TallyMsg`]. Status
-/// for clients and publishers: `Report`, `StatusRequest`, `Status`.
+/// [`BroadcastMsg`]. Content (swarming): [`ContentMsg`]. Fleet counts: [`TallyMsg`]. Counting
+/// the live fleet on demand: [`CensusMsg`]. Status for clients and publishers: `Report`,
+/// `StatusRequest`, `Status`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Message {
     Membership(MembershipMsg),
