@@ -42,8 +42,10 @@
 //! so that is room for two censuses a second fleet-wide. An extra one is answered the cheap way
 //! and remembered (its other neighbours may forward the same id here).
 //!
-//! **Invariants:** a node joins a census at most once (one parent, one reply with a count); a
-//! child's count is added only while it is awaited, so nothing is counted twice; every census
+//! **Invariants:** a node joins a census at most once while its id is among the recent ones
+//! (one parent, one reply with a count); a child's count is added only while it is awaited, so
+//! nothing is counted twice and `unanswered == 0` means every agent the overlay reaches from
+//! the root was counted; every census
 //! in progress ends by its deadline (a child that never answers or goes down cannot stall it);
 //! the state is bounded as above; counts are informational, nothing here decides what runs.
 
