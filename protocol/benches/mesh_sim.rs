@@ -1,5 +1,6 @@
 //! The mesh at fleet scale, in the deterministic simulator: prints the figures BENCHMARKS.md
-//! records. `cargo bench --workspace --bench mesh_sim [-- nodes [seed]]`.
+//! records, each scenario ending with a census of the fleet (its round trip at the publisher
+//! and census messages per node). `cargo bench --workspace --bench mesh_sim [-- nodes [seed]]`.
 
 use std::time::{Duration, Instant};
 

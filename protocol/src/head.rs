@@ -12,7 +12,9 @@
 //!
 //! **Invariant:** [`SignedHead::verify`] accepts a head only if its release is well formed and at
 //! least one signature by a trusted key verifies, and no signature by a trusted key fails. The
-//! seq rule (strictly greater than what the node holds) is stateful and lives in [`crate::node`].
+//! seq rule (strictly greater than what the node holds) and the version rule (a `Release` head
+//! may not give a version this node has released before other bytes:
+//! [`HeadError::VersionReuse`]) are stateful and live in [`crate::node`].
 
 use std::fmt;
 
@@ -222,6 +224,20 @@ pub enum HeadError {
         "two different heads claim app {app} seq {seq}: two publishers signed the same seq; publish again to get a new seq"
     )]
     Conflict { app: AppName, seq: u64 },
+    #[error(
+        "{app} {version} is already released with other bytes (digest {}, this head carries {}): a version names one set of bytes; release these bytes as a new version",
+        .released.short(),
+        .carried.short()
+    )]
+    VersionReuse {
+        app: AppName,
+        /// Boxed: it keeps `HeadError` (returned by [`SignedHead::verify`]) small.
+        version: Box<semver::Version>,
+        /// The digest this node's history holds for `version`.
+        released: Digest,
+        /// The digest the refused head carries.
+        carried: Digest,
+    },
 }
 
 impl HeadError {
@@ -235,6 +251,7 @@ impl HeadError {
             HeadError::BadSignature { .. } => "bad-signature",
             HeadError::Stale { .. } => "stale",
             HeadError::Conflict { .. } => "conflict",
+            HeadError::VersionReuse { .. } => "version-reuse",
         }
     }
 }

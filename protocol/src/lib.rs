@@ -7,14 +7,14 @@
 //! - [`release`]: what a component is (app, version, digest, size, chunk map).
 //! - [`head`]: the signed statement that moves an app, and its verification rules.
 //! - [`wire`]: the messages peers exchange, nested per layer ([`wire::MembershipMsg`],
-//!   [`wire::BroadcastMsg`], [`wire::ContentMsg`], [`wire::TallyMsg`]), and their framing
-//!   limits.
+//!   [`wire::BroadcastMsg`], [`wire::ContentMsg`], [`wire::TallyMsg`], [`wire::CensusMsg`]),
+//!   and their framing limits.
 //! - [`peer`]: the peer handle trait every layer names peers by (no layer imports another).
 //! - [`membership`]: HyParView active/passive views over the shell's connections.
 //! - [`swarm`]: chunk-level swarming transfer of one release.
 //! - [`node`]: the node state machine (`handle(now, input)` / `poll_output` / `poll_timeout`),
 //!   composing one state struct per layer: membership wiring, Plumtree broadcast +
-//!   anti-entropy, content, serving, tallies, activation; its IO types in `node::io`.
+//!   anti-entropy, content, serving, tallies, activation, census; its IO types in `node::io`.
 //! - [`sim`]: the deterministic simulator (seeded; latency, bandwidth, loss, crashes, partitions).
 //!
 //! The agent (`fleetcast-agent`) and the publisher (`fleetcast`) are thin IO shells around it.
@@ -36,8 +36,9 @@ pub use node::{
 };
 pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError, RunPolicy};
 pub use wire::{
-    AppStatus, BroadcastMsg, ContentMsg, HistoryEntry, MembershipMsg, Message, NodeId, NodeStatus,
-    Outcome, ParseNodeIdError, PeerInfo, Report, Tally, TallyMsg,
+    AppStatus, BroadcastMsg, Census, CensusEntry, CensusMsg, ContentMsg, Focus, HistoryEntry,
+    MembershipMsg, Message, Missing, NodeId, NodeStatus, Outcome, ParseNodeIdError, PeerInfo,
+    Report, ServeState, Tally, TallyMsg,
 };
 
 #[cfg(test)]

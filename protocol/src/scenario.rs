@@ -1,6 +1,8 @@
 //! Whole-fleet scenarios over the simulator, and the figures they report. The test suite runs
 //! them at a few hundred nodes with fixed seeds and asserts the targets; `cargo bench -p
 //! fleetcast-protocol --bench mesh_sim` runs them at 10,000 nodes and prints the figures.
+//! After a release a scenario can also count the fleet with a census ([`measure_census`]):
+//! its round-trip time at the publisher and the census messages per node.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use crate::membership::MembershipConfig;
 use crate::node::NodeConfig;
 use crate::release::{AppName, Release};
 use crate::sim::{Id, Sim, SimConfig, addr_of, node_id};
+use crate::wire::{Census, Focus};
 
 /// One fleet-wide release scenario.
 #[derive(Clone, Debug)]
@@ -33,6 +36,8 @@ pub struct Scenario {
     pub deadline: Duration,
     /// Also measure idle membership traffic for this long after the release.
     pub idle: Duration,
+    /// Then count the fleet with a census of this budget, asked at node 0 (`None`: no census).
+    pub census: Option<Duration>,
 }
 
 impl Scenario {
@@ -55,7 +60,64 @@ impl Scenario {
             crash_at: Duration::from_millis(300),
             deadline: Duration::from_secs(60),
             idle: Duration::ZERO,
+            census: Some(CENSUS_BUDGET),
         }
+    }
+}
+
+/// The census budget scenarios ask with (what `fleetcast census` would send).
+pub const CENSUS_BUDGET: Duration = Duration::from_secs(5);
+
+/// What one census measured.
+#[derive(Clone, Debug)]
+pub struct CensusFigures {
+    /// Live nodes when it was asked.
+    pub live: usize,
+    /// The root's answer (`None`: no answer by the budget and a second).
+    pub count: Option<Census>,
+    /// Query sent → answer received, at the publisher.
+    pub round_trip: Option<Duration>,
+    /// Census messages (queries and replies, the publisher's included) per live node.
+    pub messages_per_node: f64,
+}
+
+impl fmt::Display for CensusFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rtt = self
+            .round_trip
+            .map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3));
+        let (agents, unanswered, focus) = self
+            .count
+            .as_ref()
+            .map_or((0, 0, 0), |c| (c.agents, c.unanswered, c.focus_active));
+        write!(
+            f,
+            "  census:              {agents} agents of {} live, {unanswered} unanswered, {focus} on the focus; round trip {rtt}, {:.1} messages per node",
+            self.live, self.messages_per_node
+        )
+    }
+}
+
+/// Asks census `id` at `entry` (the publisher connects to it) and runs until the answer is
+/// back, at most `budget` and a second.
+pub fn measure_census(
+    sim: &mut Sim,
+    entry: Id,
+    id: u64,
+    budget: Duration,
+    focus: Option<Focus>,
+) -> CensusFigures {
+    let live = sim.live().len();
+    let before = sim.traffic.census;
+    sim.census(entry, id, budget, focus);
+    let end = sim.now + budget + Duration::from_secs(1);
+    sim.run_until(end, |s| s.publisher.censuses[&id].answered_at.is_some());
+    let answer = &sim.publisher.censuses[&id];
+    CensusFigures {
+        live,
+        count: answer.count.clone(),
+        round_trip: answer.answered_at.map(|t| t - answer.asked_at),
+        messages_per_node: (sim.traffic.census - before) as f64 / live.max(1) as f64,
     }
 }
 
@@ -89,6 +151,8 @@ pub struct Figures {
     pub publisher_count: u32,
     /// Idle membership traffic, bit/s per node.
     pub idle_bps_per_node: Option<f64>,
+    /// A census after the release (with the release as its focus).
+    pub census: Option<CensusFigures>,
 }
 
 impl Figures {
@@ -141,6 +205,9 @@ impl fmt::Display for Figures {
         )?;
         if let Some(b) = self.idle_bps_per_node {
             writeln!(f, "  idle membership:     {:.0} bit/s per node", b)?;
+        }
+        if let Some(c) = &self.census {
+            writeln!(f, "{c}")?;
         }
         Ok(())
     }
@@ -317,6 +384,7 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
         tallies_per_node: traffic.tallies as f64 / sc.nodes as f64,
         publisher_count,
         idle_bps_per_node: None,
+        census: None,
     };
     // Let the tallies settle, then count the publisher's view.
     sim.run(Duration::from_secs(2));
@@ -331,6 +399,10 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
         sim.run(sc.idle);
         let bits = sim.traffic.control as f64 * 8.0;
         fig.idle_bps_per_node = Some(bits / sc.nodes as f64 / sc.idle.as_secs_f64());
+    }
+    if let Some(budget) = sc.census {
+        let focus = Focus { app, seq };
+        fig.census = Some(measure_census(sim, 0, seq, budget, Some(focus)));
     }
     fig
 }

@@ -18,6 +18,31 @@ fn check_common(fig: &Figures) {
         fig.publisher_count as usize, fig.live,
         "the publisher's tally counts every live node\n{fig}"
     );
+    check_census(fig);
+}
+
+/// The census after the release counts every live node once, all on the release.
+fn check_census(fig: &Figures) {
+    let census = fig.census.as_ref().expect("the scenario asks for a census");
+    let count = census.count.as_ref().expect("the census is answered");
+    assert!(
+        count.agents as usize <= fig.live,
+        "a census never over-counts\n{fig}"
+    );
+    assert_eq!(
+        (
+            count.agents as usize,
+            count.unanswered,
+            count.focus_active as usize
+        ),
+        (fig.live, 0, fig.live),
+        "the census counts every live node, each on the release\n{fig}"
+    );
+    let rtt = census.round_trip.expect("answered");
+    assert!(
+        rtt < scenario::CENSUS_BUDGET,
+        "answered before the budget\n{fig}"
+    );
 }
 
 /// Everything but the exact tally count (which misses orphaned subtrees after crashes).

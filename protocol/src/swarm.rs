@@ -121,6 +121,12 @@ impl<P: Peer> Transfer<P> {
         self.missing == 0
     }
 
+    /// Chunks verified so far, and the chunk count.
+    pub fn progress(&self) -> (u32, u32) {
+        let n = self.chunks.len();
+        ((n - self.missing) as u32, n as u32)
+    }
+
     /// The bitmap of verified chunks held.
     pub fn bits(&self) -> Vec<u8> {
         let mut b = Vec::new();

@@ -1,6 +1,7 @@
 //! Wire messages: the one versioned message enum every fleetcast peer speaks, nested per
-//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], and the status
-//! messages for clients), so each layer handles its own enum and no layer lists another's.
+//! layer ([`MembershipMsg`], [`BroadcastMsg`], [`ContentMsg`], [`TallyMsg`], [`CensusMsg`], and
+//! the status messages for clients), so each layer handles its own enum and no layer lists
+//! another's.
 //!
 //! **API Boundary.** These are the only serde types that cross the network. The transport crate
 //! (`fleetcast-net`, its `codec`) owns the framing, the frame bound and the protocol version
@@ -170,8 +171,9 @@ impl Tally {
 /// Everything peers say to each other: one enum per layer, each handled by that layer alone.
 ///
 /// Membership (HyParView): [`MembershipMsg`]. Broadcast of heads (Plumtree) and anti-entropy:
-/// [`BroadcastMsg`]. Content (swarming): [`ContentMsg`]. Fleet counts: [`TallyMsg`]. Status
-/// for clients and publishers: `Report`, `StatusRequest`, `Status`.
+/// [`BroadcastMsg`]. Content (swarming): [`ContentMsg`]. Fleet counts: [`TallyMsg`]. Counting
+/// the live fleet on demand: [`CensusMsg`]. Status for clients and publishers: `Report`,
+/// `StatusRequest`, `Status`.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum Message {
     Membership(MembershipMsg),
@@ -473,17 +475,24 @@ pub const MAX_CENSUS_ENTRIES: usize = 64;
 /// Largest number of missing agents named in one census.
 pub const MAX_CENSUS_SAMPLES: usize = 16;
 
+/// Longest `why` kept in a census sample ([`Missing::why`]), bytes.
+pub const MAX_CENSUS_WHY: usize = 200;
+
 /// The census: an echo wave over the active view that counts every live agent.
 ///
 /// A client sends `Query` to any agent, which becomes the root: it forwards the query to all
 /// its neighbours; each agent takes the first sender as its parent, forwards to its other
 /// neighbours, and answers its parent once each of them answered (or its budget ran out) with
 /// the sum of its subtree. An agent that already joined this census answers `Reply { count:
-/// None }` at once. Counts are informational (not signed), like tallies.
+/// None }` at once, except to a neighbour it forwarded the query to itself and still waits
+/// for: two queries that cross on a link answer each other, so neither side replies. Counts
+/// are informational (not signed), like tallies. `node::census` has the rules (budget per hop,
+/// bounds, the client rate cap).
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub enum CensusMsg {
     Query {
-        /// Chosen by the client; a node keeps a bounded number of censuses in progress.
+        /// Chosen by the client (at random: two censuses with one id are one census); a node
+        /// keeps a bounded number of censuses in progress.
         id: u64,
         /// How long the receiver may wait for its subtree before it answers (each hop passes
         /// on less).
@@ -510,15 +519,68 @@ pub struct Focus {
 pub struct Census {
     /// Agents counted (each once).
     pub agents: u32,
-    /// Neighbours that did not answer within their budget (their subtrees are missing).
+    /// Neighbours whose subtrees may be missing: they did not answer within the budget, went
+    /// down while awaited, or were not asked (the budget was spent, the node was busy with
+    /// other censuses, or the client asked too often). 0 means every agent reachable from the
+    /// root was counted.
     pub unanswered: u32,
     /// Agents per (app, what they serve), bounded by [`MAX_CENSUS_ENTRIES`]; agents beyond the
-    /// bound are still in `agents`.
+    /// bound are still in `agents`. An agent where nothing serves an app (no record of it, or
+    /// its only release reverted) has no entry for that app.
     pub entries: Vec<CensusEntry>,
     /// With a focus: how many run it, and a few of those that do not (bounded by
     /// [`MAX_CENSUS_SAMPLES`]).
     pub focus_active: u32,
     pub missing: Vec<Missing>,
+}
+
+impl Census {
+    /// Adds `other`'s counts (a child's subtree): `agents`, `unanswered` and `focus_active` are
+    /// summed; entries are merged by (app, seq, version, digest, state), summing their agents,
+    /// up to [`MAX_CENSUS_ENTRIES`] (an entry beyond the bound is dropped; its agents are still
+    /// in `agents`); missing samples are kept up to [`MAX_CENSUS_SAMPLES`], each `why` cut to
+    /// [`MAX_CENSUS_WHY`]. Only the first [`MAX_CENSUS_ENTRIES`] entries and
+    /// [`MAX_CENSUS_SAMPLES`] samples of `other` are read (an honest sender has no more).
+    pub fn add(&mut self, other: &Census) {
+        self.agents = self.agents.saturating_add(other.agents);
+        self.unanswered = self.unanswered.saturating_add(other.unanswered);
+        self.focus_active = self.focus_active.saturating_add(other.focus_active);
+        for e in other.entries.iter().take(MAX_CENSUS_ENTRIES) {
+            self.add_entry(e);
+        }
+        for m in other.missing.iter().take(MAX_CENSUS_SAMPLES) {
+            self.add_missing(m);
+        }
+    }
+
+    /// Adds `e`'s agents to the entry with the same key, or as a new entry while there are
+    /// fewer than [`MAX_CENSUS_ENTRIES`]. Does not touch `agents`.
+    pub fn add_entry(&mut self, e: &CensusEntry) {
+        if let Some(mine) = self.entries.iter_mut().find(|m| m.same_key(e)) {
+            mine.agents = mine.agents.saturating_add(e.agents);
+        } else if self.entries.len() < MAX_CENSUS_ENTRIES {
+            self.entries.push(e.clone());
+        }
+    }
+
+    /// Keeps `m` while there are fewer than [`MAX_CENSUS_SAMPLES`] samples, its `why` cut to
+    /// [`MAX_CENSUS_WHY`] bytes.
+    pub fn add_missing(&mut self, m: &Missing) {
+        if self.missing.len() < MAX_CENSUS_SAMPLES {
+            let mut m = m.clone();
+            m.why = cut(&m.why, MAX_CENSUS_WHY);
+            self.missing.push(m);
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// How many agents serve one release of one app, in one state.
@@ -532,6 +594,20 @@ pub struct CensusEntry {
     pub digest: Digest,
     pub state: ServeState,
     pub agents: u32,
+}
+
+impl CensusEntry {
+    /// Whether `other` counts the same thing: (app, seq, version, digest, state).
+    pub fn same_key(&self, other: &CensusEntry) -> bool {
+        (&self.app, self.seq, &self.version, &self.digest, self.state)
+            == (
+                &other.app,
+                other.seq,
+                &other.version,
+                &other.digest,
+                other.state,
+            )
+    }
 }
 
 /// Why an agent serves what it serves.
@@ -553,7 +629,9 @@ pub struct Missing {
     pub addr: Option<SocketAddr>,
     /// The highest seq it accepted for the focus app (0: none).
     pub seq: u64,
-    /// What it says: "fetching", "failed: …", "reverted to 1.0.0", "newer seq 7", "no release".
+    /// What it says, short (at most [`MAX_CENSUS_WHY`] bytes): "fetching seq 7 (12 of 40
+    /// chunks)", "activating seq 7", "failed: …", "reverted to 1.0.0: …", "local override:
+    /// serves 1.0.0", "holds newer seq 9", "never got seq 7 (holds seq 6)", "no release of shop".
     pub why: String,
 }
 
@@ -645,12 +723,79 @@ mod tests {
             }
             .into(),
             Message::StatusRequest,
+            CensusMsg::Query {
+                id: 7,
+                budget_ms: 5_000,
+                focus: Some(Focus {
+                    app: AppName::new("a").unwrap(),
+                    seq: 3,
+                }),
+            }
+            .into(),
+            CensusMsg::Reply {
+                id: 7,
+                count: Some(Census {
+                    agents: 3,
+                    entries: vec![census_entry(ServeState::Active, 3)],
+                    ..Census::default()
+                }),
+            }
+            .into(),
         ];
         for m in msgs {
             let bytes = postcard::to_stdvec(&m).unwrap();
             assert_eq!(encoded_len(&m), bytes.len(), "{}", m.kind());
             assert_eq!(postcard::from_bytes::<Message>(&bytes).unwrap(), m);
         }
+    }
+
+    fn census_entry(state: ServeState, agents: u32) -> CensusEntry {
+        CensusEntry {
+            app: AppName::new("a").unwrap(),
+            seq: 3,
+            version: "1.2.3".parse().unwrap(),
+            digest: Digest::of(b"a"),
+            state,
+            agents,
+        }
+    }
+
+    #[test]
+    fn census_counts_add_up_and_entries_merge_by_key() {
+        let mut total = Census {
+            agents: 2,
+            entries: vec![census_entry(ServeState::Active, 2)],
+            ..Census::default()
+        };
+        let child = Census {
+            agents: 5,
+            unanswered: 1,
+            entries: vec![
+                census_entry(ServeState::Active, 3),
+                census_entry(ServeState::Reverted, 2),
+            ],
+            focus_active: 3,
+            missing: vec![],
+        };
+        total.add(&child);
+        assert_eq!(
+            (total.agents, total.unanswered, total.focus_active),
+            (7, 1, 3)
+        );
+        assert_eq!(
+            total.entries,
+            vec![
+                census_entry(ServeState::Active, 5),
+                census_entry(ServeState::Reverted, 2)
+            ],
+            "same key summed, another state apart"
+        );
+        let saturated = Census {
+            agents: u32::MAX,
+            ..Census::default()
+        };
+        total.add(&saturated);
+        assert_eq!(total.agents, u32::MAX);
     }
 
     #[test]

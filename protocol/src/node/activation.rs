@@ -81,9 +81,40 @@ impl Activations {
         &self.apps
     }
 
+    /// What serves `app` when it is not its head's release (reverted, or a local override).
+    pub fn serving(&self, app: &AppName) -> Option<&Serving> {
+        self.overrides.get(app)
+    }
+
+    /// Why `app`'s most recent head was not activated, or was reverted.
+    pub fn last_error(&self, app: &AppName) -> Option<&str> {
+        self.errors.get(app).map(String::as_str)
+    }
+
+    /// The head `app` is moving to (fetching or activating), if any.
+    pub fn pending(&self, app: &AppName) -> Option<&Pending> {
+        self.pending.get(app)
+    }
+
     /// The seq of `app`'s record in force (0: none).
     pub fn applied(&self, app: &AppName) -> u64 {
         self.apps.get(app).map_or(0, |r| r.head.head.seq)
+    }
+
+    /// A digest other than `digest` that `app`'s record history (or its head in force) holds
+    /// for `version`, if any.
+    pub fn released_otherwise(
+        &self,
+        app: &AppName,
+        version: &semver::Version,
+        digest: &Digest,
+    ) -> Option<Digest> {
+        let r = self.apps.get(app)?;
+        let releases = r.history.iter().map(|e| &e.release);
+        releases
+            .chain([&r.head.head.release])
+            .find(|rel| rel.version == *version && rel.digest != *digest)
+            .map(|rel| rel.digest)
     }
 
     /// What this node did with `sh`.

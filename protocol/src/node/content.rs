@@ -78,6 +78,11 @@ impl<P: Peer> Content<P> {
         self.transfers.get(digest).and_then(|t| t.chunk(index))
     }
 
+    /// Chunks of `digest` verified so far and its chunk count, while it is being fetched.
+    pub fn progress(&self, digest: &Digest) -> Option<(u32, u32)> {
+        self.transfers.get(digest).map(|t| t.progress())
+    }
+
     /// Transfers still fetching chunks.
     pub fn fetching(&self) -> usize {
         self.transfers.values().filter(|t| !t.is_complete()).count()

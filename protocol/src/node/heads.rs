@@ -3,12 +3,13 @@
 //! (activated, refused, reverted), each reflected in tallies.
 //!
 //! **Invariants:** a head is verified and its seq checked before any layer sees it, and a
-//! refusal changes no state (it is only reported to the sender); content reaches activation
-//! only once it verified as a whole.
+//! refusal changes no state (it is only reported to the sender); a version names one set of
+//! bytes (a `Release` head that reuses a version of this node's history with other bytes is
+//! refused); content reaches activation only once it verified as a whole.
 
 use std::time::Instant;
 
-use crate::head::{HeadError, SignedHead};
+use crate::head::{HeadError, HeadKind, SignedHead};
 use crate::peer::Peer;
 use crate::release::{AppName, Digest, Release};
 use crate::wire::{Message, Outcome, Tally, TallyMsg};
@@ -53,6 +54,9 @@ impl<P: Peer> Node<P> {
             };
             return self.reject(from, &sh, err);
         }
+        if let Some(err) = self.version_reuse(&sh) {
+            return self.reject(from, &sh, err);
+        }
         let active = self.members.is_active(from);
         let (my_round, prev) = self.broadcast.accept(now, from, &sh, round, active);
         self.tally.on_new_head(now, &sh, my_round, from, round);
@@ -73,6 +77,26 @@ impl<P: Peer> Node<P> {
             // The content of a superseded head that failed to activate is no longer served.
             self.drop_transfer_if_unused(&prev.head.head.release.digest);
         }
+    }
+
+    /// A version names one set of bytes: a `Release` head whose version this node's history
+    /// holds with another digest is refused. A `Rollback` points at an older release on purpose
+    /// (same version, same digest), and the same bytes may come back under a new version.
+    fn version_reuse(&self, sh: &SignedHead) -> Option<HeadError> {
+        let h = &sh.head;
+        if h.kind != HeadKind::Release {
+            return None;
+        }
+        let (version, carried) = (&h.release.version, h.release.digest);
+        let released = self
+            .activation
+            .released_otherwise(&h.app, version, &carried)?;
+        Some(HeadError::VersionReuse {
+            app: h.app.clone(),
+            version: Box::new(version.clone()),
+            released,
+            carried,
+        })
     }
 
     /// Refuses `sh` from `from`: the sender hears why; nothing here changes.

@@ -66,6 +66,7 @@ impl<P: Peer> Node<P> {
             .forget_peer(now, old, &self.content, &mut self.out);
         self.content.rekey(old);
         self.content.announce_wants(new, &mut self.out);
+        self.census.rekey(old, new, fresh, &mut self.out);
     }
 
     pub(super) fn on_peer_down(&mut self, now: Instant, p: P) {
@@ -75,6 +76,7 @@ impl<P: Peer> Node<P> {
         self.content.peer_down(p);
         self.broadcast.peer_down(p);
         self.tally.peer_down(now, p);
+        self.census.peer_down(p, &mut self.out);
         self.content.pump_all(now, &mut self.rng, &mut self.out);
     }
 

@@ -22,6 +22,8 @@
 //! - **Tallies** (`tally.rs`): subtree totals up the tree, the settled fleet count down.
 //! - **Activation** (`activation.rs`): records in force, the head each app moves to, and the
 //!   shell's outcomes.
+//! - **Census** (`census.rs`): counting the live fleet on demand, an echo wave over the active
+//!   view, with each node's own contribution drawn from activation, broadcast and content.
 //!
 //! **Invariants:** the seq held for an app never decreases; nothing reaches `Activate` that is
 //! not signed by a trusted key and fully verified; at most one activation per app is in flight;
@@ -38,11 +40,13 @@ use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::SwarmConfig;
 use crate::wire::{
-    AppStatus, BroadcastMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus, Tally, TallyMsg,
+    AppStatus, BroadcastMsg, CensusMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus,
+    Tally, TallyMsg,
 };
 
 mod activation;
 mod broadcast;
+mod census;
 mod content;
 mod heads;
 mod io;
@@ -57,6 +61,7 @@ pub use io::{Activation, ActivationError, Event, Input, Output, Serving};
 
 use activation::Activations;
 use broadcast::Broadcast;
+use census::{Censuses, Local};
 use content::{Content, Received};
 use io::Outbox;
 use serve::ServeQueue;
@@ -158,6 +163,7 @@ pub struct Node<P: Peer> {
     content: Content<P>,
     serve: ServeQueue<P>,
     activation: Activations,
+    census: Censuses<P>,
     out: Outbox<P>,
 }
 
@@ -202,6 +208,7 @@ impl<P: Peer> Node<P> {
             content: Content::new(cfg.swarm, blob_chunks),
             serve: ServeQueue::new(),
             activation: Activations::new(cfg.node, cfg.history_limit, apps),
+            census: Censuses::new(now),
             out: Outbox::default(),
             cfg,
         };
@@ -237,6 +244,11 @@ impl<P: Peer> Node<P> {
     /// Bytes of chunks received that were already held (wasted transfer).
     pub fn duplicate_bytes(&self) -> u64 {
         self.content.duplicate_bytes()
+    }
+
+    /// Censuses in progress on this node (a gauge for the shell's metrics).
+    pub fn censuses_in_progress(&self) -> usize {
+        self.census.in_progress()
     }
 
     /// Content transfers still fetching chunks (a gauge for the shell's metrics).
@@ -313,11 +325,12 @@ impl<P: Peer> Node<P> {
             .chain(self.broadcast.poll_timeout())
             .chain(self.tally.poll_timeout())
             .chain(self.serve.poll_timeout())
+            .chain(self.census.poll_timeout())
             .min()
     }
 
     /// Every layer's timers, in a fixed order: membership, serving slots, transfers, grafts
-    /// and anti-entropy, tallies.
+    /// and anti-entropy, tallies, censuses.
     fn on_timeout(&mut self, now: Instant) {
         self.members.on_timeout(now, &mut self.rng);
         self.drain_members(now);
@@ -334,6 +347,7 @@ impl<P: Peer> Node<P> {
         let eager = self.broadcast.eager();
         self.tally
             .on_timeout(now, &self.members, eager, &mut self.out);
+        self.census.on_timeout(now, &mut self.out);
     }
 
     /// A message from link `from`, to the layer it is for.
@@ -354,8 +368,46 @@ impl<P: Peer> Node<P> {
                 self.out.push(Output::Status { to: from, status });
             }
             Message::Status(_) => {}
-            Message::Census(_) => {}
+            Message::Census(m) => self.on_census(now, from, m),
         }
+    }
+
+    /// A census message: the census layer runs the wave; this node's own contribution comes
+    /// from activation (records, what serves, failures, pending heads), broadcast (seqs held)
+    /// and content (fetch progress), read only.
+    fn on_census(&mut self, now: Instant, from: P, msg: CensusMsg) {
+        let (id, budget_ms, focus) = match msg {
+            CensusMsg::Reply { id, count } => {
+                return self.census.on_reply(from, id, count, &mut self.out);
+            }
+            CensusMsg::Query {
+                id,
+                budget_ms,
+                focus,
+            } => (id, budget_ms, focus),
+        };
+        let (acts, broadcast, content) = (&self.activation, &self.broadcast, &self.content);
+        let local = Local {
+            me: self.cfg.node,
+            addr: self.members.config().advertise,
+            activation: acts,
+            held: |a: &AppName| broadcast.held(a, acts.applied(a)),
+            progress: |d: &Digest| content.progress(d),
+        };
+        let client = !self.members.is_active(from);
+        let neighbours = self.members.active();
+        let own = |f: Option<&crate::wire::Focus>| census::own(&local, f);
+        self.census.on_query(
+            now,
+            from,
+            id,
+            budget_ms,
+            focus,
+            client,
+            neighbours,
+            own,
+            &mut self.out,
+        );
     }
 
     fn on_broadcast(&mut self, now: Instant, from: P, msg: BroadcastMsg) {

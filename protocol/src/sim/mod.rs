@@ -32,7 +32,7 @@ use crate::head::TrustPolicy;
 use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
-use crate::wire::{ContentMsg, Message, NodeId, Payload, Tally, TallyMsg};
+use crate::wire::{Census, ContentMsg, Message, NodeId, Payload, Tally, TallyMsg};
 
 mod net;
 mod shell;
@@ -171,17 +171,33 @@ pub struct Traffic {
     pub publisher_egress: u64,
     /// Tally messages delivered.
     pub tallies: u64,
+    /// Census messages sent (queries and replies, the publisher's included).
+    pub census: u64,
     /// Chunk messages sent and the total time they waited in upload queues.
     pub chunks_sent: u64,
     pub queue_wait: Duration,
 }
 
-/// The simulated publisher: holds content, serves chunks, collects the tallies it is sent.
+/// The simulated publisher: holds content, serves chunks, collects the tallies it is sent and
+/// the answers to the censuses it asked for.
 #[derive(Debug, Default)]
 pub struct Publisher {
     pub content: BTreeMap<Digest, Payload>,
     pub tallies: BTreeMap<(AppName, u64), Tally>,
+    /// Censuses asked ([`Sim::census`]) by id.
+    pub censuses: BTreeMap<u64, CensusAnswer>,
     upload_free: Option<Instant>,
+}
+
+/// A census the publisher asked for.
+#[derive(Clone, Debug)]
+pub struct CensusAnswer {
+    /// When the query left the publisher.
+    pub asked_at: Instant,
+    /// When the root's reply arrived (`None`: not yet).
+    pub answered_at: Option<Instant>,
+    /// The fleet's count (`None` also when the root answered that it had counted this id).
+    pub count: Option<Census>,
 }
 
 /// The simulator.
@@ -407,9 +423,7 @@ impl Sim {
             };
             match out {
                 Output::Send { to, msg } => self.send_from(id, to, msg),
-                Output::Status { to, status } => {
-                    self.send_from(id, to, Message::Status(status))
-                }
+                Output::Status { to, status } => self.send_from(id, to, Message::Status(status)),
                 Output::ServeChunk { to, digest, index } => {
                     let msg = if self.nodes[&id].disk.blobs.contains(&digest) {
                         self.chunk_reply(digest, index)

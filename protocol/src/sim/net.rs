@@ -100,6 +100,9 @@ impl Sim {
             self.traffic.control += size as u64;
         }
         self.traffic.messages += 1;
+        if matches!(msg, Message::Census(_)) {
+            self.traffic.census += 1;
+        }
         self.schedule(at, to, Delivery::Msg { conn, msg });
     }
 

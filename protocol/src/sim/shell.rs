@@ -1,17 +1,20 @@
 //! The simulated shells around the nodes: the publisher (pushes a head, serves chunks,
-//! collects tallies), a node's store reads and activations, and injected faults.
+//! collects tallies, asks for a census and keeps the answer), a node's store reads and
+//! activations, and injected faults.
 //!
 //! **Invariant (safety, checked on every activation):** the head verifies against the fleet's
 //! trust policy, the content is exactly the signed release's bytes, and the seq of the app
 //! grows.
 
+use std::time::Duration;
+
 use crate::head::SignedHead;
 use crate::node::ActivationError;
 use crate::release::Digest;
 use crate::swarm::bits_full;
-use crate::wire::{BroadcastMsg, ContentMsg, Message, Payload, TallyMsg};
+use crate::wire::{BroadcastMsg, CensusMsg, ContentMsg, Focus, Message, Payload, TallyMsg};
 
-use super::{Conn, Delivery, Id, Link, PUBLISHER, Sim};
+use super::{CensusAnswer, Conn, Delivery, Id, Link, PUBLISHER, Sim};
 
 impl Sim {
     /// The publisher connects to `entry` and pushes `head`, holding `content`.
@@ -23,6 +26,42 @@ impl Sim {
             .insert(digest, Payload(content.into()));
         self.chunk_sizes
             .insert(digest, head.head.release.chunk_size as usize);
+        let (conn, lat) = self.publisher_link(entry);
+        self.now += lat; // the push follows the handshake
+        let push = BroadcastMsg::Head(Box::new(head));
+        self.transmit(PUBLISHER, conn, push.into());
+        let have = ContentMsg::Have {
+            digest,
+            bits: bits_full(n),
+            want: false,
+        };
+        self.transmit(PUBLISHER, conn, have.into());
+        self.now -= lat;
+    }
+
+    /// The publisher connects to `entry` and asks for census `id` with `budget` (and `focus`);
+    /// the answer lands in [`Publisher::censuses`](super::Publisher::censuses).
+    pub fn census(&mut self, entry: Id, id: u64, budget: Duration, focus: Option<Focus>) {
+        let (conn, lat) = self.publisher_link(entry);
+        self.now += lat; // the query follows the handshake
+        let asked = CensusAnswer {
+            asked_at: self.now,
+            answered_at: None,
+            count: None,
+        };
+        self.publisher.censuses.insert(id, asked);
+        let query = CensusMsg::Query {
+            id,
+            budget_ms: budget.as_millis().try_into().unwrap_or(u32::MAX),
+            focus,
+        };
+        self.transmit(PUBLISHER, conn, query.into());
+        self.now -= lat;
+    }
+
+    /// A new client link from the publisher to `entry`, and its one-way latency (the link is
+    /// up at `entry` after it).
+    fn publisher_link(&mut self, entry: Id) -> (Conn, Duration) {
         let conn = self.next_conn;
         self.next_conn += 1;
         self.links.insert(
@@ -49,16 +88,7 @@ impl Sim {
                 outbound: false,
             },
         );
-        self.now += lat; // the push follows the handshake
-        let push = BroadcastMsg::Head(Box::new(head));
-        self.transmit(PUBLISHER, conn, push.into());
-        let have = ContentMsg::Have {
-            digest,
-            bits: bits_full(n),
-            want: false,
-        };
-        self.transmit(PUBLISHER, conn, have.into());
-        self.now -= lat;
+        (conn, lat)
     }
 
     /// Chunk `index` of `digest` from the content the simulation published (every node's
@@ -84,6 +114,14 @@ impl Sim {
             Message::Content(ContentMsg::GetChunk { digest, index }) => {
                 let reply = self.chunk_reply(digest, index);
                 self.transmit(PUBLISHER, conn, reply.into());
+            }
+            Message::Census(CensusMsg::Reply { id, count }) => {
+                if let Some(a) = self.publisher.censuses.get_mut(&id)
+                    && a.answered_at.is_none()
+                {
+                    a.answered_at = Some(self.now);
+                    a.count = count;
+                }
             }
             Message::Tally(TallyMsg::Subtree(t)) => {
                 if let Some(app) = t.app.clone() {

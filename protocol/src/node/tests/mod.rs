@@ -20,7 +20,9 @@ use crate::wire::{ContentMsg, Payload};
 
 mod activation;
 mod broadcast;
+mod census;
 mod content;
+mod heads;
 mod links;
 mod serve;
 mod tally;
