@@ -44,7 +44,10 @@ pub enum AgentError {
     Runtime(#[from] crate::runtime::EngineError),
     #[error(transparent)]
     Net(#[from] fleetcast_net::NetError),
-    #[error("cannot listen for {what} on {addr}: {error}{}", listen_fix(error, flag, key))]
+    #[error(
+        "cannot listen for {what} on {addr}: {error}{}",
+        listen_fix(error, flag, key)
+    )]
     Listen {
         what: &'static str,
         addr: SocketAddr,
@@ -237,9 +240,12 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
 
     let admin = match cfg.admin.listen {
         Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(listen("the admin endpoint", addr, "--admin", "[admin] listen"))?;
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(listen(
+                "the admin endpoint",
+                addr,
+                "--admin",
+                "[admin] listen",
+            ))?;
             if !addr.ip().is_loopback() {
                 tracing::warn!(%addr, "the admin endpoint (status, metrics, local rollback) listens beyond localhost; it has no authentication");
             }
@@ -248,10 +254,12 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         None => None,
     };
     let admin_addr = match (&admin, cfg.admin.listen) {
-        (Some(l), Some(addr)) => Some(
-            l.local_addr()
-                .map_err(listen("the admin endpoint", addr, "--admin", "[admin] listen"))?,
-        ),
+        (Some(l), Some(addr)) => Some(l.local_addr().map_err(listen(
+            "the admin endpoint",
+            addr,
+            "--admin",
+            "[admin] listen",
+        ))?),
         _ => None,
     };
 

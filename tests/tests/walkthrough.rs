@@ -98,7 +98,10 @@ fn the_readme_walkthrough_runs_as_written() {
         let _ = tx.send(child.wait());
     });
     // `None`: still running at the deadline (the group is killed on the way out).
-    let status = rx.recv_timeout(DEADLINE).ok().map(|r| r.expect("wait for bash"));
+    let status = rx
+        .recv_timeout(DEADLINE)
+        .ok()
+        .map(|r| r.expect("wait for bash"));
     let output = std::fs::read_to_string(&out_path).unwrap_or_default();
     let logs = agent_logs(tmp.path());
     assert!(

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::head::{HeadError, HeadKind, SignedHead};
+use crate::head::{HeadError, SignedHead};
 use crate::peer::Peer;
 use crate::release::{AppName, Digest, Release};
 use crate::wire::{Message, Outcome, Tally, TallyMsg};
@@ -79,14 +79,12 @@ impl<P: Peer> Node<P> {
         }
     }
 
-    /// A version names one set of bytes: a `Release` head whose version this node's history
-    /// holds with another digest is refused. A `Rollback` points at an older release on purpose
-    /// (same version, same digest), and the same bytes may come back under a new version.
+    /// A version names one set of bytes: a head (release or rollback) whose version this
+    /// node's history holds with another digest is refused. A `Rollback` to an older release
+    /// carries the same version and digest, and the same bytes may come back under a new
+    /// version.
     fn version_reuse(&self, sh: &SignedHead) -> Option<HeadError> {
         let h = &sh.head;
-        if h.kind != HeadKind::Release {
-            return None;
-        }
         let (version, carried) = (&h.release.version, h.release.digest);
         let released = self
             .activation

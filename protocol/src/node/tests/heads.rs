@@ -85,4 +85,11 @@ fn a_version_reused_for_other_bytes_is_refused() {
     assert_eq!(last.head, rollback);
     assert!(last.content.is_none(), "activated from the store");
     assert_eq!(rejections(&net).len(), 1, "only the reuse was refused");
+
+    // A rollback that names the old version with other bytes is refused like a release.
+    let forged = versioned(4, "2.0.3", &b, HeadKind::Rollback);
+    net.publish(0, &forged, &b);
+    net.run();
+    assert_eq!(net.seq(0), Some(3));
+    assert_eq!(rejections(&net).len(), 2);
 }
