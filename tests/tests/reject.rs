@@ -206,3 +206,51 @@ async fn a_peer_sending_an_undecodable_frame_is_disconnected_with_the_reason() {
         "the agent keeps serving"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_released_again_with_other_bytes_is_refused() {
+    let fleet = fleet_on_v1().await;
+    let other = std::fs::read(guest("hello-v2.wasm")).unwrap();
+    let h = head(&fleet.key(), 2, "1.0.0", &other);
+    let outcome = push(&fleet, &h, &other).await.unwrap();
+    let Outcome::Rejected(why) = &outcome else {
+        panic!("expected a refusal, got {outcome:?}");
+    };
+    assert!(
+        why.contains("hello 1.0.0 is already released with other bytes")
+            && why.contains("release these bytes as a new version"),
+        "{why}"
+    );
+    assert_unchanged(&fleet, &h.head.release.digest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_in_use_names_the_flag_that_moves_it() {
+    let fleet = Fleet::start(1, |_| vec![]).await;
+    let a = fleet.agent(0);
+    let cases = [
+        ("--http ADDR", "http"),
+        ("--listen ADDR", "listen"),
+        ("--admin ADDR", "admin"),
+    ];
+    for (i, (flag, which)) in cases.into_iter().enumerate() {
+        let mut cfg = fleet.config(1 + i, vec![]);
+        match which {
+            "http" => cfg.http = a.http_addr(),
+            "listen" => cfg.listen = a.quic_addr(),
+            _ => cfg.admin.listen = a.admin_addr(),
+        }
+        let err = fleetcast_agent::agent::start(cfg)
+            .await
+            .err()
+            .expect("the address is taken")
+            .to_string();
+        assert!(
+            err.contains(flag) && err.contains("another process"),
+            "{which}: {err}"
+        );
+        if which == "admin" {
+            assert!(err.contains("--admin off"), "{err}");
+        }
+    }
+}
