@@ -5,7 +5,11 @@
 //!   last failure, the releases kept compiled and the limits in force.
 //! - `GET /metrics`: Prometheus text — requests, responses by class, traps, timeouts, overload
 //!   and body-limit rejections, latency and instantiation histograms per app and release;
-//!   swaps, reverts, local rollbacks and refused releases per app.
+//!   swaps, reverts, local rollbacks and refused releases per app (the runtime's registry);
+//!   then the mesh, transport, transfer, head and serving families ([`crate::mesh_metrics`]).
+//!   What the node and the supervisor are asked at scrape time (the passive view, what serves
+//!   per app) is left out of a scrape when they do not answer within [`SCRAPE_WAIT`]; the rest
+//!   is read from atomics and always there.
 //! - `POST /apps/{app}/rollback[?to=VERSION]`: a local rollback to a cached release, without
 //!   the network (`fleetcast-agent rollback` calls it). JSON answer; 4xx with the reason when
 //!   refused.
@@ -14,6 +18,7 @@
 //! this module is only the service function.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +30,10 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use fleetcast_net::endpoint::NetCounters;
+use fleetcast_protocol::NodeStatus;
+
+use crate::mesh_metrics::{AppServing, MeshMetrics, Scrape};
 use crate::runtime::Runtime;
 use crate::runtime::metrics::PROMETHEUS_CONTENT_TYPE;
 use crate::supervisor::{AppView, SupervisorHandle};
@@ -33,9 +42,13 @@ use crate::supervisor::{AppView, SupervisorHandle};
 #[derive(Clone)]
 pub struct Admin {
     pub supervisor: SupervisorHandle,
-    pub runtime: std::sync::Arc<Runtime>,
+    pub runtime: Arc<Runtime>,
     /// The node actor's status requests.
-    pub status: mpsc::Sender<oneshot::Sender<fleetcast_protocol::NodeStatus>>,
+    pub status: mpsc::Sender<oneshot::Sender<NodeStatus>>,
+    /// What the node actor counts (heads, chunks served, the node's gauges).
+    pub mesh: Arc<MeshMetrics>,
+    /// The QUIC endpoint's traffic counters.
+    pub net: Arc<NetCounters>,
 }
 
 /// `GET /status`.
@@ -54,6 +67,10 @@ type Body = Full<Bytes>;
 
 /// How long the admin endpoint lets in-flight requests finish after shutdown.
 pub const ADMIN_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a scrape waits for the node actor's and the supervisor's answers before it leaves
+/// their values out (well under Prometheus' default scrape timeout of 10 s).
+pub const SCRAPE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the status view could not be built (the admin endpoint answers 503 with the text).
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +103,7 @@ impl Admin {
                 Err(e) => plain(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", chain(&e))),
             },
             (&Method::GET, "/metrics") => {
-                let mut resp = Response::new(Full::new(Bytes::from(
-                    self.runtime.metrics().render_prometheus(),
-                )));
+                let mut resp = Response::new(Full::new(Bytes::from(self.metrics().await)));
                 resp.headers_mut().insert(
                     CONTENT_TYPE,
                     http::HeaderValue::from_static(PROMETHEUS_CONTENT_TYPE),
@@ -114,14 +129,43 @@ impl Admin {
         }
     }
 
-    /// The status view.
-    pub async fn status(&self) -> Result<StatusView, StatusError> {
+    /// `GET /metrics`: the runtime's families, then the agent's ([`crate::mesh_metrics`]).
+    pub async fn metrics(&self) -> String {
+        let (node, apps) = tokio::join!(
+            tokio::time::timeout(SCRAPE_WAIT, self.node_status()),
+            tokio::time::timeout(SCRAPE_WAIT, self.supervisor.status()),
+        );
+        let passive_peers = answered("the passive view", node).map(|n| n.passive_view);
+        let apps = answered("what serves per app", apps)
+            .map(|apps| apps.iter().map(AppServing::from).collect());
+        let scrape = Scrape {
+            mesh: self.mesh.snapshot(),
+            net: self.net.snapshot(),
+            passive_peers,
+            apps,
+        };
+        let mut out = String::with_capacity(32 * 1024);
+        self.runtime
+            .metrics()
+            .write_prometheus(&mut out)
+            .and_then(|()| scrape.write_prometheus(&mut out))
+            .expect("formatting into a String does not fail");
+        out
+    }
+
+    /// The node's status, from the node actor.
+    async fn node_status(&self) -> Result<NodeStatus, StatusError> {
         let (tx, rx) = oneshot::channel();
         self.status
             .send(tx)
             .await
             .map_err(|_| StatusError::NodeStopped)?;
-        let node = rx.await.map_err(|_| StatusError::NodeStopped)?;
+        rx.await.map_err(|_| StatusError::NodeStopped)
+    }
+
+    /// The status view.
+    pub async fn status(&self) -> Result<StatusView, StatusError> {
+        let node = self.node_status().await?;
         let apps = self
             .supervisor
             .status()
@@ -137,6 +181,21 @@ impl Admin {
             apps,
         })
     }
+}
+
+/// The answer within [`SCRAPE_WAIT`], or `None` after a warning that `what` is left out of
+/// this scrape.
+fn answered<T, E: std::error::Error>(
+    what: &str,
+    r: Result<Result<T, E>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    let e = match r {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(e)) => chain(&e),
+        Err(_) => format!("no answer within {SCRAPE_WAIT:?}"),
+    };
+    tracing::warn!("/metrics: {what} left out: {e}");
+    None
 }
 
 /// `e` and its sources, `: `-separated (what anyhow's `{:#}` shows).

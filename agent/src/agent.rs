@@ -24,6 +24,7 @@ use tracing::Instrument;
 use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetEvent, NetHandle};
 
 use crate::config::AgentConfig;
+use crate::mesh_metrics::{ChunkSource, MeshMetrics};
 use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
@@ -276,6 +277,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         }));
     }
     let (status_tx, status_rx) = mpsc::channel(16);
+    let mesh_metrics = Arc::new(MeshMetrics::default());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     // Every log line of this agent names it (many agents may share a process).
     let span = tracing::info_span!("agent", node = %node_id.short());
@@ -295,6 +297,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
             supervisor: supervisor.clone(),
             runtime: runtime.clone(),
             status: status_tx.clone(),
+            mesh: mesh_metrics.clone(),
+            net: net.counters(),
         };
         let mut stop = shutdown_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -329,6 +333,7 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         done_tx,
         dials: tokio::task::JoinSet::new(),
         supervisor_task: Some(supervisor_task),
+        metrics: mesh_metrics,
     };
     tasks.push(tokio::spawn(
         actor.run(done_rx, shutdown_rx).instrument(span),
@@ -363,6 +368,8 @@ struct Actor {
     /// it ends, so that once [`AgentHandle::shutdown`] returns the sled database is closed and
     /// the data directory can be opened again (a restart in the same process).
     supervisor_task: Option<JoinHandle<()>>,
+    /// What `/metrics` shows of the node: counted in [`Actor::drain`], read by the admin.
+    metrics: Arc<MeshMetrics>,
 }
 
 impl Actor {
@@ -455,16 +462,28 @@ impl Actor {
     }
 
     fn send(&self, to: ConnId, msg: &Message) {
+        self.try_send(to, msg);
+    }
+
+    /// Whether the transport took `msg` (a dropped one gets a debug line).
+    fn try_send(&self, to: ConnId, msg: &Message) -> bool {
         tracing::trace!(%to, kind = msg.kind(), index = chunk_index(msg), "send");
-        if let Err(e) = self.net.send(to, msg) {
+        let sent = self.net.send(to, msg);
+        if let Err(e) = &sent {
             tracing::debug!(%to, kind = msg.kind(), "send dropped: {e}");
         }
+        sent.is_ok()
     }
 
     fn drain(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
-                Output::Send { to, msg } => self.send(to, &msg),
+                Output::Send { to, msg } => {
+                    // A chunk sent as it is comes from a transfer in progress (cut-through).
+                    if self.try_send(to, &msg) && msg.is_payload() {
+                        self.metrics.chunk_served(ChunkSource::Transfer);
+                    }
+                }
                 Output::ServeChunk { to, digest, index } => {
                     let msg = match self.store.read_chunk(&digest, index) {
                         Ok(Some(data)) => ContentMsg::Chunk {
@@ -478,7 +497,10 @@ impl Actor {
                             ContentMsg::NoChunk { digest, index }
                         }
                     };
-                    self.send(to, &msg.into());
+                    let found = matches!(msg, ContentMsg::Chunk { .. });
+                    if self.try_send(to, &msg.into()) && found {
+                        self.metrics.chunk_served(ChunkSource::Store);
+                    }
                 }
                 Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
                 Output::CancelActivation { app, seq } => {
@@ -498,9 +520,13 @@ impl Actor {
                     self.net.close(peer, &reason);
                 }
                 Output::Status { to, status } => self.answer_status(to, status),
-                Output::Event(e) => log_event(&e),
+                Output::Event(e) => {
+                    self.metrics.event(&e, |app| self.node.app(app).is_some());
+                    log_event(&e);
+                }
             }
         }
+        self.metrics.observe_node(&self.node);
     }
 }
 

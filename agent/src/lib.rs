@@ -5,6 +5,7 @@
 //! protocol node, [`store`] the sled cache, [`supervisor`] each app's serving state,
 //! [`runtime`] the wasmtime engine and the per-app swap slots, and [`http`] serves requests
 //! ([`routes`] decides which app, [`serve`] is the accept loop it shares with [`admin`]).
+//! [`mesh_metrics`] holds what the node actor counts for `/metrics`.
 //! `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
@@ -12,6 +13,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod mesh_metrics;
 pub mod routes;
 pub mod runtime;
 pub mod serve;

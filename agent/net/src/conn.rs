@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use crate::codec::{self, CLOSE_VERSION};
 use crate::endpoint::{
     CLOSE_FRAME_TOO_LARGE, CLOSE_NORMAL, CLOSE_UNDECODABLE, ConnEntry, ConnId, DIAL_TIMEOUT,
-    NetError, NetEvent, READERS_PER_CONN, Shared, lock,
+    FrameKind, NetError, NetEvent, READERS_PER_CONN, Shared, lock,
 };
 use crate::tls::{self, NodeId};
 
@@ -130,6 +130,7 @@ fn register(shared: &Arc<Shared>, conn: Connection, node: NodeId, outbound: bool
         local_reason: local_reason.clone(),
     };
     lock(&shared.conns).insert(id, entry);
+    shared.counters.connection_opened();
     tracing::debug!(conn = %id, node = %node.short(), %addr, outbound, "connected");
     let task = run_conn(shared.clone(), id, conn, node, addr, outbound, local_reason);
     shared.rt.spawn(task);
@@ -179,6 +180,7 @@ async fn run_conn(
     // All permits back == every reader finished, so no Frame can follow Disconnected.
     let _ = readers.acquire_many(READERS_PER_CONN as u32).await;
     lock(&shared.conns).remove(&id);
+    shared.counters.connection_closed();
     let reason = describe(&error, local_reason.get(), *shared.shutdown.borrow());
     tracing::debug!(conn = %id, node = %node.short(), "disconnected: {reason}");
     let _ = shared
@@ -232,6 +234,7 @@ async fn read_frame(
     match stream.read_to_end(len).await {
         Ok(bytes) if bytes.len() == len => match codec::decode(&bytes, max) {
             Ok(msg) => {
+                shared.counters.received(FrameKind::of(&msg), len);
                 let _ = shared
                     .events
                     .send(NetEvent::Message { conn: id, msg })

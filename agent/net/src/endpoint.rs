@@ -25,6 +25,9 @@
 //! - Per connection: exactly one `Connected`, then its `Message`s, then exactly one
 //!   `Disconnected` (emitted after every reader of that connection has finished).
 //!
+//! Counters: [`NetHandle::counters`] shares the endpoint's [`NetCounters`] (frames and bytes in
+//! and out by kind, open connections): relaxed atomics, one add per frame, no lock.
+//!
 //! Shutdown: [`NetHandle`] is a cheap clone around a drop guard. When the last clone is dropped
 //! the endpoint is closed (peers see reason `endpoint shut down`), the accept and
 //! `keep_dialing` loops stop, every connection task emits its `Disconnected`, and once all
@@ -36,7 +39,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +64,11 @@ pub const CLOSE_UNDECODABLE: u32 = 4;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub(crate) const READERS_PER_CONN: usize = 16;
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Stream priority of chunk frames ([`Message::is_payload`]); control frames go at
+/// [`CONTROL_PRIORITY`], which quinn sends first on a connection.
+pub const PAYLOAD_PRIORITY: i32 = 0;
+/// Stream priority of every frame that is not a chunk.
+pub const CONTROL_PRIORITY: i32 = 1;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -162,6 +170,156 @@ pub enum SendError {
     Unencodable,
 }
 
+/// What a frame carries, as the counters split it: chunk data ([`Message::is_payload`]) or
+/// everything else (membership, gossip, announcements, requests, tallies, status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    Payload,
+    Control,
+}
+
+impl FrameKind {
+    /// Both kinds, in the order snapshots and labels list them.
+    pub const ALL: [FrameKind; 2] = [FrameKind::Payload, FrameKind::Control];
+
+    /// The kind of a frame sent at stream `priority` (what [`NetHandle::send`] picks).
+    fn of_priority(priority: i32) -> Self {
+        if priority == PAYLOAD_PRIORITY {
+            FrameKind::Payload
+        } else {
+            FrameKind::Control
+        }
+    }
+
+    pub(crate) fn of(msg: &Message) -> Self {
+        if msg.is_payload() {
+            FrameKind::Payload
+        } else {
+            FrameKind::Control
+        }
+    }
+
+    /// `payload` or `control` (a metrics label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FrameKind::Payload => "payload",
+            FrameKind::Control => "control",
+        }
+    }
+}
+
+/// The transport's counters for one endpoint, shared by every task of it (and by whoever
+/// holds the `Arc` from [`NetHandle::counters`], which does not keep the endpoint open).
+///
+/// Bytes are frame bytes: the 4-byte length prefix and the encoded message, not QUIC or UDP
+/// overhead. A frame is counted sent once the peer acknowledged its whole stream, and received
+/// once it decoded into a message (just before its [`NetEvent::Message`] is emitted). Updates
+/// are relaxed atomic adds; the counters only go up (connections is a gauge).
+#[derive(Debug, Default)]
+pub struct NetCounters {
+    /// Indexed by [`FrameKind`] as `usize` (payload, control).
+    sent: [Traffic; 2],
+    received: [Traffic; 2],
+    connections: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Traffic {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    fn add(&self, frame_len: usize) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(FRAME_HEADER + frame_len as u64, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> TrafficSnapshot {
+        TrafficSnapshot {
+            frames: self.frames.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The length prefix every frame carries on the wire.
+const FRAME_HEADER: u64 = 4;
+
+impl NetCounters {
+    fn index(kind: FrameKind) -> usize {
+        match kind {
+            FrameKind::Payload => 0,
+            FrameKind::Control => 1,
+        }
+    }
+
+    /// A frame with a body of `frame_len` bytes was sent and acknowledged.
+    pub(crate) fn sent(&self, kind: FrameKind, frame_len: usize) {
+        self.sent[Self::index(kind)].add(frame_len);
+    }
+
+    /// A frame with a body of `frame_len` bytes was received and decoded.
+    pub(crate) fn received(&self, kind: FrameKind, frame_len: usize) {
+        self.received[Self::index(kind)].add(frame_len);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A copy of the current values.
+    pub fn snapshot(&self) -> NetSnapshot {
+        let by_kind = |t: &[Traffic; 2]| ByKind {
+            payload: t[Self::index(FrameKind::Payload)].snapshot(),
+            control: t[Self::index(FrameKind::Control)].snapshot(),
+        };
+        NetSnapshot {
+            sent: by_kind(&self.sent),
+            received: by_kind(&self.received),
+            connections: self.connections.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Frames and bytes of one direction and kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficSnapshot {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// Traffic of one direction, by [`FrameKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByKind {
+    pub payload: TrafficSnapshot,
+    pub control: TrafficSnapshot,
+}
+
+impl ByKind {
+    pub fn get(&self, kind: FrameKind) -> TrafficSnapshot {
+        match kind {
+            FrameKind::Payload => self.payload,
+            FrameKind::Control => self.control,
+        }
+    }
+}
+
+/// A point-in-time copy of [`NetCounters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetSnapshot {
+    pub sent: ByKind,
+    pub received: ByKind,
+    /// Connections open now: registered (their `Connected` emitted or on its way) and not yet
+    /// gone, of any role (neighbours, probes, clients).
+    pub connections: u64,
+}
+
 /// Constructors of the transport actor.
 pub struct Net;
 
@@ -233,6 +391,7 @@ fn start(
         conns: Mutex::new(HashMap::new()),
         dialing: Mutex::new(HashSet::new()),
         next_id: AtomicU64::new(1),
+        counters: Arc::new(NetCounters::default()),
         shutdown: watch::channel(false).0,
         rt,
     });
@@ -250,6 +409,7 @@ pub(crate) struct Shared {
     pub(crate) conns: Mutex<HashMap<ConnId, ConnEntry>>,
     pub(crate) dialing: Mutex<HashSet<SocketAddr>>,
     pub(crate) next_id: AtomicU64,
+    pub(crate) counters: Arc<NetCounters>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) rt: tokio::runtime::Handle,
 }
@@ -317,6 +477,11 @@ impl NetHandle {
         self.shared().identity.node_id()
     }
 
+    /// This endpoint's traffic counters. Holding them does not keep the endpoint open.
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.shared().counters.clone()
+    }
+
     /// One connection attempt (bounded by a 10 s timeout); emits `Connected` on success.
     pub async fn dial(&self, addr: SocketAddr) -> Result<ConnId> {
         Ok(conn::connect(self.shared(), addr, None).await?.0)
@@ -345,13 +510,17 @@ impl NetHandle {
             codec::CodecError::TooLarge { size, max } => SendError::TooLarge { len: size, max },
             codec::CodecError::Undecodable { .. } => SendError::Unencodable,
         })?;
-        let priority = if msg.is_payload() { 0 } else { 1 };
+        let priority = match FrameKind::of(msg) {
+            FrameKind::Payload => PAYLOAD_PRIORITY,
+            FrameKind::Control => CONTROL_PRIORITY,
+        };
         self.send_frame(conn, frame, priority)
     }
 
     /// Queues `frame` as it is, unencoded, at `priority` (on one connection, data of streams
     /// with a higher priority is sent first). [`send`](Self::send) is the way to talk to a
-    /// peer; this is for tests and tools that play a peer sending damaged frames.
+    /// peer; this is for tests and tools that play a peer sending damaged frames. The counters
+    /// take a frame at [`PAYLOAD_PRIORITY`] for a chunk and any other for control.
     pub fn send_frame(&self, conn: ConnId, frame: Vec<u8>, priority: i32) -> Result<(), SendError> {
         let shared = self.shared();
         let max = shared.cfg.max_frame;
@@ -370,12 +539,14 @@ impl NetHandle {
             return Err(SendError::Closed);
         }
         let permit = sends.try_acquire_owned().map_err(|_| SendError::Busy)?;
+        let counters = shared.counters.clone();
         shared.rt.spawn(async move {
             // The permit is held until the peer acknowledged the whole stream.
             let _permit = permit;
             let len = frame.len();
-            if let Err(e) = conn::write_frame(&connection, frame, priority).await {
-                tracing::debug!(%conn, "frame of {len} bytes not delivered: {e}");
+            match conn::write_frame(&connection, frame, priority).await {
+                Ok(()) => counters.sent(FrameKind::of_priority(priority), len),
+                Err(e) => tracing::debug!(%conn, "frame of {len} bytes not delivered: {e}"),
             }
         });
         Ok(())

@@ -26,8 +26,12 @@
 //!   and the `+Inf` bucket equals `_count`, even while other threads observe
 //!   (a snapshot derives its count from the bucket counts it read).
 //!
-//! Files: `histogram.rs` (the histogram and its snapshot), `prometheus.rs` (the text format).
+//! Files: `histogram.rs` (the histogram and its snapshot), `prometheus.rs` (the text format,
+//! whose family and sample writers the agent's other families ([`crate::mesh_metrics`]) share),
+//! `exposition.rs` (tests only: a parser and checker of the format).
 
+#[cfg(test)]
+pub(crate) mod exposition;
 mod histogram;
 mod prometheus;
 
@@ -43,6 +47,7 @@ pub use self::histogram::{
 };
 #[cfg(test)]
 use self::prometheus::{MicrosAsSeconds, escape_label_value};
+pub(crate) use self::prometheus::{header, sample};
 
 /// The `Content-Type` of [`Metrics::render_prometheus`]'s output.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

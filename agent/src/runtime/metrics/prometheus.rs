@@ -173,14 +173,19 @@ impl Metrics {
 }
 
 /// `# HELP` and `# TYPE` of one family. `help` must hold no `\` or newline.
-fn header<W: fmt::Write>(out: &mut W, name: &str, kind: &str, help: &str) -> fmt::Result {
+pub(crate) fn header<W: fmt::Write>(
+    out: &mut W,
+    name: &str,
+    kind: &str,
+    help: &str,
+) -> fmt::Result {
     debug_assert!(!help.contains(['\\', '\n']));
     writeln!(out, "# HELP {name} {help}")?;
     writeln!(out, "# TYPE {name} {kind}")
 }
 
 /// One sample line: `name{labels,extra} value`, or `name value` without labels.
-fn sample<W: fmt::Write>(
+pub(crate) fn sample<W: fmt::Write>(
     out: &mut W,
     name: &str,
     labels: &[(&str, &str)],
