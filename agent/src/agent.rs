@@ -311,7 +311,11 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
     let mut node_cfg = NodeConfig::new(node_id, trust);
     node_cfg.seed = rand::random();
     node_cfg.membership.contacts = cfg.contacts.clone();
-    node_cfg.membership.advertise = cfg.advertise;
+    // Where peers (and a census naming this agent as missing) can dial it: the configured
+    // address, else the bound one unless it is a wildcard (then peers use the observed one).
+    node_cfg.membership.advertise = cfg
+        .advertise
+        .or((!quic_addr.ip().is_unspecified()).then_some(quic_addr));
     cfg.mesh.apply(&mut node_cfg);
     let now = Instant::now();
     let mut node = Node::new(
@@ -459,10 +463,6 @@ impl Actor {
                 tracing::debug!(%to, "status answer dropped: {e}");
             }
         });
-    }
-
-    fn send(&self, to: ConnId, msg: &Message) {
-        self.try_send(to, msg);
     }
 
     /// Whether the transport took `msg` (a dropped one gets a debug line).
