@@ -12,6 +12,7 @@ use fleetcast_protocol::{AppName, NodeId};
 use semver::Version;
 
 use crate::error::CliError;
+use crate::table::plural;
 use crate::target::secs;
 
 /// Missing agents named in a message before "and N more".
@@ -132,21 +133,17 @@ impl Follow {
                 let mut s = format!("{} of {} agents run {app} {v}", self.running(), c.agents);
                 if c.unanswered > 0 {
                     s.push_str(&format!(
-                        " ({} neighbour(s) did not answer the census in time: their agents are not counted)",
-                        c.unanswered
+                        " ({} did not answer the census in time: their agents are not counted)",
+                        plural(c.unanswered, "neighbour")
                     ));
                 }
                 s
             }
             None => {
-                let why = self
-                    .census_error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default();
+                let why = self.census_error.as_deref().unwrap_or("no census taken");
                 format!(
-                    "{} agent(s) report {app} {v} active by the fleet's tally; how many agents the fleet has is unknown (no census{why})",
-                    self.tally.active
+                    "{} report {app} {v} active by the fleet's tally (how many agents the fleet has is unknown: {why})",
+                    plural(self.tally.active, "agent")
                 )
             }
         }
@@ -177,7 +174,11 @@ impl Follow {
     pub fn failed_line(&self) -> String {
         let agents = self.failed_agents();
         let n = self.failures();
-        let mut s = format!("{}; {} agent(s) failed or rejected it", self.summary(), n);
+        let mut s = format!(
+            "{}; {} failed or rejected it",
+            self.summary(),
+            plural(n, "agent")
+        );
         if !agents.is_empty() {
             s.push_str(": ");
             s.push_str(&bounded(&agents, n as usize));
@@ -412,10 +413,7 @@ mod tests {
         match f.verdict(false) {
             Verdict::Refused(e) => {
                 assert_eq!(e.code(), 1);
-                assert!(
-                    e.message.contains("1 agent(s) failed or rejected it"),
-                    "{e}"
-                );
+                assert!(e.message.contains("1 agent failed or rejected it"), "{e}");
                 assert!(
                     e.message
                         .contains(&format!("{}: failed: smoke check failed", node(3).short())),
@@ -464,7 +462,7 @@ mod tests {
         assert_eq!(f.verdict(true), Verdict::Done);
         assert!(
             f.summary()
-                .starts_with("3 agent(s) report hello 2.0.0 active"),
+                .starts_with("3 agents report hello 2.0.0 active"),
             "{}",
             f.summary()
         );

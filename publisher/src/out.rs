@@ -13,6 +13,7 @@ use crate::json::{self, Event};
 
 /// `--json`, on every command that prints.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Output")]
 pub struct OutArgs {
     /// Print JSON on stdout instead of text: one object per line, each with an "event" field;
     /// the last line is the result (or {"event":"error",...}). See README, "For scripts".
@@ -115,6 +116,8 @@ pub struct Counts {
     pub rejected: u32,
     /// Live agents, when a census counted them.
     pub agents: Option<u32>,
+    /// `--expect`, for the bar's length when no census counted the fleet.
+    pub expected: Option<u32>,
     pub chunks_served: u64,
     pub bytes_served: u64,
 }
@@ -169,7 +172,11 @@ impl Progress {
         self.last = Some(c);
         match &self.bar {
             Some(bar) => {
-                let len = c.agents.unwrap_or(0).max(c.active + c.failed + c.rejected);
+                let len = c
+                    .agents
+                    .or(c.expected)
+                    .unwrap_or(0)
+                    .max(c.active + c.failed + c.rejected);
                 bar.set_length(len as u64);
                 bar.set_position(c.active as u64);
                 bar.set_message(c.line());
@@ -242,6 +249,7 @@ mod tests {
             failed: 1,
             rejected: 1,
             agents: Some(5),
+            expected: None,
             chunks_served: 3,
             bytes_served: 3 * 16 * 1024,
         };

@@ -55,6 +55,16 @@ impl Table {
     }
 }
 
+/// `n` and the word, plural unless `n` is 1: `1 agent`, `3 agents`.
+pub fn plural(n: impl Into<u64>, word: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// A duration in milliseconds for people: `45s`, `3m12s`, `2h05m`, `3d04h`.
 pub fn age(ms: u64) -> String {
     let s = ms / 1000;
@@ -105,6 +115,8 @@ mod tests {
 
     #[test]
     fn ages_and_times_read_as_people_write_them() {
+        assert_eq!(plural(1u32, "agent"), "1 agent");
+        assert_eq!(plural(0u32, "link"), "0 links");
         assert_eq!(age(45_400), "45s");
         assert_eq!(age(192_000), "3m12s");
         assert_eq!(age(7_500_000), "2h05m");

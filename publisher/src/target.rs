@@ -109,6 +109,7 @@ pub struct ConnectArgs {
 
 /// `--peer` and `--connect-timeout`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "The agent to talk to")]
 pub struct TargetArgs {
     /// The agent to talk to: its QUIC listen address (`listen`, printed as quic= in its ready
     /// line), as HOST:PORT or IP:PORT.

@@ -8,7 +8,7 @@ use crate::error::{CliError, Result};
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs};
 use crate::session::{STATUS_TIMEOUT, Session};
-use crate::table::{Table, age, utc};
+use crate::table::{Table, age, plural, utc};
 use crate::target::{Target, TargetArgs};
 
 /// Show an app's history on an agent: each head (release or rollback) with its seq, version,
@@ -73,16 +73,21 @@ pub fn serving_seq(st: &NodeStatus, a: &AppStatus) -> Option<u64> {
     })
 }
 
+/// When a head was signed: its age by the agent's clock (this machine's when the agent does
+/// not say; the publisher's clock signed it anyway) and the time.
 fn signed(st: &NodeStatus, issued_at_ms: u64) -> String {
     if issued_at_ms == 0 {
         return "-".into();
     }
-    if st.now_ms >= issued_at_ms {
-        format!(
-            "{} ago ({})",
-            age(st.now_ms - issued_at_ms),
-            utc(issued_at_ms)
-        )
+    let now = if st.now_ms > 0 {
+        st.now_ms
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
+    if now >= issued_at_ms {
+        format!("{} ago ({})", age(now - issued_at_ms), utc(issued_at_ms))
     } else {
         utc(issued_at_ms)
     }
@@ -103,10 +108,10 @@ pub fn render(st: &NodeStatus, a: &AppStatus) -> String {
         ]);
     }
     let mut o = format!(
-        "{} on agent {} ({} heads kept, newest first):\n",
+        "{} on agent {} ({} kept, newest first):\n",
         a.app,
         st.node.short(),
-        a.history.len()
+        plural(a.history.len() as u64, "head")
     );
     o.push_str(&t.render(""));
     let note = match (&a.serving, a.local_override) {

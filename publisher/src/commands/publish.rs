@@ -425,6 +425,7 @@ async fn follow(
         failed: f.tally.failed,
         rejected: f.tally.rejected,
         agents: f.census.as_ref().map(|c| c.agents),
+        expected: f.expect,
         chunks_served: s.chunks_served,
         bytes_served: s.bytes_served,
     };

@@ -16,12 +16,12 @@ use crate::target::{LIBRARY_CONNECT_TIMEOUT, Target, TargetArgs};
     after_help = "A version names one set of bytes: releasing a version again with other bytes is refused (exit 2); the same bytes as an earlier version under a new one are allowed; releasing exactly what is active does nothing (exit 0).\n\nExample:\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401 --wait"
 )]
 pub struct ReleaseFlags {
-    #[command(flatten)]
-    pub cmd: ReleaseCmd,
     /// Release a version lower than the one the peer agent serves (to go back to a version in
     /// the history, `fleetcast rollback --to V` moves no content).
-    #[arg(long)]
+    #[arg(long, display_order = 1000)]
     pub allow_downgrade: bool,
+    #[command(flatten)]
+    pub cmd: ReleaseCmd,
     #[command(flatten)]
     pub target: TargetArgs,
     #[command(flatten)]
@@ -61,6 +61,7 @@ pub struct ReleaseCmd {
 /// How agents run and judge the release (signed with it). Limits can only tighten what each
 /// agent allows.
 #[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "How agents run and judge the release (signed with it)")]
 pub struct PolicyArgs {
     /// Health path: before swapping, each agent sends one GET there and requires a 2xx.
     #[arg(long)]

@@ -12,7 +12,7 @@ use crate::error::{ErrorKind, Result};
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs, bytes};
 use crate::session::{STATUS_TIMEOUT, Session};
-use crate::table::{Table, age};
+use crate::table::{Table, age, plural};
 use crate::target::{Target, TargetArgs};
 
 /// Show an agent's apps (state, version, seq, trial, limits), its mesh neighbours, how many
@@ -147,13 +147,16 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
     let mut o = String::new();
     let _ = writeln!(o, "agent {} in fleet {:?}", st.node.short(), st.fleet);
     let _ = match census {
-        Ok(c) if c.unanswered == 0 => {
-            writeln!(o, "fleet: {} agents counted (all answered)", c.agents)
-        }
+        Ok(c) if c.unanswered == 0 => writeln!(
+            o,
+            "fleet: {} counted (all answered)",
+            plural(c.agents, "agent")
+        ),
         Ok(c) => writeln!(
             o,
-            "fleet: {} agents counted; {} neighbour(s) did not answer in time (their agents are not counted)",
-            c.agents, c.unanswered
+            "fleet: {} counted; {} did not answer in time (their agents are not counted)",
+            plural(c.agents, "agent"),
+            plural(c.unanswered, "neighbour")
         ),
         Err(why) => writeln!(o, "fleet: not counted: {why}"),
     };
@@ -228,10 +231,11 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
     }
     let _ = writeln!(
         o,
-        "{} links: {neighbours} mesh neighbours, {} others (probes, joins, this CLI); {} more agents known for repair (passive view)",
-        st.links,
-        st.links.saturating_sub(neighbours),
-        st.passive_view
+        "{}: {}, {} (probes, joins, this CLI); {} known for repair (passive view)",
+        plural(st.links, "link"),
+        plural(neighbours, "mesh neighbour"),
+        plural(st.links.saturating_sub(neighbours), "other"),
+        plural(st.passive_view, "more agent")
     );
 
     // The whole fleet's count (settled at the agent the release entered through and sent down
@@ -291,7 +295,11 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
     if !view.is_empty() {
         let _ = writeln!(o, "\nreports heard directly by this agent:");
         for ((app, seq, version, outcome), n) in view {
-            let _ = writeln!(o, "  {app} seq {seq} ({version}): {n} agent(s) {outcome}");
+            let _ = writeln!(
+                o,
+                "  {app} seq {seq} ({version}): {} {outcome}",
+                plural(n as u64, "agent")
+            );
         }
     }
     o
