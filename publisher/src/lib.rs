@@ -1,22 +1,34 @@
 //! fleetcast: the operator CLI as a library (one module per command, like `wasmtime`'s CLI).
 //!
 //! The publisher is a thin IO shell too: it signs heads with the operator's key, pushes them to
-//! one agent over QUIC, serves the release's chunks to whoever asks, and prints the reports
-//! that flow back up the mesh.
+//! one agent over QUIC, serves the release's chunks to whoever asks, and follows the counts
+//! that flow back up the mesh. What it decides is pure and tested without a network: which
+//! head to sign ([`plan`]), when a release has reached the fleet ([`follow`]), what a status
+//! looks like ([`commands::status::render`]). Every failure is a [`CliError`] whose kind is
+//! the documented exit code; `--json` output follows the one schema in [`json`].
 
 pub mod commands;
+pub mod error;
+pub mod follow;
 pub mod http_get;
+pub mod json;
+pub mod out;
+pub mod plan;
 pub mod session;
+pub mod table;
+pub mod target;
 pub mod validate;
 
 use clap::{Parser, Subcommand};
+
+pub use error::{CliError, ErrorKind};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "fleetcast",
     version,
     about = "Ship signed WebAssembly components to a fleet of edge agents",
-    after_help = "Example:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast demo"
+    after_help = "Exit codes: 0 done, 1 refused by the fleet, 2 usage (nothing sent), 3 unreachable, 4 timed out.\n\nExample:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast demo"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -26,20 +38,39 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Keygen(commands::keygen::Keygen),
-    Release(commands::release::ReleaseCmd),
-    Rollback(commands::rollback::Rollback),
+    Release(commands::release::ReleaseFlags),
+    Rollback(commands::rollback::RollbackFlags),
     Status(commands::status::Status),
+    History(commands::history::History),
     Demo(commands::demo::Demo),
 }
 
 impl Cli {
-    pub async fn execute(self) -> anyhow::Result<()> {
+    /// Whether the command prints JSON (errors then go to stdout as an `error` event too).
+    pub fn json(&self) -> bool {
+        match &self.command {
+            Command::Keygen(c) => c.format.json,
+            Command::Release(c) => c.out.json,
+            Command::Rollback(c) => c.out.json,
+            Command::Status(c) => c.out.json || c.raw,
+            Command::History(c) => c.out.json,
+            Command::Demo(c) => c.out.json,
+        }
+    }
+
+    pub async fn execute(self) -> Result<(), CliError> {
         match self.command {
             Command::Keygen(c) => c.execute(),
-            Command::Release(c) => c.execute().await.map(|_| ()),
-            Command::Rollback(c) => c.execute().await.map(|_| ()),
+            Command::Release(c) => c.execute().await,
+            Command::Rollback(c) => c.execute().await,
             Command::Status(c) => c.execute().await,
+            Command::History(c) => c.execute().await,
             Command::Demo(c) => c.execute().await,
         }
     }
+}
+
+/// The `--json` line for a failure.
+pub fn error_line(e: &CliError) -> String {
+    json::line(&json::Event::Error(e.into()))
 }

@@ -1,15 +1,39 @@
-//! A publisher's QUIC session with one agent: it asks for status, pushes heads, serves the
-//! content of the releases it publishes, and collects the reports that flow back.
+//! A publisher's QUIC session with one agent: it asks for status and for a census, pushes
+//! heads, serves the content of the releases it publishes, and collects the reports that flow
+//! back.
+//!
+//! Chunk requests are answered inside every wait, so content keeps flowing while a caller waits
+//! for anything else; messages that arrive while a caller waits for one thing (a status, a
+//! census reply) are kept for the next wait, so no report or tally is lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetEvent, NetHandle};
+use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetError, NetEvent, NetHandle};
 use fleetcast_protocol::wire::{
-    BroadcastMsg, ContentMsg, Message, NodeId, NodeStatus, Report, Tally, TallyMsg,
+    BroadcastMsg, Census, CensusMsg, ContentMsg, Focus, Message, NodeId, NodeStatus, Report, Tally,
+    TallyMsg,
 };
+use fleetcast_protocol::{Digest, Release, SignedHead};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::{CliError, Result};
+use crate::target::{Target, secs};
+
+/// A new connection attempt starts this often while none has answered, so one lost Initial
+/// packet costs a quarter of a second rather than QUIC's first retransmission timeout.
+pub const REDIAL_EVERY: Duration = Duration::from_millis(250);
+/// Attempts kept in flight at once (the oldest is dropped for a new one).
+const MAX_ATTEMPTS: usize = 8;
+/// How long to wait for the agent's answer to a status request.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the census waits beyond its budget for the answer to cross the network.
+pub const CENSUS_MARGIN: Duration = Duration::from_millis(500);
+/// Messages kept for a later wait while a caller waits for something else.
+const MAX_PENDING: usize = 4096;
 
 /// What an agent tells the publisher after a push.
 #[derive(Debug)]
@@ -18,10 +42,9 @@ pub enum News {
     Report(Report),
     /// The fleet's totals, as counted up the broadcast tree to the peer agent.
     Tally(Tally),
+    /// The answer to a census query ([`Session::start_census`]).
+    Census { id: u64, count: Option<Census> },
 }
-use fleetcast_protocol::{Digest, Release, SignedHead};
-use tokio::sync::mpsc;
-use tokio::time::{Instant, timeout_at};
 
 /// A connection to one agent.
 pub struct Session {
@@ -31,31 +54,87 @@ pub struct Session {
     peer: NodeId,
     addr: SocketAddr,
     content: BTreeMap<Digest, (Release, Vec<u8>)>,
+    pending: VecDeque<Message>,
     /// Chunks served, for the closing line.
     pub chunks_served: u64,
+    /// Bytes of content served.
+    pub bytes_served: u64,
 }
 
 impl Session {
-    /// Connects to the agent at `addr`.
+    /// Connects to the agent at `addr`, trying for `within`.
     pub async fn connect(addr: SocketAddr, within: Duration) -> Result<Session> {
+        Session::connect_to(&Target::addr(addr, within)).await
+    }
+
+    /// Connects to the first of `target`'s addresses that answers within its connect timeout.
+    /// Every address is dialled at once and again every [`REDIAL_EVERY`]; an agent that
+    /// answers and refuses (another protocol version, a TLS failure) fails at once with its
+    /// reason.
+    pub async fn connect_to(target: &Target) -> Result<Session> {
         let identity = Identity::generate();
-        let (net, mut events) = Net::client(&identity, NetConfig::default())?;
-        let fail = || {
-            format!(
-                "cannot reach agent at {addr}: check that fleetcast-agent runs there and --peer names its QUIC listen address"
-            )
-        };
-        let conn = tokio::time::timeout(within, net.dial(addr))
-            .await
-            .map_err(|_| anyhow!("timed out after {within:?}"))
-            .and_then(|r| r.map_err(anyhow::Error::from))
-            .with_context(fail)?;
+        let (net, mut events) = Net::client(&identity, NetConfig::default()).map_err(|e| {
+            CliError::unreachable(format!("cannot open a QUIC endpoint to dial from: {e}"))
+        })?;
+        let within = target.connect_timeout;
         let deadline = Instant::now() + within;
+        let unanswered = || {
+            CliError::unreachable(format!(
+                "no fleetcast-agent answered at {} within {}: check it runs and that --peer names its QUIC listen address (its `listen`, printed as quic= in its ready line); raise --connect-timeout for a slow link",
+                target.describe(),
+                secs(within)
+            ))
+        };
+        let mut attempts: JoinSet<(SocketAddr, std::result::Result<ConnId, NetError>)> =
+            JoinSet::new();
+        let mut order: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
+        let mut next_round = Instant::now();
+        let (conn, addr) = loop {
+            if Instant::now() >= next_round {
+                for &a in &target.addrs {
+                    if order.len() >= MAX_ATTEMPTS
+                        && let Some(old) = order.pop_front()
+                    {
+                        old.abort();
+                    }
+                    let n = net.clone();
+                    order.push_back(attempts.spawn(async move { (a, n.dial(a).await) }));
+                }
+                next_round += REDIAL_EVERY;
+            }
+            let wake = next_round.min(deadline);
+            tokio::select! {
+                done = attempts.join_next(), if !attempts.is_empty() => match done {
+                    Some(Ok((a, Ok(conn)))) => break (conn, a),
+                    Some(Ok((a, Err(e)))) => {
+                        if let Some(why) = refusal(&e) {
+                            return Err(CliError::unreachable(format!(
+                                "the agent at {a} answered but the connection failed: {why}"
+                            )));
+                        }
+                    }
+                    // An attempt dropped for a newer one.
+                    Some(Err(_)) | None => {}
+                },
+                _ = tokio::time::sleep_until(wake) => {
+                    if Instant::now() >= deadline {
+                        return Err(unanswered());
+                    }
+                }
+            }
+        };
+        attempts.abort_all();
+        // The registered connection announces itself; a second attempt that got through
+        // before the others were dropped is closed.
+        let grace = deadline.max(Instant::now() + Duration::from_secs(1));
         let peer = loop {
-            match timeout_at(deadline, events.recv()).await {
+            match timeout_at(grace, events.recv()).await {
                 Ok(Some(NetEvent::Connected { conn: c, node, .. })) if c == conn => break node,
+                Ok(Some(NetEvent::Connected { conn: other, .. })) => {
+                    net.close(other, "a duplicate connection attempt")
+                }
                 Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => bail!("{}", fail()),
+                Ok(None) | Err(_) => return Err(unanswered()),
             }
         };
         Ok(Session {
@@ -65,7 +144,9 @@ impl Session {
             peer,
             addr,
             content: BTreeMap::new(),
+            pending: VecDeque::new(),
             chunks_served: 0,
+            bytes_served: 0,
         })
     }
 
@@ -74,15 +155,20 @@ impl Session {
         self.peer
     }
 
+    /// The address that answered.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// Serve `content` of `release` to whoever asks on this connection.
     pub fn serve(&mut self, release: Release, content: Vec<u8>) {
         self.content.insert(release.digest, (release, content));
     }
 
     fn send(&self, msg: &Message) -> Result<()> {
-        self.net
-            .send(self.conn, msg)
-            .map_err(|e| anyhow!("cannot send to {}: {e}", self.addr))
+        self.net.send(self.conn, msg).map_err(|e| {
+            CliError::unreachable(format!("cannot send to the agent at {}: {e}", self.addr))
+        })
     }
 
     /// Pushes a signed head to the agent.
@@ -105,35 +191,105 @@ impl Session {
         self.send(&Message::StatusRequest)?;
         let deadline = Instant::now() + within;
         loop {
-            match self.recv(deadline).await? {
+            match self.recv_fresh(deadline).await? {
                 Some(Message::Status(s)) => return Ok(*s),
-                Some(_) => continue,
-                None => bail!(
-                    "agent at {} did not answer a status request within {within:?}",
-                    self.addr
-                ),
+                Some(other) => self.keep(other),
+                None => {
+                    return Err(CliError::unreachable(format!(
+                        "the agent at {} did not answer a status request within {}: it may be overloaded; try again",
+                        self.addr,
+                        secs(within)
+                    )));
+                }
             }
         }
     }
 
-    /// The next report or fleet tally, or `None` at `deadline`.
+    /// Sends a census query (the peer agent becomes the root of an echo wave over the mesh and
+    /// answers with the count of every live agent); the answer comes as [`News::Census`] with
+    /// the returned id.
+    pub fn start_census(&mut self, focus: Option<Focus>, budget: Duration) -> Result<u64> {
+        let id = rand::random::<u64>();
+        self.send(
+            &CensusMsg::Query {
+                id,
+                budget_ms: budget.as_millis().min(u32::MAX as u128) as u32,
+                focus,
+            }
+            .into(),
+        )?;
+        Ok(id)
+    }
+
+    /// Counts the live fleet through the peer agent: waits up to `budget` plus
+    /// [`CENSUS_MARGIN`] for the answer. An agent that does not answer in time fails with
+    /// [`crate::error::ErrorKind::Timeout`] (agents older than the census never answer);
+    /// callers degrade.
+    pub async fn census(&mut self, focus: Option<Focus>, budget: Duration) -> Result<Census> {
+        let id = self.start_census(focus, budget)?;
+        let within = budget + CENSUS_MARGIN;
+        let deadline = Instant::now() + within;
+        loop {
+            match self.recv_fresh(deadline).await? {
+                Some(Message::Census(CensusMsg::Reply { id: got, count })) if got == id => {
+                    return count.ok_or_else(|| {
+                        CliError::timeout(format!(
+                            "the agent at {} answered the census without a count: try again",
+                            self.addr
+                        ))
+                    });
+                }
+                Some(other) => self.keep(other),
+                None => return Err(census_unanswered(self.addr, within)),
+            }
+        }
+    }
+
+    /// The next report, fleet tally or census reply, or `None` at `deadline`.
     pub async fn next_news(&mut self, deadline: Instant) -> Result<Option<News>> {
         loop {
-            match self.recv(deadline).await? {
-                Some(Message::Report(r)) => return Ok(Some(News::Report(r))),
-                Some(Message::Tally(TallyMsg::Subtree(t))) => return Ok(Some(News::Tally(t))),
-                Some(_) => continue,
-                None => return Ok(None),
+            let msg = match self.pending.pop_front() {
+                Some(m) => m,
+                None => match self.recv_fresh(deadline).await? {
+                    Some(m) => m,
+                    None => return Ok(None),
+                },
+            };
+            match msg {
+                Message::Report(r) => return Ok(Some(News::Report(r))),
+                Message::Tally(TallyMsg::Subtree(t)) => return Ok(Some(News::Tally(t))),
+                Message::Census(CensusMsg::Reply { id, count }) => {
+                    return Ok(Some(News::Census { id, count }));
+                }
+                _ => continue,
             }
         }
     }
 
-    /// The next message that is not a chunk request (those are answered here).
-    async fn recv(&mut self, deadline: Instant) -> Result<Option<Message>> {
+    fn keep(&mut self, msg: Message) {
+        if matches!(
+            msg,
+            Message::Report(_) | Message::Tally(_) | Message::Census(_)
+        ) {
+            if self.pending.len() >= MAX_PENDING {
+                self.pending.pop_front();
+            }
+            self.pending.push_back(msg);
+        }
+    }
+
+    /// The next message from the connection that is not a chunk request (those are answered
+    /// here), or `None` at `deadline`.
+    async fn recv_fresh(&mut self, deadline: Instant) -> Result<Option<Message>> {
         loop {
             let ev = match timeout_at(deadline, self.events.recv()).await {
                 Err(_) => return Ok(None),
-                Ok(None) => bail!("connection to {} ended", self.addr),
+                Ok(None) => {
+                    return Err(CliError::unreachable(format!(
+                        "the connection to the agent at {} ended",
+                        self.addr
+                    )));
+                }
                 Ok(Some(ev)) => ev,
             };
             match ev {
@@ -149,7 +305,10 @@ impl Session {
                     return Ok(Some(msg));
                 }
                 NetEvent::Disconnected { conn, reason, .. } if conn == self.conn => {
-                    bail!("agent at {} closed the connection: {reason}", self.addr)
+                    return Err(CliError::unreachable(format!(
+                        "the agent at {} closed the connection: {reason}",
+                        self.addr
+                    )));
                 }
                 _ => continue,
             }
@@ -162,6 +321,7 @@ impl Session {
                 let start = index as usize * release.chunk_size as usize;
                 let end = start + release.chunk_len(index);
                 self.chunks_served += 1;
+                self.bytes_served += (end - start) as u64;
                 ContentMsg::Chunk {
                     digest,
                     index,
@@ -171,5 +331,27 @@ impl Session {
             _ => ContentMsg::NoChunk { digest, index },
         };
         self.send(&msg.into())
+    }
+}
+
+/// The error of a census nobody answered.
+pub fn census_unanswered(addr: SocketAddr, within: Duration) -> CliError {
+    CliError::timeout(format!(
+        "the agent at {addr} did not answer the census within {}: it may run an older fleetcast-agent",
+        secs(within)
+    ))
+}
+
+/// Why a dial failed, when the agent answered and refused (no point in dialling again);
+/// `None` when nothing answered yet.
+fn refusal(e: &NetError) -> Option<String> {
+    match e {
+        NetError::DialTimeout { .. } => None,
+        NetError::Handshake { error, .. } => match error {
+            quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => None,
+            other => Some(other.to_string()),
+        },
+        NetError::Version { reason, .. } => Some(reason.clone()),
+        other => Some(other.to_string()),
     }
 }

@@ -12,10 +12,15 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::publish::PushArgs;
+use super::publish::{CENSUS_BUDGET, PushArgs};
 use super::release::ReleaseCmd;
 use super::rollback::Rollback;
+use crate::error::{CliError, ErrorKind};
 use crate::http_get;
+use crate::json::{self, Event};
+use crate::out::{Out, OutArgs};
+use crate::session::{STATUS_TIMEOUT, Session};
+use crate::target::{ConnectArgs, Target};
 
 const HELLO_V1: &[u8] = include_bytes!("../../../tests/guests/hello-v1.wasm");
 const HELLO_V2: &[u8] = include_bytes!("../../../tests/guests/hello-v2.wasm");
@@ -33,7 +38,16 @@ pub struct Demo {
     /// Keep the demo directory (keys, stores, agent logs) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// With --json the walk-through goes to stderr and stdout gets one summary object.
+    #[command(flatten)]
+    pub out: OutArgs,
 }
+
+/// The agents' log level unless FLEETCAST_DEMO_LOG says otherwise: info, so that the kept logs
+/// (`--keep`) show what each agent did.
+pub const DEMO_LOG: &str = "info,wasmtime=warn,cranelift=warn,sled=warn,quinn=warn";
 
 struct Agent {
     name: String,
@@ -42,14 +56,14 @@ struct Agent {
     http: SocketAddr,
 }
 
-fn step(msg: &str) {
-    println!("\n== {msg}");
+fn step(out: &Out, msg: &str) {
+    out.say(format!("\n== {msg}"));
 }
 
 async fn spawn_agent(bin: &Path, dir: &Path, name: &str, contacts: &[SocketAddr]) -> Result<Agent> {
     let data_dir = dir.join(name);
     // Each agent's log goes to <demo dir>/<name>.log (kept with --keep; the level is
-    // FLEETCAST_DEMO_LOG, default warn).
+    // FLEETCAST_DEMO_LOG, default info).
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -75,7 +89,7 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, contacts: &[SocketAddr]
         .stderr(Stdio::from(log))
         .env(
             "RUST_LOG",
-            std::env::var("FLEETCAST_DEMO_LOG").unwrap_or_else(|_| "warn".into()),
+            std::env::var("FLEETCAST_DEMO_LOG").unwrap_or_else(|_| DEMO_LOG.into()),
         )
         .kill_on_drop(true);
     for p in contacts {
@@ -129,17 +143,17 @@ fn demo_contacts(earlier: &[Agent], i: usize) -> Vec<SocketAddr> {
     c
 }
 
-async fn show_all(agents: &[Agent], want: &str) -> Result<()> {
+async fn show_all(out: &Out, agents: &[Agent], want: &str) -> Result<()> {
     for a in agents {
         let r = http_get::get(a.http, "hello", "/").await?;
         let v = r.version_header.unwrap_or_default();
-        println!(
+        out.say(format!(
             "   {} (http {}): {} {}",
             a.name,
             a.http,
             r.status,
             r.body.trim()
-        );
+        ));
         if r.status != 200 || v != want {
             bail!("{} serves {v:?}, expected {want}", a.name);
         }
@@ -148,51 +162,85 @@ async fn show_all(agents: &[Agent], want: &str) -> Result<()> {
 }
 
 impl Demo {
-    pub async fn execute(self) -> Result<()> {
+    pub async fn execute(self) -> crate::error::Result<()> {
+        let out = if self.out.json {
+            Out::human_on_stderr()
+        } else {
+            Out::human()
+        };
+        let summary = Out::new(self.out.json);
+        let (result, kept) = self.run(&out).await;
+        summary.emit(Event::Demo(json::Demo {
+            ok: result.is_ok(),
+            agents: self.agents,
+            kept: kept.map(|k| k.display().to_string()),
+            message: result.as_ref().err().map(|e| format!("{e:#}")),
+        }));
+        result.map_err(|e| match e.downcast_ref::<CliError>() {
+            Some(c) => CliError::new(c.kind, format!("demo failed: {c}")),
+            None => CliError::new(ErrorKind::Refused, format!("demo failed: {e:#}")),
+        })
+    }
+
+    /// The walk, and the demo directory if it was kept.
+    async fn run(&self, out: &Out) -> (Result<()>, Option<PathBuf>) {
         if self.agents < 2 {
-            bail!("--agents must be at least 2");
+            let e = CliError::usage(format!(
+                "--agents {} is too few: the demo needs at least 2",
+                self.agents
+            ));
+            return (Err(e.into()), None);
         }
         let bin = match &self.agent_bin {
             Some(b) => b.clone(),
-            None => std::env::current_exe()?.with_file_name("fleetcast-agent"),
+            None => match std::env::current_exe() {
+                Ok(exe) => exe.with_file_name("fleetcast-agent"),
+                Err(e) => return (Err(e.into()), None),
+            },
         };
         if !bin.exists() {
-            bail!(
+            let e = CliError::usage(format!(
                 "{} not found: build both binaries with `cargo build --workspace` or pass --agent-bin",
                 bin.display()
-            );
+            ));
+            return (Err(e.into()), None);
         }
-        let tmp = tempfile::Builder::new()
-            .prefix("fleetcast-demo-")
-            .tempdir()?;
+        let tmp = match tempfile::Builder::new().prefix("fleetcast-demo-").tempdir() {
+            Ok(t) => t,
+            Err(e) => return (Err(e.into()), None),
+        };
         let dir = tmp.path().to_path_buf();
-        println!(
+        out.say(format!(
             "fleetcast demo: a local fleet of {} agents in {}",
             self.agents,
             dir.display()
-        );
-        let result = self.walk(&bin, &dir).await;
-        if self.keep {
-            let kept = tmp.keep();
-            println!("\nkept {}", kept.display());
+        ));
+        let mut result = self.walk(out, &bin, &dir).await;
+        let kept = self.keep.then(|| tmp.keep());
+        if let Some(k) = &kept {
+            out.say(format!("\nkept {} (keys, stores, agent logs)", k.display()));
+            if result.is_ok() {
+                result = check_logs(k, self.agents);
+            }
         }
         match &result {
             Ok(()) => {
-                println!("\ndemo finished: every step checked; agents stopped and cleaned up.")
+                out.say("\ndemo finished: every step checked; agents stopped and cleaned up.")
             }
-            Err(e) => println!("\ndemo failed: {e:#}"),
+            Err(e) => out.say(format!("\ndemo failed: {e:#}")),
         }
-        result
+        (result, kept)
     }
 
-    async fn walk(&self, bin: &Path, dir: &Path) -> Result<()> {
-        step("1. keys: fleetcast keygen --out ops.key");
+    async fn walk(&self, out: &Out, bin: &Path, dir: &Path) -> Result<()> {
+        step(out, "1. keys: fleetcast keygen --out ops.key");
         fleetcast_net::keys::generate(&dir.join("ops.key"))?;
         std::fs::write(dir.join("hello-v1.wasm"), HELLO_V1)?;
         std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
-        println!("   wrote ops.key and ops.pub; every agent trusts ops.pub");
+        out.say("   wrote ops.key and ops.pub; every agent trusts ops.pub");
 
         step(
+            out,
             "2. start agents: each joins the mesh through two earlier agents (its contacts); only agent1 hears from the publisher",
         );
         let mut agents: Vec<Agent> = Vec::new();
@@ -200,14 +248,16 @@ impl Demo {
         for i in 1..=self.agents {
             let peers = demo_contacts(&agents, i);
             let a = spawn_agent(bin, dir, &format!("agent{i}"), &peers).await?;
-            println!(
+            out.say(format!(
                 "   {} quic {} http {} contacts {:?}",
                 a.name, a.quic, a.http, peers
-            );
+            ));
             agents.push(a);
             contacts.push(peers);
         }
         let n = agents.len();
+        let within = self.connect.connect_timeout.0;
+        let entry = Target::addr(agents[0].quic, within);
         let push = PushArgs {
             key: dir.join("ops.key"),
             peer: agents[0].quic,
@@ -216,26 +266,33 @@ impl Demo {
             expect: Some(n),
             timeout: 60,
         };
-
-        step("3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --wait");
-        let t = Instant::now();
-        ReleaseCmd {
-            file: dir.join("hello-v1.wasm"),
+        let release = |file: &str, version: &str| ReleaseCmd {
+            file: dir.join(file),
             app: "hello".into(),
-            version: "1.0.0".into(),
+            version: version.into(),
             push: push.clone(),
             chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
             policy: Default::default(),
-        }
-        .execute()
-        .await?;
-        println!(
+        };
+
+        step(
+            out,
+            "3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --wait",
+        );
+        let t = Instant::now();
+        release("hello-v1.wasm", "1.0.0")
+            .run(&entry, false, out)
+            .await?;
+        out.say(format!(
             "   all {n} agents active in {:?}; real HTTP requests with Host: hello:",
             t.elapsed()
-        );
-        show_all(&agents, "1.0.0").await?;
+        ));
+        show_all(out, &agents, "1.0.0").await?;
 
-        step("4. release 2.0.0 while a client streams requests at every agent");
+        step(
+            out,
+            "4. release 2.0.0 while a client streams requests at every agent",
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let (ok, failed, v2_seen) = (
             Arc::new(AtomicU64::new(0)),
@@ -268,16 +325,9 @@ impl Demo {
             }));
         }
         let t = Instant::now();
-        ReleaseCmd {
-            file: dir.join("hello-v2.wasm"),
-            app: "hello".into(),
-            version: "2.0.0".into(),
-            push: push.clone(),
-            chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
-            policy: Default::default(),
-        }
-        .execute()
-        .await?;
+        release("hello-v2.wasm", "2.0.0")
+            .run(&entry, false, out)
+            .await?;
         let swap = t.elapsed();
         // Keep the load on until a few hundred requests have seen 2.0.0.
         let until = Instant::now() + Duration::from_secs(10);
@@ -290,50 +340,56 @@ impl Demo {
             l.await?;
         }
         let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-        println!("   fleet on 2.0.0 in {swap:?}; {ok} requests during the swap, {failed} failed");
+        out.say(format!(
+            "   fleet on 2.0.0 in {swap:?}; {ok} requests during the swap, {failed} failed"
+        ));
         if failed > 0 {
             bail!("{failed} requests failed during the swap");
         }
-        show_all(&agents, "2.0.0").await?;
+        show_all(out, &agents, "2.0.0").await?;
 
-        step("5. fleetcast rollback --app hello   (back to 1.0.0, from every agent's cache)");
+        step(
+            out,
+            "5. fleetcast rollback --app hello   (back to 1.0.0, from every agent's cache)",
+        );
+        let rollback = |to: Option<&str>, push: PushArgs| Rollback {
+            app: "hello".into(),
+            to: to.map(String::from),
+            push,
+        };
         let t = Instant::now();
-        Rollback {
-            app: "hello".into(),
-            to: None,
-            push: push.clone(),
-        }
-        .execute()
-        .await?;
-        println!("   rolled back in {:?}:", t.elapsed());
-        show_all(&agents, "1.0.0").await?;
+        rollback(None, push.clone()).run(&entry, out).await?;
+        out.say(format!("   rolled back in {:?}:", t.elapsed()));
+        show_all(out, &agents, "1.0.0").await?;
 
-        step("6. fleetcast rollback --app hello --to 2.0.0");
-        Rollback {
-            app: "hello".into(),
-            to: Some("2.0.0".into()),
-            push: push.clone(),
-        }
-        .execute()
-        .await?;
-        show_all(&agents, "2.0.0").await?;
+        step(
+            out,
+            "6. fleetcast rollback --app hello --to 2.0.0   (forward again)",
+        );
+        rollback(Some("2.0.0"), push.clone())
+            .run(&entry, out)
+            .await?;
+        show_all(out, &agents, "2.0.0").await?;
 
-        step(&format!(
-            "7. stop {} and restart it with no contacts: it serves from its cache at once",
-            agents[n - 1].name
-        ));
+        step(
+            out,
+            &format!(
+                "7. stop {} and restart it with no contacts: it serves from its cache at once",
+                agents[n - 1].name
+            ),
+        );
         let mut last = agents.pop().context("agents")?;
         last.child.kill().await?;
         let t = Instant::now();
         let mut offline = spawn_agent(bin, dir, &last.name, &[]).await?;
         let r = http_get::get(offline.http, "hello", "/").await?;
-        println!(
+        out.say(format!(
             "   {} back up and answering in {:?} with no network: {} {}",
             offline.name,
             t.elapsed(),
             r.status,
             r.body.trim()
-        );
+        ));
         if r.version_header.as_deref() != Some("2.0.0") {
             bail!(
                 "restarted agent serves {:?}, expected 2.0.0",
@@ -341,38 +397,35 @@ impl Demo {
             );
         }
 
-        step(&format!(
-            "8. while {} is down, roll the fleet back to 1.0.0; then restart it with its contacts: it catches up by anti-entropy, no new release",
-            offline.name
-        ));
+        step(
+            out,
+            &format!(
+                "8. while {} is down, roll the fleet back to 1.0.0; then restart it with its contacts: it catches up by anti-entropy, no new release",
+                offline.name
+            ),
+        );
         offline.child.kill().await?;
         let mut rest = push.clone();
         rest.expect = Some(n - 1);
-        Rollback {
-            app: "hello".into(),
-            to: Some("1.0.0".into()),
-            push: rest,
-        }
-        .execute()
-        .await?;
+        rollback(Some("1.0.0"), rest).run(&entry, out).await?;
         let t = Instant::now();
         let back = spawn_agent(bin, dir, &offline.name, &contacts[n - 1]).await?;
         let first = http_get::get(back.http, "hello", "/").await?;
-        println!(
+        out.say(format!(
             "   {} restarted: first answer (from cache) {} {}",
             back.name,
             first.status,
             first.version_header.unwrap_or_default()
-        );
+        ));
         let until = Instant::now() + Duration::from_secs(30);
         loop {
             let r = http_get::get(back.http, "hello", "/").await?;
             if r.version_header.as_deref() == Some("1.0.0") {
-                println!(
+                out.say(format!(
                     "   {} caught up to 1.0.0 {:?} after restart (summary exchange with a neighbour, then the head)",
                     back.name,
                     t.elapsed()
-                );
+                ));
                 break;
             }
             if Instant::now() > until {
@@ -381,26 +434,29 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         agents.push(back);
-        show_all(&agents, "1.0.0").await?;
+        show_all(out, &agents, "1.0.0").await?;
 
-        step("9. fleetcast status --peer agent1   (where the releases entered the mesh)");
-        let mut s =
-            crate::session::Session::connect(agents[0].quic, Duration::from_secs(10)).await?;
-        print!(
-            "{}",
-            super::status::render(&s.status(Duration::from_secs(10)).await?)
+        step(
+            out,
+            "9. fleetcast status --peer agent1   (where the releases entered the mesh)",
         );
+        let mut s = Session::connect_to(&entry).await?;
+        let st = s.status(STATUS_TIMEOUT).await?;
+        out.print(&status_text(&mut s, &st).await?);
         drop(s);
 
         let far = &agents[n - 1];
-        step(&format!(
-            "10. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
-            far.name
-        ));
-        let mut s = crate::session::Session::connect(far.quic, Duration::from_secs(10)).await?;
+        step(
+            out,
+            &format!(
+                "10. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
+                far.name
+            ),
+        );
+        let mut s = Session::connect_to(&Target::addr(far.quic, within)).await?;
         let until = Instant::now() + Duration::from_secs(15);
         let st = loop {
-            let st = s.status(Duration::from_secs(10)).await?;
+            let st = s.status(STATUS_TIMEOUT).await?;
             let counted = st.fleet_tallies.iter().any(|t| {
                 t.app.as_ref().is_some_and(|a| a.as_str() == "hello") && t.active as usize == n
             });
@@ -416,7 +472,7 @@ impl Demo {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        print!("{}", super::status::render(&st));
+        out.print(&status_text(&mut s, &st).await?);
         drop(s);
 
         for a in &mut agents {
@@ -424,4 +480,34 @@ impl Demo {
         }
         Ok(())
     }
+}
+
+/// What `fleetcast status` prints for `st`, with a census through the same session.
+async fn status_text(s: &mut Session, st: &fleetcast_protocol::NodeStatus) -> Result<String> {
+    let census = match s.census(None, CENSUS_BUDGET).await {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind == ErrorKind::Timeout => Err(e.message),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(super::status::render(
+        st,
+        census.as_ref().map_err(|e| e.as_str()),
+    ))
+}
+
+/// With `--keep`, each agent's log must say what it did (an empty log means the level hid it).
+fn check_logs(dir: &Path, agents: usize) -> Result<()> {
+    for i in 1..=agents {
+        let log = dir.join(format!("agent{i}.log"));
+        let len = std::fs::metadata(&log)
+            .with_context(|| format!("cannot read {}", log.display()))?
+            .len();
+        if len == 0 {
+            bail!(
+                "{} is empty: the agents log at FLEETCAST_DEMO_LOG (default {DEMO_LOG}); unset it or raise it",
+                log.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One module per `fleetcast` command.
 
 pub mod demo;
+pub mod history;
 pub mod keygen;
 pub mod publish;
 pub mod release;

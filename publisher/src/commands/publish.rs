@@ -1,15 +1,30 @@
-//! What `release` and `rollback` share: connect, learn the seq, sign, push, wait for reports.
+//! What `release` and `rollback` share: connect, learn the app's state, sign, push, and follow
+//! the head across the fleet (the decisions are [`crate::plan`] and [`crate::follow`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use fleetcast_protocol::wire::{AppStatus, Outcome, Tally};
+use ed25519_dalek::SigningKey;
+use fleetcast_protocol::wire::{AppStatus, Census, Focus, NodeStatus, Outcome, Tally};
 use fleetcast_protocol::{AppName, Head, HeadKind, Release, SignedHead};
 use tokio::time::Instant;
 
-use crate::session::{News, Session};
+use crate::error::{CliError, ErrorKind, Result};
+use crate::follow::{Follow, Verdict};
+use crate::json::{self, Event};
+use crate::out::{Counts, Out, Progress};
+use crate::plan::{Direction, Push};
+use crate::session::{News, STATUS_TIMEOUT, Session, census_unanswered};
+use crate::target::{LIBRARY_CONNECT_TIMEOUT, Target, secs};
+
+/// Without `--expect` and without a census, `--wait` stops once the fleet's tally has been
+/// still this long.
+pub const SETTLE: Duration = Duration::from_secs(2);
+/// How often `--wait` takes a census.
+pub const CENSUS_EVERY: Duration = Duration::from_secs(2);
+/// How long the peer agent may wait for its subtrees before it answers a census.
+pub const CENSUS_BUDGET: Duration = Duration::from_millis(1500);
 
 /// Flags common to commands that sign and push a head.
 #[derive(clap::Args, Debug, Clone)]
@@ -17,62 +32,48 @@ pub struct PushArgs {
     /// The publisher's secret key (from `fleetcast keygen`).
     #[arg(long)]
     pub key: PathBuf,
-    /// An agent's QUIC address to inject the head at.
-    #[arg(long)]
+    /// The agent's QUIC address, for library callers; on the command line `--peer` (which
+    /// also takes HOST:PORT) names the agent.
+    #[arg(skip = SocketAddr::from(([0, 0, 0, 0], 0)))]
     pub peer: SocketAddr,
     /// Fleet name; defaults to the fleet the peer agent is in.
     #[arg(long)]
     pub fleet: Option<String>,
-    /// After the peer is active, keep listening to the fleet's totals (counted up the broadcast
-    /// tree) until they stop changing.
+    /// After the peer is active, follow the fleet until every live agent runs the release (the
+    /// census counts them), or some fail (exit 1), or --timeout (exit 4).
     #[arg(long)]
     pub wait: bool,
-    /// Wait until this many agents (the peer included) run the release.
-    #[arg(long)]
+    /// Wait until this many agents (the peer included) run the release (implies --wait).
+    #[arg(long, value_name = "N")]
     pub expect: Option<usize>,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Give up after this many seconds (exit 4).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
 }
 
 /// What came of a push.
 #[derive(Debug)]
 pub struct PushOutcome {
+    /// The head pushed; with nothing to do (`pushed` false), the head in force as the peer's
+    /// status describes it, without signatures.
     pub head: SignedHead,
+    /// Whether a head was pushed (false: the release was already active).
+    pub pushed: bool,
     /// The peer agent's own outcome.
     pub peer: Outcome,
     /// The fleet's totals as last counted up the broadcast tree (the peer included).
     pub tally: Tally,
+    /// The last census, if the peer agent answered one.
+    pub census: Option<Census>,
     pub chunks_served: u64,
+    pub bytes_served: u64,
 }
 
 impl PushOutcome {
-    /// Agents counted as running the release.
+    /// Agents counted as running the release by the fleet's tally.
     pub fn active(&self) -> usize {
         self.tally.active as usize
     }
-}
-
-/// Connects and returns the session and the peer's view of `app`.
-pub async fn open(args: &PushArgs, app: &AppName) -> Result<Opened> {
-    let mut s = Session::connect(args.peer, Duration::from_secs(10)).await?;
-    let status = s.status(Duration::from_secs(10)).await?;
-    let fleet = args.fleet.clone().unwrap_or(status.fleet.clone());
-    let accepted = status
-        .seqs
-        .iter()
-        .filter(|(a, _)| a == app)
-        .map(|(_, s)| *s)
-        .max()
-        .unwrap_or(0);
-    let app_status = status.apps.into_iter().find(|a| a.app == *app);
-    let seq = accepted.max(app_status.as_ref().map_or(0, |a| a.seq));
-    Ok(Opened {
-        session: s,
-        fleet,
-        current: app_status,
-        seq,
-    })
 }
 
 /// A session to the peer agent and what it knows of one app.
@@ -84,143 +85,430 @@ pub struct Opened {
     /// The highest seq the peer has accepted for the app (a release that failed to activate
     /// still holds its seq): the next head is signed one above it.
     pub seq: u64,
+    /// The peer as the operator named it.
+    pub label: String,
+    /// The peer's whole status.
+    pub status: NodeStatus,
+}
+
+/// Connects to `args.peer` (library callers) and returns the session and the peer's view of
+/// `app`.
+pub async fn open(args: &PushArgs, app: &AppName) -> Result<Opened> {
+    open_at(&Target::addr(args.peer, LIBRARY_CONNECT_TIMEOUT), args, app).await
+}
+
+/// Connects to `target` and returns the session and the peer's view of `app`.
+pub async fn open_at(target: &Target, args: &PushArgs, app: &AppName) -> Result<Opened> {
+    let mut s = Session::connect_to(target).await?;
+    let status = s.status(STATUS_TIMEOUT).await?;
+    let fleet = args.fleet.clone().unwrap_or(status.fleet.clone());
+    let accepted = status
+        .seqs
+        .iter()
+        .filter(|(a, _)| a == app)
+        .map(|(_, s)| *s)
+        .max()
+        .unwrap_or(0);
+    let current = status.apps.iter().find(|a| a.app == *app).cloned();
+    let seq = accepted.max(current.as_ref().map_or(0, |a| a.seq));
+    Ok(Opened {
+        session: s,
+        fleet,
+        current,
+        seq,
+        label: target.label.clone(),
+        status,
+    })
+}
+
+/// Reads the publisher's secret key (before anything is sent).
+pub fn read_key(args: &PushArgs) -> Result<SigningKey> {
+    fleetcast_net::keys::read_secret(&args.key).map_err(|e| {
+        CliError::usage(format!(
+            "{e} (--key names the secret key from `fleetcast keygen`)"
+        ))
+    })
 }
 
 /// Signs `release` as the next seq of the app and pushes it; returns once the peer agent has
 /// activated it (and, with --wait, the agents behind it), or fails with the reason it gave.
+/// Library callers: human output, the direction read from the peer's view.
 pub async fn push(
     args: &PushArgs,
     opened: Opened,
     release: Release,
     kind: HeadKind,
 ) -> Result<PushOutcome> {
+    let key = read_key(args)?;
+    let from = opened.current.as_ref().map(|a| a.active.version.clone());
+    let direction = match (kind, &from) {
+        (HeadKind::Rollback, Some(f)) if release.version < *f => Direction::Back,
+        (HeadKind::Rollback, Some(f)) if release.version > *f => Direction::Forward,
+        _ => Direction::Release,
+    };
+    let plan = Push {
+        release,
+        from,
+        direction,
+        same_bytes_as: None,
+        message: String::new(),
+    };
+    push_signed(args, opened, &plan, kind, &key, &Out::human()).await
+}
+
+/// Signs `plan.release` with `key` as the next seq of the app, pushes it and follows it.
+pub async fn push_signed(
+    args: &PushArgs,
+    opened: Opened,
+    plan: &Push,
+    kind: HeadKind,
+    key: &SigningKey,
+    out: &Out,
+) -> Result<PushOutcome> {
     let Opened {
         session: mut s,
         fleet,
         seq: held,
+        label,
         ..
     } = opened;
-    let key = fleetcast_net::keys::read_secret(&args.key)?;
     let seq = held + 1;
     let head = Head {
         fleet,
-        app: release.app.clone(),
+        app: plan.release.app.clone(),
         seq,
-        release,
+        release: plan.release.clone(),
         kind,
         issued_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     }
-    .sign(&key);
+    .sign(key);
     s.push_head(&head)?;
-    let r = &head.head.release;
-    println!(
-        "signed {} {} {} as seq {seq} (digest {}, {} bytes); pushed to {} ({})",
-        kind,
-        head.head.app,
+    let (app, r) = (&head.head.app, &head.head.release);
+    out.say(format!(
+        "signed {kind} {app} {} as seq {seq} (digest {}, {} bytes); pushed to {} (agent {})",
         r.version,
         r.digest.short(),
         r.size,
-        args.peer,
+        s.addr(),
         s.peer().short()
-    );
-    let deadline = Instant::now() + Duration::from_secs(args.timeout);
-    // Without --expect, --wait stops once the count has been still for this long.
-    let settle = Duration::from_secs(2);
-    let mut peer: Option<Outcome> = None;
-    let mut tally = Tally::default();
-    let mut shown = 0u64;
-    loop {
-        let until = match (&peer, args.wait, args.expect) {
-            (Some(_), true, None) => deadline.min(Instant::now() + settle),
-            _ => deadline,
-        };
-        let Some(news) = s.next_news(until).await? else {
-            if peer.is_none() {
-                bail!(
-                    "no answer from the peer agent within {}s: it may still be fetching; check `fleetcast status --peer {}`",
-                    args.timeout,
-                    args.peer
-                );
-            }
-            break;
-        };
-        match news {
-            News::Report(rep) => {
-                if rep.app != head.head.app || rep.seq != seq || rep.node != s.peer() {
-                    continue;
-                }
-                println!("  agent {} (peer): {}", rep.node.short(), rep.outcome);
-                if rep.outcome != Outcome::Active {
-                    bail!(
-                        "agent {} refused seq {seq}: {}",
-                        rep.node.short(),
-                        rep.outcome
-                    );
-                }
-                peer = Some(rep.outcome);
-            }
-            News::Tally(t) => {
-                // Frames travel on separate streams and may arrive out of order: only a count
-                // newer than the one held counts.
-                if t.app.as_ref() != Some(&head.head.app)
-                    || t.seq != seq
-                    || t.version < tally.version
-                {
-                    continue;
-                }
-                for r in t
-                    .samples
-                    .iter()
-                    .skip(shown.min(t.samples.len() as u64) as usize)
-                {
-                    println!("  agent {}: {}", r.node.short(), r.outcome);
-                }
-                shown = t.samples.len() as u64;
-                if t != tally {
-                    println!(
-                        "  fleet: {} active, {} failed, {} rejected",
-                        t.active, t.failed, t.rejected
-                    );
-                }
-                tally = t;
-            }
-        }
-        if peer.is_none() {
-            continue;
-        }
-        let enough = args.expect.is_some_and(|n| tally.active as usize >= n);
-        if !args.wait && args.expect.is_none() || enough {
-            break;
-        }
-    }
-    let out = PushOutcome {
-        head,
-        peer: peer.expect("loop ends with the peer's outcome"),
-        tally,
-        chunks_served: s.chunks_served,
+    ));
+    out.emit(Event::Pushed(json::Pushed {
+        kind: kind.to_string(),
+        app: app.to_string(),
+        seq,
+        release: r.into(),
+        from_version: plan.from.as_ref().map(|v| v.to_string()),
+        direction: plan.direction.name().into(),
+        same_bytes_as: plan.same_bytes_as.as_ref().map(|v| v.to_string()),
+        peer: s.addr().to_string(),
+        peer_node: s.peer().to_string(),
+    }));
+    let timeout = Duration::from_secs(args.timeout);
+    let deadline = Instant::now() + timeout;
+    let expect = args.expect.map(|n| n.min(u32::MAX as usize) as u32);
+    let wait = args.wait || expect.is_some();
+    let mut f = Follow::new(app.clone(), r.version.clone(), seq, expect);
+    let focus = Focus {
+        app: app.clone(),
+        seq,
     };
-    if let Some(n) = args.expect
-        && out.active() < n
-    {
-        bail!(
-            "only {} of the {n} expected agents reported the release active before the timeout",
-            out.active()
-        );
-    }
-    let (app, version) = (&out.head.head.app, &out.head.head.release.version);
-    if out.tally.active == 0 {
-        println!(
-            "the peer agent runs {app} {version}; the fleet's count has not arrived yet (use --wait)"
-        );
+    let mut progress = wait.then(|| Progress::new(out));
+    let mut shown = 0usize;
+
+    // The peer agent's own outcome first.
+    let peer_outcome = loop {
+        let news = s.next_news(deadline).await?;
+        match news {
+            None => {
+                return Err(CliError::timeout(format!(
+                    "no answer from the peer agent within {}: it may still be fetching; check `fleetcast status --peer {label}`",
+                    secs(timeout)
+                )));
+            }
+            Some(News::Report(rep)) => {
+                if rep.app != *app || rep.seq != seq || rep.node != s.peer() {
+                    continue;
+                }
+                let line = format!("  agent {} (peer): {}", rep.node.short(), rep.outcome);
+                match &progress {
+                    Some(p) => p.say(line),
+                    None => out.say(line),
+                }
+                out.emit(Event::Peer((&rep).into()));
+                if rep.outcome != Outcome::Active {
+                    return Err(CliError::refused(format!(
+                        "the peer agent {} refused {app} {} (seq {seq}): {}",
+                        rep.node.short(),
+                        r.version,
+                        rep.outcome
+                    )));
+                }
+                break rep.outcome;
+            }
+            Some(News::Tally(t)) => {
+                if f.on_tally(t) {
+                    shown = show_samples(&f, shown, progress.as_ref(), out);
+                }
+            }
+            Some(News::Census { .. }) => {}
+        }
+    };
+
+    if wait {
+        let p = progress.as_mut().expect("progress while waiting");
+        follow(&mut s, &mut f, &focus, deadline, timeout, p, shown, out).await?;
+        p.finish();
+        out.say(f.summary());
     } else {
-        println!("{} agent(s) report {app} {version} active", out.active());
+        census_into(&mut s, &mut f, &focus, out).await?;
+        out.say(f.first_line());
     }
-    Ok(out)
+    let outcome = PushOutcome {
+        head,
+        pushed: true,
+        peer: peer_outcome,
+        tally: f.tally.clone(),
+        census: f.census.clone(),
+        chunks_served: s.chunks_served,
+        bytes_served: s.bytes_served,
+    };
+    out.emit(Event::Done(done("active", &outcome, &f)));
+    Ok(outcome)
+}
+
+/// Nothing to push: `message` says why. With `--wait`, one census says how many agents run it.
+pub async fn already_active(
+    args: &PushArgs,
+    opened: Opened,
+    message: &str,
+    out: &Out,
+) -> Result<PushOutcome> {
+    let Opened {
+        session: mut s,
+        fleet,
+        current,
+        status,
+        ..
+    } = opened;
+    let a = current.expect("an active app");
+    out.say(message);
+    let head = SignedHead {
+        head: Head {
+            fleet,
+            app: a.app.clone(),
+            seq: a.seq,
+            release: a.active.clone(),
+            kind: a.kind,
+            issued_at_ms: a.issued_at_ms,
+        },
+        signatures: Vec::new(),
+    };
+    let tally = status
+        .fleet_tallies
+        .iter()
+        .chain(&status.tallies)
+        .find(|t| t.app.as_ref() == Some(&a.app) && t.seq == a.seq)
+        .cloned()
+        .unwrap_or_default();
+    let mut f = Follow::new(a.app.clone(), a.active.version.clone(), a.seq, None);
+    f.on_tally(tally);
+    if args.wait || args.expect.is_some() {
+        let focus = Focus {
+            app: a.app.clone(),
+            seq: a.seq,
+        };
+        census_into(&mut s, &mut f, &focus, out).await?;
+        out.say(f.summary());
+    }
+    let outcome = PushOutcome {
+        head,
+        pushed: false,
+        peer: Outcome::Active,
+        tally: f.tally.clone(),
+        census: f.census.clone(),
+        chunks_served: 0,
+        bytes_served: 0,
+    };
+    out.emit(Event::Done(done("already-active", &outcome, &f)));
+    Ok(outcome)
+}
+
+fn done(result: &str, o: &PushOutcome, f: &Follow) -> json::Done {
+    let h = &o.head.head;
+    json::Done {
+        result: result.into(),
+        kind: h.kind.to_string(),
+        app: h.app.to_string(),
+        seq: h.seq,
+        release: (&h.release).into(),
+        active: f.running(),
+        agents: f.census.as_ref().map(|c| c.agents),
+        failed: f.tally.failed,
+        rejected: f.tally.rejected,
+        chunks_served: o.chunks_served,
+        bytes_served: o.bytes_served,
+    }
+}
+
+/// One census into `f` (a census nobody answers degrades to "unknown").
+async fn census_into(s: &mut Session, f: &mut Follow, focus: &Focus, out: &Out) -> Result<()> {
+    match s.census(Some(focus.clone()), CENSUS_BUDGET).await {
+        Ok(c) => f.on_census(c),
+        Err(e) if e.kind == ErrorKind::Timeout => f.on_census_failed(e.message),
+        Err(e) => return Err(e),
+    }
+    out.emit(Event::Census(census_event(f)));
+    Ok(())
+}
+
+fn census_event(f: &Follow) -> json::CensusEvent {
+    match &f.census {
+        Some(c) => {
+            let not_running = c.agents.saturating_sub(f.running());
+            json::CensusEvent {
+                agents: Some(c.agents),
+                unanswered: Some(c.unanswered),
+                active: Some(f.running()),
+                missing: Some(c.missing.iter().map(json::MissingJson::from).collect()),
+                more_missing: Some(not_running.saturating_sub(c.missing.len() as u32)),
+                error: None,
+            }
+        }
+        None => json::CensusEvent {
+            agents: None,
+            unanswered: None,
+            active: None,
+            missing: None,
+            more_missing: None,
+            error: f.census_error.clone(),
+        },
+    }
+}
+
+/// Prints the tally's samples not shown yet; returns how many are shown now.
+fn show_samples(f: &Follow, shown: usize, progress: Option<&Progress>, out: &Out) -> usize {
+    for r in f.tally.samples.iter().skip(shown) {
+        let line = format!("  agent {}: {}", r.node.short(), r.outcome);
+        match progress {
+            Some(p) => p.say(line),
+            None => out.say(line),
+        }
+        out.emit(Event::Agent(r.into()));
+    }
+    f.tally.samples.len().max(shown)
+}
+
+/// `--wait`: tallies for live progress, a census every [`CENSUS_EVERY`] and when the tally
+/// settles, until [`Follow::verdict`] says done or refused, or the deadline.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    s: &mut Session,
+    f: &mut Follow,
+    focus: &Focus,
+    deadline: Instant,
+    timeout: Duration,
+    progress: &mut Progress,
+    mut shown: usize,
+    out: &Out,
+) -> Result<()> {
+    let mut last_move = Instant::now();
+    // The census in flight (its id and when to give up on it), and when the last one came.
+    let mut inflight: Option<(u64, Instant)> = None;
+    let mut next_census = Instant::now();
+    let mut census_at: Option<Instant> = None;
+    // The last census asked for did not come (an older one is kept).
+    let mut lost = false;
+    let counts = |f: &Follow, s: &Session| Counts {
+        active: f.running(),
+        failed: f.tally.failed,
+        rejected: f.tally.rejected,
+        agents: f.census.as_ref().map(|c| c.agents),
+        expected: f.expect,
+        chunks_served: s.chunks_served,
+        bytes_served: s.bytes_served,
+    };
+    loop {
+        let now = Instant::now();
+        let settled = now >= last_move + SETTLE;
+        let stale = census_at.is_none_or(|t| t < last_move);
+        match f.verdict(settled) {
+            Verdict::Refused(e) => return Err(e),
+            Verdict::Done if f.census_unavailable() || !stale || lost => return Ok(()),
+            Verdict::Done | Verdict::Wait => {}
+        }
+        if now >= deadline {
+            return Err(f.timed_out(timeout));
+        }
+        let done = matches!(f.verdict(settled), Verdict::Done);
+        if inflight.is_none()
+            && !f.census_unavailable()
+            && (now >= next_census || (stale && (settled || done)))
+        {
+            let id = s.start_census(Some(focus.clone()), CENSUS_BUDGET)?;
+            inflight = Some((id, now + CENSUS_BUDGET + crate::session::CENSUS_MARGIN));
+        }
+        progress.update(counts(f, s));
+        let mut wake = deadline;
+        if let Some((_, until)) = inflight {
+            wake = wake.min(until);
+        }
+        if !settled {
+            wake = wake.min(last_move + SETTLE);
+        }
+        // Redraw the bytes served now and then.
+        wake = wake.min(now + Duration::from_millis(500));
+        match s.next_news(wake).await? {
+            None => {
+                if let Some((_, until)) = inflight
+                    && Instant::now() >= until
+                {
+                    inflight = None;
+                    next_census = Instant::now() + CENSUS_EVERY;
+                    let had = f.census.is_some();
+                    f.on_census_failed(
+                        census_unanswered(s.addr(), CENSUS_BUDGET + crate::session::CENSUS_MARGIN)
+                            .message,
+                    );
+                    if had {
+                        lost = true;
+                    } else {
+                        out.emit(Event::Census(census_event(f)));
+                    }
+                }
+            }
+            Some(News::Tally(t)) => {
+                if f.on_tally(t) {
+                    last_move = Instant::now();
+                    shown = show_samples(f, shown, Some(&*progress), out);
+                }
+            }
+            Some(News::Census { id, count }) => {
+                if inflight.is_some_and(|(want, _)| want == id) {
+                    inflight = None;
+                    next_census = Instant::now() + CENSUS_EVERY;
+                    match count {
+                        Some(c) => {
+                            let before = census_event(f);
+                            f.on_census(c);
+                            census_at = Some(Instant::now());
+                            lost = false;
+                            let now_ev = census_event(f);
+                            if now_ev != before {
+                                out.emit(Event::Census(now_ev));
+                            }
+                        }
+                        None => lost = f.census.is_some(),
+                    }
+                }
+            }
+            Some(News::Report(_)) => {}
+        }
+    }
 }
 
 /// Parses an app name with a message that says what is allowed.
 pub fn app_name(s: &str) -> Result<AppName> {
-    AppName::new(s).with_context(|| format!("--app {s:?}"))
+    AppName::new(s).map_err(|e| CliError::usage(format!("--app {s:?}: {e}")))
 }

@@ -1,69 +1,80 @@
-use anyhow::{Result, anyhow, bail};
 use fleetcast_protocol::HeadKind;
 
-use super::publish::{PushArgs, PushOutcome, app_name, open, push};
+use super::publish::{
+    PushArgs, PushOutcome, already_active, app_name, open_at, push_signed, read_key,
+};
+use crate::error::{CliError, Result};
+use crate::out::{Out, OutArgs};
+use crate::plan::{self, Plan};
+use crate::target::{LIBRARY_CONNECT_TIMEOUT, Target, TargetArgs};
 
-/// Move an app back to an earlier release, which agents hold in their cache.
+/// Move an app to another release in its history (back, or forward again), which agents hold
+/// in their cache: only the signed head crosses the mesh.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401            # to the release before the current one\n  fleetcast rollback --app hello --to 2.0.0 --key ops.key --peer 127.0.0.1:7401"
+    after_help = "Without --to: the most recent release in the history whose version differs from the active one. To the active version: nothing to do (exit 0).\n\nExamples:\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401            # to the release before the current one\n  fleetcast rollback --app hello --to 2.0.0 --key ops.key --peer 127.0.0.1:7401"
 )]
+pub struct RollbackFlags {
+    #[command(flatten)]
+    pub cmd: Rollback,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub out: OutArgs,
+}
+
+impl RollbackFlags {
+    pub async fn execute(self) -> Result<()> {
+        let target = Target::from_args(&self.target).await?;
+        self.cmd
+            .run(&target, &Out::new(self.out.json))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The rollback command's own flags (what library callers build).
+#[derive(clap::Args, Debug)]
 pub struct Rollback {
     /// App name.
     #[arg(long)]
     pub app: String,
-    /// Version to go to; default: the release that was active before the current one.
-    #[arg(long)]
+    /// Version to go to (back or forward); default: the previous distinct version in the
+    /// history.
+    #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
     #[command(flatten)]
     pub push: PushArgs,
 }
 
 impl Rollback {
-    pub async fn execute(self) -> Result<PushOutcome> {
+    /// For library callers: to `push.peer`, human output.
+    pub async fn execute(self) -> anyhow::Result<PushOutcome> {
+        let target = Target::addr(self.push.peer, LIBRARY_CONNECT_TIMEOUT);
+        Ok(self.run(&target, &Out::human()).await?)
+    }
+
+    pub async fn run(self, target: &Target, out: &Out) -> Result<PushOutcome> {
         let app = app_name(&self.app)?;
-        let opened = open(&self.push, &app).await?;
-        let Some(current) = opened.current.clone() else {
-            bail!(
-                "agent at {} has no app {app}: release it first with `fleetcast release`",
-                self.push.peer
-            );
-        };
-        let active = &current.active;
-        let target = match &self.to {
-            Some(to) => {
-                let to: semver::Version = to
-                    .parse()
-                    .map_err(|e| anyhow!("--to {to:?} is not semver (like 1.4.0): {e}"))?;
-                if active.version == to {
-                    bail!("{app} {to} is already active (seq {})", current.seq);
-                }
-                current
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|h| h.release.version == to)
-                    .map(|h| h.release.clone())
-                    .ok_or_else(|| {
-                        let mut known: Vec<String> =
-                            current.history.iter().map(|h| h.release.version.to_string()).collect();
-                        known.sort();
-                        known.dedup();
-                        anyhow!("{app} {to} is not in the agent's history (known: {}): release it instead", known.join(", "))
-                    })?
+        let to: Option<semver::Version> = self
+            .to
+            .as_deref()
+            .map(|to| {
+                to.parse().map_err(|e| {
+                    CliError::usage(format!("--to {to:?} is not semver (like 1.4.0): {e}"))
+                })
+            })
+            .transpose()?;
+        let key = read_key(&self.push)?;
+        let opened = open_at(target, &self.push, &app).await?;
+        match plan::rollback(&app, opened.current.as_ref(), to.as_ref(), &opened.label)? {
+            Plan::AlreadyActive { message, .. } => {
+                already_active(&self.push, opened, &message, out).await
             }
-            None => current
-                .history
-                .iter()
-                .rev()
-                .find(|h| h.release.digest != active.digest)
-                .map(|h| h.release.clone())
-                .ok_or_else(|| anyhow!("{app} has no earlier release to roll back to"))?,
-        };
-        println!(
-            "rolling {app} back from {} to {}",
-            active.version, target.version
-        );
-        push(&self.push, opened, target, HeadKind::Rollback).await
+            Plan::Push(p) => {
+                out.say(&p.message);
+                push_signed(&self.push, opened, &p, HeadKind::Rollback, &key, out).await
+            }
+        }
     }
 }
