@@ -104,6 +104,8 @@ fn the_readme_walkthrough_runs_as_written() {
         .map(|r| r.expect("wait for bash"));
     let output = std::fs::read_to_string(&out_path).unwrap_or_default();
     let logs = agent_logs(tmp.path());
+    // With --nocapture: what a reader of the README would see.
+    println!("{output}");
     assert!(
         status.is_some_and(|s| s.success()),
         "the walkthrough failed ({status:?}):\n{output}\n{logs}"
