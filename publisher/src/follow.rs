@@ -71,7 +71,12 @@ impl Follow {
         moved
     }
 
+    /// Takes a census. An incomplete one (neighbours that did not answer, or an agent that
+    /// answered with itself alone under its rate cap) does not replace a complete one.
     pub fn on_census(&mut self, c: Census) {
+        if c.unanswered > 0 && self.census.as_ref().is_some_and(|h| h.unanswered == 0) {
+            return;
+        }
         self.census = Some(c);
         self.census_error = None;
     }
@@ -89,12 +94,21 @@ impl Follow {
     }
 
     /// Agents known to run the head: the census's live count, or the tally's if higher (an
-    /// agent may have activated since the census), never more than the census counted.
+    /// agent may have activated since the census), never more than a complete census counted.
     pub fn running(&self) -> u32 {
         match &self.census {
-            Some(c) => c.focus_active.max(self.tally.active).min(c.agents),
+            Some(c) if c.unanswered == 0 => c.focus_active.max(self.tally.active).min(c.agents),
+            Some(c) => c.focus_active.max(self.tally.active),
             None => self.tally.active,
         }
+    }
+
+    /// The live fleet's size, when a complete census counted it.
+    pub fn fleet_size(&self) -> Option<u32> {
+        self.census
+            .as_ref()
+            .filter(|c| c.unanswered == 0)
+            .map(|c| c.agents)
     }
 
     fn failures(&self) -> u32 {
@@ -129,16 +143,15 @@ impl Follow {
     pub fn summary(&self) -> String {
         let (app, v) = (&self.app, &self.version);
         match &self.census {
-            Some(c) => {
-                let mut s = format!("{} of {} agents run {app} {v}", self.running(), c.agents);
-                if c.unanswered > 0 {
-                    s.push_str(&format!(
-                        " ({} did not answer the census in time: their agents are not counted)",
-                        plural(c.unanswered, "neighbour")
-                    ));
-                }
-                s
+            Some(c) if c.unanswered == 0 => {
+                format!("{} of {} agents run {app} {v}", self.running(), c.agents)
             }
+            Some(c) => format!(
+                "{} run {app} {v}; the census counted {} ({} did not answer in time: their agents are not counted)",
+                plural(self.running(), "agent"),
+                plural(c.agents, "agent"),
+                plural(c.unanswered, "neighbour")
+            ),
             None => {
                 let why = self.census_error.as_deref().unwrap_or("no census taken");
                 format!(
@@ -245,7 +258,15 @@ impl Follow {
             );
         };
         let running = self.running();
-        if running >= c.agents && c.unanswered == 0 {
+        if c.unanswered > 0 {
+            return format!(
+                "{head}; {} run it so far; the census counted {} ({} did not answer in time) (--wait follows the agents)",
+                plural(running, "agent"),
+                plural(c.agents, "agent"),
+                plural(c.unanswered, "neighbour")
+            );
+        }
+        if running >= c.agents {
             return format!("{head}; {running} of {} agents run it", c.agents);
         }
         let failed = self.failed_agents();
@@ -357,11 +378,33 @@ mod tests {
         assert_eq!(f.verdict(false), Verdict::Done);
         assert_eq!(f.summary(), "3 of 3 agents run hello 2.0.0");
         // A subtree that did not answer: not all of the fleet is counted.
-        f.on_census(Census {
+        let mut g = follow(None);
+        g.on_census(Census {
             unanswered: 1,
             ..census(3, 3, vec![])
         });
-        assert_eq!(f.verdict(false), Verdict::Wait);
+        assert_eq!(g.verdict(false), Verdict::Wait);
+        // An incomplete count (an agent answering with itself alone under its rate cap) does
+        // not replace a complete one.
+        f.on_census(Census {
+            unanswered: 3,
+            ..census(1, 1, vec![])
+        });
+        assert_eq!(f.summary(), "3 of 3 agents run hello 2.0.0");
+        // Without a complete one, an incomplete count says what it is, and the tally's number
+        // is not cut down to it.
+        let mut h = follow(Some(4));
+        h.on_tally(tally(1, 4, 0, vec![]));
+        h.on_census(Census {
+            unanswered: 2,
+            ..census(1, 1, vec![])
+        });
+        assert_eq!(h.verdict(false), Verdict::Done);
+        assert_eq!(h.fleet_size(), None);
+        assert_eq!(
+            h.summary(),
+            "4 agents run hello 2.0.0; the census counted 1 agent (2 neighbours did not answer in time: their agents are not counted)"
+        );
     }
 
     #[test]

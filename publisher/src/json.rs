@@ -339,7 +339,8 @@ pub struct Done {
     pub release: ReleaseRef,
     /// Agents that run it: the census's count, else the fleet's tally.
     pub active: u32,
-    /// Live agents counted by the census; null when the agent did not answer it.
+    /// Live agents counted by a complete census; null without one (no answer, or some
+    /// neighbours did not answer in time).
     pub agents: Option<u32>,
     pub failed: u32,
     pub rejected: u32,

@@ -89,9 +89,14 @@ impl Session {
             JoinSet::new();
         let mut order: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
         let mut next_round = Instant::now();
+        // Addresses this machine cannot dial at all (say IPv6 without an IPv6 socket), and why.
+        let mut undialable: Vec<(SocketAddr, String)> = Vec::new();
         let (conn, addr) = loop {
             if Instant::now() >= next_round {
                 for &a in &target.addrs {
+                    if undialable.iter().any(|(u, _)| *u == a) {
+                        continue;
+                    }
                     if order.len() >= MAX_ATTEMPTS
                         && let Some(old) = order.pop_front()
                     {
@@ -106,13 +111,28 @@ impl Session {
             tokio::select! {
                 done = attempts.join_next(), if !attempts.is_empty() => match done {
                     Some(Ok((a, Ok(conn)))) => break (conn, a),
-                    Some(Ok((a, Err(e)))) => {
-                        if let Some(why) = refusal(&e) {
+                    Some(Ok((a, Err(e)))) => match failure(&e) {
+                        Failure::NoAnswer => {}
+                        Failure::Undialable(why) => {
+                            if !undialable.iter().any(|(u, _)| *u == a) {
+                                undialable.push((a, why));
+                            }
+                            if undialable.len() == target.addrs.len() {
+                                let whys: Vec<String> =
+                                    undialable.iter().map(|(a, w)| format!("{a}: {w}")).collect();
+                                return Err(CliError::unreachable(format!(
+                                    "cannot dial {} from this machine ({}): give an address it can reach",
+                                    target.describe(),
+                                    whys.join("; ")
+                                )));
+                            }
+                        }
+                        Failure::Refused(why) => {
                             return Err(CliError::unreachable(format!(
                                 "the agent at {a} answered but the connection failed: {why}"
                             )));
                         }
-                    }
+                    },
                     // An attempt dropped for a newer one.
                     Some(Err(_)) | None => {}
                 },
@@ -342,16 +362,28 @@ pub fn census_unanswered(addr: SocketAddr, within: Duration) -> CliError {
     ))
 }
 
-/// Why a dial failed, when the agent answered and refused (no point in dialling again);
-/// `None` when nothing answered yet.
-fn refusal(e: &NetError) -> Option<String> {
+/// What a failed dial says.
+enum Failure {
+    /// Nothing answered (yet): dial again.
+    NoAnswer,
+    /// This machine cannot dial the address at all.
+    Undialable(String),
+    /// Something answered and refused (another protocol version, a TLS failure): no point in
+    /// dialling again.
+    Refused(String),
+}
+
+fn failure(e: &NetError) -> Failure {
     match e {
-        NetError::DialTimeout { .. } => None,
+        NetError::DialTimeout { .. } => Failure::NoAnswer,
+        NetError::Dial { error, .. } => Failure::Undialable(error.to_string()),
         NetError::Handshake { error, .. } => match error {
-            quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => None,
-            other => Some(other.to_string()),
+            quinn::ConnectionError::TimedOut | quinn::ConnectionError::LocallyClosed => {
+                Failure::NoAnswer
+            }
+            other => Failure::Refused(other.to_string()),
         },
-        NetError::Version { reason, .. } => Some(reason.clone()),
-        other => Some(other.to_string()),
+        NetError::Version { reason, .. } => Failure::Refused(reason.clone()),
+        other => Failure::Refused(other.to_string()),
     }
 }

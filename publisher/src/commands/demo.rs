@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::publish::{CENSUS_BUDGET, PushArgs};
+use super::publish::PushArgs;
 use super::release::ReleaseCmd;
 use super::rollback::Rollback;
 use crate::error::{CliError, ErrorKind};
@@ -484,11 +484,7 @@ impl Demo {
 
 /// What `fleetcast status` prints for `st`, with a census through the same session.
 async fn status_text(s: &mut Session, st: &fleetcast_protocol::NodeStatus) -> Result<String> {
-    let census = match s.census(None, CENSUS_BUDGET).await {
-        Ok(c) => Ok(c),
-        Err(e) if e.kind == ErrorKind::Timeout => Err(e.message),
-        Err(e) => return Err(e.into()),
-    };
+    let census = super::status::census(s, st).await?;
     Ok(super::status::render(
         st,
         census.as_ref().map_err(|e| e.as_str()),

@@ -23,6 +23,9 @@ use crate::target::{LIBRARY_CONNECT_TIMEOUT, Target, secs};
 pub const SETTLE: Duration = Duration::from_secs(2);
 /// How often `--wait` takes a census.
 pub const CENSUS_EVERY: Duration = Duration::from_secs(2);
+/// The least time between two census queries on one session: an agent roots at most one
+/// census per second per client (a query sooner gets a count of the agent alone).
+pub const CENSUS_SPACING: Duration = Duration::from_millis(1100);
 /// How long the peer agent may wait for its subtrees before it answers a census.
 pub const CENSUS_BUDGET: Duration = Duration::from_millis(1500);
 
@@ -165,6 +168,7 @@ pub async fn push_signed(
     key: &SigningKey,
     out: &Out,
 ) -> Result<PushOutcome> {
+    let neighbours = opened.status.active_view.len();
     let Opened {
         session: mut s,
         fleet,
@@ -258,7 +262,8 @@ pub async fn push_signed(
 
     if wait {
         let p = progress.as_mut().expect("progress while waiting");
-        follow(&mut s, &mut f, &focus, deadline, timeout, p, shown, out).await?;
+        let until = Until { deadline, timeout };
+        follow(&mut s, &mut f, &focus, until, neighbours, p, shown, out).await?;
         p.finish();
         out.say(f.summary());
     } else {
@@ -344,7 +349,7 @@ fn done(result: &str, o: &PushOutcome, f: &Follow) -> json::Done {
         seq: h.seq,
         release: (&h.release).into(),
         active: f.running(),
-        agents: f.census.as_ref().map(|c| c.agents),
+        agents: f.fleet_size(),
         failed: f.tally.failed,
         rejected: f.tally.rejected,
         chunks_served: o.chunks_served,
@@ -400,6 +405,12 @@ fn show_samples(f: &Follow, shown: usize, progress: Option<&Progress>, out: &Out
     f.tally.samples.len().max(shown)
 }
 
+/// When `--wait` gives up.
+struct Until {
+    deadline: Instant,
+    timeout: Duration,
+}
+
 /// `--wait`: tallies for live progress, a census every [`CENSUS_EVERY`] and when the tally
 /// settles, until [`Follow::verdict`] says done or refused, or the deadline.
 #[allow(clippy::too_many_arguments)]
@@ -407,24 +418,28 @@ async fn follow(
     s: &mut Session,
     f: &mut Follow,
     focus: &Focus,
-    deadline: Instant,
-    timeout: Duration,
+    Until { deadline, timeout }: Until,
+    neighbours: usize,
     progress: &mut Progress,
     mut shown: usize,
     out: &Out,
 ) -> Result<()> {
+    // An answer with the peer alone and every neighbour unanswered is what the peer gives
+    // beyond its rate cap for clients: asked again once, after CENSUS_SPACING.
+    let alone = |c: &Census| c.agents == 1 && neighbours > 0 && c.unanswered as usize >= neighbours;
+    let (mut retry, mut retried) = (false, false);
     let mut last_move = Instant::now();
-    // The census in flight (its id and when to give up on it), and when the last one came.
+    // The census in flight (its id and when to give up on it), when the last query went out,
+    // and when the last answer came.
     let mut inflight: Option<(u64, Instant)> = None;
     let mut next_census = Instant::now();
+    let mut asked_at: Option<Instant> = None;
     let mut census_at: Option<Instant> = None;
-    // The last census asked for did not come (an older one is kept).
-    let mut lost = false;
     let counts = |f: &Follow, s: &Session| Counts {
         active: f.running(),
         failed: f.tally.failed,
         rejected: f.tally.rejected,
-        agents: f.census.as_ref().map(|c| c.agents),
+        agents: f.fleet_size(),
         expected: f.expect,
         chunks_served: s.chunks_served,
         bytes_served: s.bytes_served,
@@ -432,27 +447,39 @@ async fn follow(
     loop {
         let now = Instant::now();
         let settled = now >= last_move + SETTLE;
-        let stale = census_at.is_none_or(|t| t < last_move);
-        match f.verdict(settled) {
+        let done = match f.verdict(settled) {
             Verdict::Refused(e) => return Err(e),
-            Verdict::Done if f.census_unavailable() || !stale || lost => return Ok(()),
-            Verdict::Done | Verdict::Wait => {}
-        }
+            // A census on its way is waited for (until its own deadline), for "N of M".
+            Verdict::Done if inflight.is_none() && !retry => return Ok(()),
+            Verdict::Done => true,
+            Verdict::Wait => false,
+        };
         if now >= deadline {
-            return Err(f.timed_out(timeout));
+            return match done {
+                true => Ok(()),
+                false => Err(f.timed_out(timeout)),
+            };
         }
-        let done = matches!(f.verdict(settled), Verdict::Done);
-        if inflight.is_none()
+        // A census every CENSUS_EVERY, and one more once the tally settles after it moved.
+        let stale = census_at.is_none_or(|t| t < last_move);
+        let spaced = asked_at.is_none_or(|t| now >= t + CENSUS_SPACING);
+        if (!done || retry)
+            && inflight.is_none()
             && !f.census_unavailable()
-            && (now >= next_census || (stale && (settled || done)))
+            && spaced
+            && (retry || now >= next_census || (stale && settled))
         {
+            retry = false;
             let id = s.start_census(Some(focus.clone()), CENSUS_BUDGET)?;
             inflight = Some((id, now + CENSUS_BUDGET + crate::session::CENSUS_MARGIN));
+            asked_at = Some(now);
         }
         progress.update(counts(f, s));
         let mut wake = deadline;
         if let Some((_, until)) = inflight {
             wake = wake.min(until);
+        } else if let Some(t) = asked_at {
+            wake = wake.min((t + CENSUS_SPACING).max(next_census.min(last_move + SETTLE)));
         }
         if !settled {
             wake = wake.min(last_move + SETTLE);
@@ -471,9 +498,7 @@ async fn follow(
                         census_unanswered(s.addr(), CENSUS_BUDGET + crate::session::CENSUS_MARGIN)
                             .message,
                     );
-                    if had {
-                        lost = true;
-                    } else {
+                    if !had {
                         out.emit(Event::Census(census_event(f)));
                     }
                 }
@@ -489,17 +514,20 @@ async fn follow(
                     inflight = None;
                     next_census = Instant::now() + CENSUS_EVERY;
                     match count {
+                        Some(c) if alone(&c) && !retried => {
+                            (retry, retried) = (true, true);
+                        }
                         Some(c) => {
                             let before = census_event(f);
                             f.on_census(c);
                             census_at = Some(Instant::now());
-                            lost = false;
                             let now_ev = census_event(f);
                             if now_ev != before {
                                 out.emit(Event::Census(now_ev));
                             }
                         }
-                        None => lost = f.census.is_some(),
+                        // Already counted in this census: nothing new.
+                        None => {}
                     }
                 }
             }
