@@ -96,19 +96,21 @@ impl Follow {
     /// Agents known to run the head: the census's live count, or the tally's if higher (an
     /// agent may have activated since the census), never more than a complete census counted.
     pub fn running(&self) -> u32 {
-        match &self.census {
-            Some(c) if c.unanswered == 0 => c.focus_active.max(self.tally.active).min(c.agents),
-            Some(c) => c.focus_active.max(self.tally.active),
-            None => self.tally.active,
+        match (&self.census, self.fleet_size()) {
+            (Some(c), Some(m)) => c.focus_active.max(self.tally.active).min(m),
+            (Some(c), None) => c.focus_active.max(self.tally.active),
+            (None, _) => self.tally.active,
         }
     }
 
-    /// The live fleet's size, when a complete census counted it.
+    /// The live fleet's size, when a complete census counted it: never fewer than the agents
+    /// that have reported on the head since (a census taken before an agent joined is stale).
     pub fn fleet_size(&self) -> Option<u32> {
+        let reported = self.tally.total().min(u32::MAX as u64) as u32;
         self.census
             .as_ref()
             .filter(|c| c.unanswered == 0)
-            .map(|c| c.agents)
+            .map(|c| c.agents.max(reported))
     }
 
     fn failures(&self) -> u32 {
@@ -144,7 +146,8 @@ impl Follow {
         let (app, v) = (&self.app, &self.version);
         match &self.census {
             Some(c) if c.unanswered == 0 => {
-                format!("{} of {} agents run {app} {v}", self.running(), c.agents)
+                let m = self.fleet_size().unwrap_or(c.agents);
+                format!("{} of {m} agents run {app} {v}", self.running())
             }
             Some(c) => format!(
                 "{} run {app} {v}; the census counted {} ({} did not answer in time: their agents are not counted)",

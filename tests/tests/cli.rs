@@ -2,11 +2,8 @@
 //! resolution and fast failure, versions as identities, rollback directions. The agents run in
 //! this process (real quinn, sled and wasmtime on loopback); the CLI is the real binary, built
 //! by cargo with the workspace's features (`cargo build --workspace --bin fleetcast`) the first
-//! time a test needs it.
-//!
-//! The `census_*` tests need agents that answer the census (the protocol side of issue #10);
-//! until it lands they are ignored: run them with `cargo test --workspace --test cli census_ --
-//! --ignored`.
+//! time a test needs it. The `census_*` tests check "N of M" against agents that count
+//! themselves (the census).
 
 mod common;
 
@@ -557,7 +554,6 @@ async fn three_agents() -> Fleet {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the census in the agents (protocol side of issue #10); run with --ignored after the merge"]
 async fn census_release_and_wait_count_n_of_m() {
     let fleet = three_agents().await;
     let r = release(&fleet, "hello-v1.wasm", "1.0.0", &[]).await;
@@ -592,7 +588,6 @@ async fn census_release_and_wait_count_n_of_m() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the census in the agents (protocol side of issue #10); run with --ignored after the merge"]
 async fn census_status_counts_the_fleet_and_where_it_runs_what() {
     let fleet = three_agents().await;
     release(&fleet, "hello-v1.wasm", "1.0.0", &["--wait"])

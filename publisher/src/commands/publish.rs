@@ -444,13 +444,18 @@ async fn follow(
         chunks_served: s.chunks_served,
         bytes_served: s.bytes_served,
     };
+    // Once done, one more census if the last one is older than the tally's last move (an agent
+    // may have joined since), so the closing "N of M" is current.
+    let mut closing_asked = false;
     loop {
         let now = Instant::now();
         let settled = now >= last_move + SETTLE;
+        let stale = census_at.is_none_or(|t| t < last_move);
+        let closing = stale && !closing_asked && !f.census_unavailable();
         let done = match f.verdict(settled) {
             Verdict::Refused(e) => return Err(e),
             // A census on its way is waited for (until its own deadline), for "N of M".
-            Verdict::Done if inflight.is_none() && !retry => return Ok(()),
+            Verdict::Done if inflight.is_none() && !retry && !closing => return Ok(()),
             Verdict::Done => true,
             Verdict::Wait => false,
         };
@@ -461,15 +466,15 @@ async fn follow(
             };
         }
         // A census every CENSUS_EVERY, and one more once the tally settles after it moved.
-        let stale = census_at.is_none_or(|t| t < last_move);
         let spaced = asked_at.is_none_or(|t| now >= t + CENSUS_SPACING);
-        if (!done || retry)
+        if (!done || retry || closing)
             && inflight.is_none()
             && !f.census_unavailable()
             && spaced
-            && (retry || now >= next_census || (stale && settled))
+            && (retry || now >= next_census || (stale && settled) || (done && closing))
         {
             retry = false;
+            closing_asked |= done;
             let id = s.start_census(Some(focus.clone()), CENSUS_BUDGET)?;
             inflight = Some((id, now + CENSUS_BUDGET + crate::session::CENSUS_MARGIN));
             asked_at = Some(now);
