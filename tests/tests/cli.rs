@@ -165,13 +165,15 @@ fn short(file: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_peer_exits_3_within_two_seconds() {
-    // A port that is held and silent: nothing answers QUIC there.
+async fn an_unreachable_peer_exits_3_at_its_connect_timeout() {
+    // A port that is held and silent: nothing answers QUIC there. The bound is loose (a loaded
+    // machine starts processes slowly); what it tells apart is the 1 s connect timeout from
+    // QUIC's 10 s idle timeout, which the CLI used to wait out. BENCHMARKS.md has the figure.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
     let r = fleetcast(&["status", "--peer", &addr]).await;
     r.expect(3);
-    assert!(r.took < Duration::from_millis(2500), "took {:?}", r.took);
+    assert!(r.took < Duration::from_secs(6), "took {:?}", r.took);
     assert!(
         r.took >= Duration::from_millis(900),
         "it tried for the second: {:?}",
