@@ -68,14 +68,17 @@ pub struct PushOutcome {
     pub tally: Tally,
     /// The last census, if the peer agent answered one.
     pub census: Option<Census>,
+    /// Agents known to run the release ([`PushOutcome::active`]).
+    pub running: u32,
     pub chunks_served: u64,
     pub bytes_served: u64,
 }
 
 impl PushOutcome {
-    /// Agents counted as running the release by the fleet's tally.
+    /// Agents known to run the release: the census's count, or the tally's if higher (the
+    /// same number the closing "N of M" line and `--expect` go by).
     pub fn active(&self) -> usize {
-        self.tally.active as usize
+        self.running as usize
     }
 }
 
@@ -276,6 +279,7 @@ pub async fn push_signed(
         peer: peer_outcome,
         tally: f.tally.clone(),
         census: f.census.clone(),
+        running: f.running(),
         chunks_served: s.chunks_served,
         bytes_served: s.bytes_served,
     };
@@ -333,6 +337,7 @@ pub async fn already_active(
         peer: Outcome::Active,
         tally: f.tally.clone(),
         census: f.census.clone(),
+        running: f.running(),
         chunks_served: 0,
         bytes_served: 0,
     };
