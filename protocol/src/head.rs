@@ -10,8 +10,13 @@
 //! decoded head rather than trusting the bytes it received. Verification uses
 //! `verify_strict` (rejects small-order keys and malleable signatures).
 //!
-//! **Invariant:** [`SignedHead::verify`] accepts a head only if its release is well formed and at
-//! least one signature by a trusted key verifies, and no signature by a trusted key fails. The
+//! Epoch-0 heads (no fleet root) are signed over the older encoding without the epoch
+//! ([`HEAD_DOMAIN_V2`]), so heads stored before epochs existed still verify.
+//!
+//! **Invariant:** [`SignedHead::verify`] accepts a head only if its release is well formed, it
+//! carries the epoch of the agent's newest root, that root has not expired, and at least the
+//! release role's threshold of distinct release keys signed it, with no signature by a release
+//! key failing ([`crate::trust::Trust::verify_head`]). The
 //! seq rule (strictly greater than what the node holds) and the version rule (a `Release` head
 //! may not give a version this node has released before other bytes:
 //! [`HeadError::VersionReuse`]) are stateful and live in [`crate::node`].
@@ -22,10 +27,15 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::release::{AppName, Digest, Release, ReleaseError};
+use crate::trust::{Role, Trust, count_signatures};
 
 /// Domain separation for head signatures: a head signature can never be mistaken for a
 /// signature over anything else.
-pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v2\0";
+pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v3\0";
+
+/// The domain of epoch-0 heads (no fleet root: `trusted_keys`), signed as before epochs
+/// existed, so heads stored by an older agent still verify.
+pub const HEAD_DOMAIN_V2: &[u8] = b"fleetcast/head/v2\0";
 
 /// At most this many signatures ride on one head.
 pub const MAX_SIGNATURES: usize = 8;
@@ -60,6 +70,58 @@ pub struct Head {
     pub kind: HeadKind,
     /// Publisher wall clock, milliseconds since the Unix epoch (informational).
     pub issued_at_ms: u64,
+    /// The epoch of the fleet root this head is signed under (0: no root). Heads are ordered
+    /// by (epoch, seq): a new epoch starts when a root changes the release role.
+    pub epoch: u64,
+}
+
+/// The encoding of an epoch-0 head: the head as it was before epochs (domain v2).
+#[derive(Serialize)]
+struct HeadV2<'a> {
+    fleet: &'a str,
+    app: &'a AppName,
+    seq: u64,
+    release: &'a Release,
+    kind: HeadKind,
+    issued_at_ms: u64,
+}
+
+/// A head as stores of format 3 hold it (before epochs): read by the store's migration.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LegacyHead {
+    pub fleet: String,
+    pub app: AppName,
+    pub seq: u64,
+    pub release: Release,
+    pub kind: HeadKind,
+    pub issued_at_ms: u64,
+}
+
+/// A signed head as stores of format 3 hold it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LegacySignedHead {
+    pub head: LegacyHead,
+    pub signatures: Vec<HeadSignature>,
+}
+
+impl From<LegacySignedHead> for SignedHead {
+    /// The same statement at epoch 0, whose signing bytes are the legacy ones: the
+    /// signatures still verify.
+    fn from(l: LegacySignedHead) -> SignedHead {
+        let h = l.head;
+        SignedHead {
+            head: Head {
+                fleet: h.fleet,
+                app: h.app,
+                seq: h.seq,
+                release: h.release,
+                kind: h.kind,
+                issued_at_ms: h.issued_at_ms,
+                epoch: 0,
+            },
+            signatures: l.signatures,
+        }
+    }
 }
 
 /// An ed25519 public key, kept as raw bytes so that a damaged key is reported as "untrusted"
@@ -114,11 +176,30 @@ pub struct TrustPolicy {
 }
 
 impl Head {
-    /// The exact bytes a signature covers.
+    /// The exact bytes a signature covers: [`HEAD_DOMAIN`] + the head, or for epoch 0
+    /// [`HEAD_DOMAIN_V2`] + the head without its epoch.
     pub fn signing_bytes(&self) -> Vec<u8> {
+        if self.epoch == 0 {
+            let v2 = HeadV2 {
+                fleet: &self.fleet,
+                app: &self.app,
+                seq: self.seq,
+                release: &self.release,
+                kind: self.kind,
+                issued_at_ms: self.issued_at_ms,
+            };
+            let mut out = HEAD_DOMAIN_V2.to_vec();
+            out.extend(postcard::to_stdvec(&v2).expect("a head always encodes"));
+            return out;
+        }
         let mut out = HEAD_DOMAIN.to_vec();
         out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
         out
+    }
+
+    /// Where the head sits in its app's order: (epoch, seq).
+    pub fn order(&self) -> (u64, u64) {
+        (self.epoch, self.seq)
     }
 
     /// Signs the head with `key`.
@@ -148,13 +229,19 @@ impl SignedHead {
         Digest::of(&self.head.signing_bytes())
     }
 
-    /// Checks fleet, release shape and signatures against `trust`. Does not check seq.
-    pub fn verify(&self, trust: &TrustPolicy) -> Result<(), HeadError> {
+    /// Checks fleet, release shape, epoch and signatures against `trust`'s newest root
+    /// ([`Trust::verify_head`]). Does not check seq.
+    pub fn verify(&self, trust: &Trust) -> Result<(), HeadError> {
+        trust.verify_head(self)
+    }
+
+    /// Fleet, app and release shape, and the signature count bound.
+    pub(crate) fn check_shape(&self, fleet: &str) -> Result<(), HeadError> {
         let head = &self.head;
-        if head.fleet != trust.fleet {
+        if head.fleet != fleet {
             return Err(HeadError::WrongFleet {
                 head: head.fleet.clone(),
-                ours: trust.fleet.clone(),
+                ours: fleet.to_string(),
             });
         }
         if head.release.app != head.app {
@@ -170,23 +257,26 @@ impl SignedHead {
         if self.signatures.len() > MAX_SIGNATURES {
             return Err(HeadError::TooManySignatures(self.signatures.len()));
         }
-        let message = head.signing_bytes();
-        let mut trusted_ok = false;
-        for s in &self.signatures {
-            let Some(key) = trust.keys.iter().find(|k| k.to_bytes() == s.key.0) else {
-                continue;
-            };
-            key.verify_strict(&message, &s.sig)
-                .map_err(|_| HeadError::BadSignature { key: s.key })?;
-            trusted_ok = true;
+        Ok(())
+    }
+
+    /// Signed by at least `role.threshold` distinct keys of `role`, and no signature by a key
+    /// of `role` fails.
+    pub(crate) fn check_threshold(&self, role: &Role) -> Result<(), HeadError> {
+        let have = count_signatures(role, &self.head.signing_bytes(), &self.signatures)
+            .map_err(|key| HeadError::BadSignature { key })?;
+        if have >= role.threshold as usize {
+            return Ok(());
         }
-        if trusted_ok {
-            Ok(())
-        } else {
-            Err(HeadError::Untrusted {
+        if have == 0 {
+            return Err(HeadError::Untrusted {
                 keys: self.signatures.iter().map(|s| s.key).collect(),
-            })
+            });
         }
+        Err(HeadError::BelowThreshold {
+            have,
+            need: role.threshold,
+        })
     }
 }
 
@@ -205,15 +295,31 @@ pub enum HeadError {
     Unsigned,
     #[error("head carries {0} signatures, more than the {MAX_SIGNATURES} allowed")]
     TooManySignatures(usize),
-    #[error("head is signed only by key(s) {} which this agent does not trust: add the publisher's .pub file to trusted_keys in the agent config", short_keys(.keys))]
+    #[error("head is signed only by key(s) {} which are not release keys of this agent's fleet root (or trusted_keys): sign with a release key (fleetcast fleet show lists them)", short_keys(.keys))]
     Untrusted { keys: Vec<PublicKey> },
+    #[error(
+        "head is signed by {have} distinct release key(s) but the fleet root needs {need}: add signatures (fleetcast sign HEAD --key ...) and push it (fleetcast push HEAD)"
+    )]
+    BelowThreshold { have: usize, need: u32 },
+    #[error(
+        "head is signed under epoch {epoch} but root version {version} started epoch {current}: its release keys were rotated; sign it again with the current release keys"
+    )]
+    OldEpoch { epoch: u64, current: u64, version: u64 },
+    #[error(
+        "head is signed under epoch {epoch} but this agent's newest root is version {version} (epoch {current}): it has not got the newer root yet; push it (fleetcast fleet push)"
+    )]
+    FutureEpoch { epoch: u64, current: u64, version: u64 },
+    #[error(
+        "this agent's fleet root (version {version}) expired at {expires_ms} (unix ms): it keeps serving what runs and accepts no new head until a newer root arrives (fleetcast fleet rotate --expires ..., then fleetcast fleet push)"
+    )]
+    RootExpired { version: u64, expires_ms: u64 },
     #[error(
         "signature by trusted key {} does not verify: the head or its signature was altered",
         .key.short()
     )]
     BadSignature { key: PublicKey },
     #[error(
-        "head seq {seq} for app {app} is not newer than seq {current} held here: it is a replayed or out-of-date head (fleetcast release/rollback sign current seq + 1)"
+        "head seq {seq} for app {app} is not newer than seq {current} held here (in its epoch): it is a replayed or out-of-date head (fleetcast release/rollback sign current seq + 1)"
     )]
     Stale {
         app: AppName,
@@ -248,6 +354,10 @@ impl HeadError {
             HeadError::AppMismatch { .. } | HeadError::Malformed(_) => "malformed",
             HeadError::Unsigned | HeadError::TooManySignatures(_) => "unsigned",
             HeadError::Untrusted { .. } => "untrusted",
+            HeadError::BelowThreshold { .. } => "threshold",
+            HeadError::OldEpoch { .. } => "old-epoch",
+            HeadError::FutureEpoch { .. } => "future-epoch",
+            HeadError::RootExpired { .. } => "root-expired",
             HeadError::BadSignature { .. } => "bad-signature",
             HeadError::Stale { .. } => "stale",
             HeadError::Conflict { .. } => "conflict",
@@ -281,14 +391,47 @@ pub(crate) mod tests {
             release: Release::build(app, "1.0.0".parse().unwrap(), content, 4096).unwrap(),
             kind: HeadKind::Release,
             issued_at_ms: 1,
+            epoch: 0,
         }
     }
 
-    fn trust(keys: &[&SigningKey]) -> TrustPolicy {
+    fn trust(keys: &[&SigningKey]) -> Trust {
         TrustPolicy {
             fleet: "test".into(),
             keys: keys.iter().map(|k| k.verifying_key()).collect(),
         }
+        .into()
+    }
+
+    #[test]
+    fn an_epoch_0_head_signs_as_before_epochs_and_later_epochs_do_not() {
+        let h = head("a", 1, b"c");
+        let bytes = h.signing_bytes();
+        assert!(bytes.starts_with(HEAD_DOMAIN_V2), "epoch 0 keeps the v2 domain");
+        // The v2 encoding is the head's fields without the epoch, in order.
+        let legacy = LegacyHead {
+            fleet: h.fleet.clone(),
+            app: h.app.clone(),
+            seq: h.seq,
+            release: h.release.clone(),
+            kind: h.kind,
+            issued_at_ms: h.issued_at_ms,
+        };
+        let decoded: LegacyHead = postcard::from_bytes(&bytes[HEAD_DOMAIN_V2.len()..]).unwrap();
+        assert_eq!(decoded.seq, legacy.seq);
+        let mut e1 = h.clone();
+        e1.epoch = 1;
+        assert!(e1.signing_bytes().starts_with(HEAD_DOMAIN));
+        assert_ne!(e1.signing_bytes(), bytes);
+        // A signature at epoch 0 does not carry over to the same head at epoch 1.
+        let k = key(1);
+        let mut sh = h.sign(&k);
+        sh.verify(&trust(&[&k])).unwrap();
+        sh.head.epoch = 1;
+        assert!(matches!(
+            sh.check_threshold(&crate::trust::Role::new(vec![PublicKey::from(&k.verifying_key())], 1)),
+            Err(HeadError::BadSignature { .. })
+        ));
     }
 
     #[test]

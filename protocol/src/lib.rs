@@ -6,6 +6,8 @@
 //!
 //! - [`release`]: what a component is (app, version, digest, size, chunk map).
 //! - [`head`]: the signed statement that moves an app, and its verification rules.
+//! - [`trust`]: the fleet root (roles, thresholds, rotation, expiry, epochs), node
+//!   certificates and admission.
 //! - [`wire`]: the messages peers exchange, nested per layer ([`wire::MembershipMsg`],
 //!   [`wire::BroadcastMsg`], [`wire::ContentMsg`], [`wire::TallyMsg`], [`wire::CensusMsg`]),
 //!   and their framing limits.
@@ -28,9 +30,14 @@ pub mod rng;
 pub mod scenario;
 pub mod sim;
 pub mod swarm;
+pub mod trust;
 pub mod wire;
 
 pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
+pub use trust::{
+    AdmitError, Admission, Hello, NodeCert, PeerRole, Role, Roles, Root, RootError, SignedNodeCert,
+    SignedRoot, Trust, TrustStatus,
+};
 pub use node::{
     Activation, ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output, Serving,
 };

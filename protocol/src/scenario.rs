@@ -236,6 +236,7 @@ pub fn signed(app: &str, seq: u64, content: &[u8], chunk: u32, kind: HeadKind) -
         release: Release::build(app, version, content, chunk).expect("valid release"),
         kind,
         issued_at_ms: seq,
+        epoch: 0,
     }
     .sign(&publisher_key())
 }

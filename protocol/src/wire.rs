@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadKind, SignedHead};
 use crate::release::{AppName, Digest, Release};
+use crate::trust::{SignedRoot, TrustStatus};
 
 mod census;
 pub use census::{
@@ -195,6 +196,36 @@ pub enum Message {
     Status(Box<NodeStatus>),
     /// Counting the live fleet (an echo wave over the active view).
     Census(CensusMsg),
+    /// The fleet root's chain of versions.
+    Trust(TrustMsg),
+}
+
+/// The fleet root travelling the mesh: a newly adopted root is pushed to every neighbour, and
+/// a node whose anti-entropy summary shows an older root version is sent (or asks for) the
+/// versions it lacks.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum TrustMsg {
+    /// Consecutive roots, oldest first (at most [`crate::trust::MAX_ROOTS_PER_MSG`]).
+    Roots(Vec<SignedRoot>),
+    /// "Send me the roots after version `after`."
+    Want { after: u64 },
+}
+
+/// Where a head sits in its app's order: heads are ordered by epoch, then seq.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.epoch == 0 {
+            write!(f, "seq {}", self.seq)
+        } else {
+            write!(f, "seq {} (epoch {})", self.seq, self.epoch)
+        }
+    }
 }
 
 /// Membership (HyParView) messages: joins, neighbour requests, passive-view shuffles.
@@ -348,6 +379,10 @@ impl Message {
                 CensusMsg::Query { .. } => "census-query",
                 CensusMsg::Reply { .. } => "census-reply",
             },
+            Message::Trust(m) => match m {
+                TrustMsg::Roots(_) => "roots",
+                TrustMsg::Want { .. } => "roots-want",
+            },
         }
     }
 
@@ -413,9 +448,12 @@ pub struct NodeStatus {
     /// The whole fleet's totals per head, as last counted where the head entered the mesh and
     /// sent down the broadcast tree once the count settled (absent until then).
     pub fleet_tallies: Vec<Tally>,
-    /// The highest seq this node has accepted per app: activated, still fetching, or verified
-    /// but failed to activate. A publisher signs above it (the same seq twice is a conflict).
-    pub seqs: Vec<(AppName, u64)>,
+    /// The highest position (epoch, seq) this node has accepted per app: activated, still
+    /// fetching, or verified but failed to activate. A publisher signs above it (the same seq
+    /// twice is a conflict).
+    pub seqs: Vec<(AppName, Position)>,
+    /// The fleet root this node holds: version, epoch, expiry.
+    pub trust: TrustStatus,
     /// What the node's runtime says of each app (trial, limits, since when it serves). The
     /// protocol does not know it: the agent's shell fills it in before the status is sent.
     pub runtime: Vec<AppRuntime>,
@@ -480,8 +518,10 @@ pub struct RuntimeLimits {
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct AppStatus {
     pub app: AppName,
-    /// The highest seq accepted and activated.
+    /// The highest seq accepted and activated (within `epoch`).
     pub seq: u64,
+    /// The epoch of the head in force.
+    pub epoch: u64,
     pub kind: HeadKind,
     pub active: Release,
     /// The head that made `active` current (so a publisher can see exactly what was signed).

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::head::SignedHead;
+use crate::trust::{PeerRole, SignedRoot};
 use crate::release::{AppName, Digest, Release};
 use crate::wire::{Message, NodeId, NodeStatus};
 
@@ -25,6 +26,8 @@ pub enum Input<P> {
         node: NodeId,
         addr: SocketAddr,
         outbound: bool,
+        /// What the peer was admitted as at the handshake ([`crate::trust::Trust::admit`]).
+        role: PeerRole,
     },
     /// The connection to `P` is gone.
     PeerDown(P),
@@ -58,6 +61,10 @@ pub enum Input<P> {
     },
     /// The time from [`Node::poll_timeout`](super::Node::poll_timeout) has come.
     Timeout,
+    /// The wall clock (unix ms), fed by the shell at start and then every second or so:
+    /// what root and certificate expiry is judged by (never before the newest time seen in
+    /// signed metadata).
+    Clock { unix_ms: u64 },
 }
 
 /// Why the shell could not activate a release ([`Input::Activated`]). Either way nothing of
@@ -104,6 +111,13 @@ pub enum Output<P> {
     /// Answer a status request from `to`: the shell may fill in what only it knows
     /// ([`NodeStatus::runtime`], [`NodeStatus::now_ms`]) and sends it as [`Message::Status`].
     Status { to: P, status: Box<NodeStatus> },
+    /// The node adopted newer fleet roots (oldest first): persist them and `floor_ms` (the
+    /// newest signed time seen) durably **before** carrying out any later output, and apply
+    /// them to admission (a revoked peer's connections close).
+    Roots {
+        roots: Vec<SignedRoot>,
+        floor_ms: u64,
+    },
     /// Something worth logging happened.
     Event(Event),
 }
@@ -146,6 +160,10 @@ pub enum Event {
     },
     /// A peer entered or left the active view.
     Neighbor { node: NodeId, up: bool },
+    /// A newer fleet root was verified and adopted.
+    RootAdopted { version: u64, epoch: u64 },
+    /// Roots that did not follow the chain (the trusted root stays where it was).
+    RootRefused { reason: String },
 }
 
 /// The one output queue every layer writes to, in order.

@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::head::{SignedHead, TrustPolicy};
+use crate::head::SignedHead;
+use crate::trust::Trust;
 use crate::membership::{Membership, MembershipConfig};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
@@ -71,7 +72,8 @@ use tally::Tallies;
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub node: NodeId,
-    pub trust: TrustPolicy,
+    /// The verified fleet root chain (or `trusted_keys`) the node starts with.
+    pub trust: Trust,
     /// Seed of the node's random choices (peer sampling, chunk order).
     pub seed: u64,
     pub membership: MembershipConfig,
@@ -87,7 +89,8 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    pub fn new(node: NodeId, trust: TrustPolicy) -> Self {
+    pub fn new(node: NodeId, trust: impl Into<Trust>) -> Self {
+        let trust = trust.into();
         let seed = u64::from_le_bytes(node.0[..8].try_into().expect("8 bytes"));
         NodeConfig {
             node,
@@ -140,6 +143,7 @@ impl AppRecord {
         AppStatus {
             app: h.app.clone(),
             seq: h.seq,
+            epoch: h.epoch,
             kind: h.kind,
             active: h.release.clone(),
             issued_at_ms: h.issued_at_ms,
@@ -260,7 +264,7 @@ impl<P: Peer> Node<P> {
     pub fn status(&self) -> NodeStatus {
         NodeStatus {
             node: self.cfg.node,
-            fleet: self.cfg.trust.fleet.clone(),
+            fleet: self.cfg.trust.fleet().to_string(),
             apps: self.activation.app_statuses(),
             reports: self.activation.reports(),
             links: self.members.links() as u32,
@@ -268,7 +272,13 @@ impl<P: Peer> Node<P> {
             passive_view: self.members.passive_len() as u32,
             tallies: self.tally.totals(),
             fleet_tallies: self.tally.fleet_totals(),
-            seqs: self.broadcast.seen_seqs(self.activation.records()),
+            seqs: self
+                .broadcast
+                .seen_seqs(self.activation.records())
+                .into_iter()
+                .map(|(a, seq)| (a, crate::wire::Position { epoch: 0, seq }))
+                .collect(),
+            trust: self.cfg.trust.status(),
             runtime: Vec::new(),
             now_ms: 0,
         }
@@ -282,6 +292,7 @@ impl<P: Peer> Node<P> {
                 node,
                 addr,
                 outbound,
+                role: _,
             } => {
                 self.members
                     .peer_up(now, &mut self.rng, peer, node, addr, outbound);
@@ -308,6 +319,7 @@ impl<P: Peer> Node<P> {
             } => self.on_reverted(now, app, seq, reason, serving),
             Input::LocalOverride { app, release } => self.activation.local_override(app, release),
             Input::Timeout => self.on_timeout(now),
+            Input::Clock { unix_ms } => self.cfg.trust.set_now(unix_ms),
         }
     }
 
@@ -369,7 +381,55 @@ impl<P: Peer> Node<P> {
             }
             Message::Status(_) => {}
             Message::Census(m) => self.on_census(now, from, m),
+            Message::Trust(m) => self.on_trust(from, m),
         }
+    }
+
+    /// Roots from `from`: adopt what follows the chain, persist it first (`Output::Roots`),
+    /// then pass the new versions on to every other neighbour; a `Want` is answered with the
+    /// versions the asker lacks.
+    fn on_trust(&mut self, from: P, msg: crate::wire::TrustMsg) {
+        use crate::wire::TrustMsg;
+        match msg {
+            TrustMsg::Want { after } => {
+                let roots = self.cfg.trust.roots_after(after);
+                if !roots.is_empty() {
+                    self.out.send(from, Message::Trust(TrustMsg::Roots(roots)));
+                }
+            }
+            TrustMsg::Roots(roots) => {
+                let (adopted, err) = self.cfg.trust.update(roots);
+                if let Some(e) = err {
+                    self.out.event(Event::RootRefused {
+                        reason: e.to_string(),
+                    });
+                }
+                if adopted.is_empty() {
+                    return;
+                }
+                let floor_ms = self.cfg.trust.floor_ms();
+                for r in &adopted {
+                    self.out.event(Event::RootAdopted {
+                        version: r.root.version,
+                        epoch: r.root.epoch,
+                    });
+                }
+                self.out.push(Output::Roots {
+                    roots: adopted.clone(),
+                    floor_ms,
+                });
+                for &p in self.members.active() {
+                    if p != from {
+                        self.out.send(p, Message::Trust(TrustMsg::Roots(adopted.clone())));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The trust this node holds (its newest root, the time floor).
+    pub fn trust(&self) -> &Trust {
+        &self.cfg.trust
     }
 
     /// A census message: the census layer runs the wave; this node's own contribution comes

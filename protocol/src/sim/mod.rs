@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::head::TrustPolicy;
 use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
@@ -224,7 +223,7 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Instant, u64, Id)>>,
     payloads: BTreeMap<u64, Delivery>,
     next: u64,
-    trust: Option<TrustPolicy>,
+    trust: Option<crate::trust::Trust>,
     chunk_sizes: BTreeMap<Digest, usize>,
 }
 
@@ -388,6 +387,11 @@ impl Sim {
                     },
                     addr: addr_of(peer),
                     outbound,
+                    role: if peer == PUBLISHER {
+                        crate::trust::PeerRole::Operator
+                    } else {
+                        crate::trust::PeerRole::Node
+                    },
                 }
             }
             Delivery::Down { conn } => {
@@ -433,6 +437,7 @@ impl Sim {
                     self.send_from(id, to, msg.into());
                 }
                 Output::Activate(a) => self.activate(id, *a),
+                Output::Roots { .. } => {}
                 // A simulated compile is not interrupted: it completes and reports as usual.
                 Output::CancelActivation { .. } => {}
                 Output::Dial(addr) => self.dial(id, addr),
