@@ -126,8 +126,23 @@ impl From<LegacySignedHead> for SignedHead {
 
 /// An ed25519 public key, kept as raw bytes so that a damaged key is reported as "untrusted"
 /// rather than as an undecodable message.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// In human-readable formats (JSON: `root.json`, status) it is 64 hex characters; on the wire
+/// and on disk (postcard) the 32 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PublicKey(pub [u8; 32]);
+
+impl Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::hexser::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hexser::deserialize(d).map(PublicKey)
+    }
+}
 
 impl PublicKey {
     /// First 16 hex characters: enough to tell keys apart in messages.
@@ -154,10 +169,12 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// One signature over a head.
+/// One signature (over a head, a root or a node certificate): the key and the ed25519
+/// signature (128 hex characters in JSON).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct HeadSignature {
     pub key: PublicKey,
+    #[serde(with = "crate::hexser::signature")]
     pub sig: Signature,
 }
 
@@ -304,11 +321,19 @@ pub enum HeadError {
     #[error(
         "head is signed under epoch {epoch} but root version {version} started epoch {current}: its release keys were rotated; sign it again with the current release keys"
     )]
-    OldEpoch { epoch: u64, current: u64, version: u64 },
+    OldEpoch {
+        epoch: u64,
+        current: u64,
+        version: u64,
+    },
     #[error(
         "head is signed under epoch {epoch} but this agent's newest root is version {version} (epoch {current}): it has not got the newer root yet; push it (fleetcast fleet push)"
     )]
-    FutureEpoch { epoch: u64, current: u64, version: u64 },
+    FutureEpoch {
+        epoch: u64,
+        current: u64,
+        version: u64,
+    },
     #[error(
         "this agent's fleet root (version {version}) expired at {expires_ms} (unix ms): it keeps serving what runs and accepts no new head until a newer root arrives (fleetcast fleet rotate --expires ..., then fleetcast fleet push)"
     )]
@@ -407,7 +432,10 @@ pub(crate) mod tests {
     fn an_epoch_0_head_signs_as_before_epochs_and_later_epochs_do_not() {
         let h = head("a", 1, b"c");
         let bytes = h.signing_bytes();
-        assert!(bytes.starts_with(HEAD_DOMAIN_V2), "epoch 0 keeps the v2 domain");
+        assert!(
+            bytes.starts_with(HEAD_DOMAIN_V2),
+            "epoch 0 keeps the v2 domain"
+        );
         // The v2 encoding is the head's fields without the epoch, in order.
         let legacy = LegacyHead {
             fleet: h.fleet.clone(),
@@ -429,7 +457,10 @@ pub(crate) mod tests {
         sh.verify(&trust(&[&k])).unwrap();
         sh.head.epoch = 1;
         assert!(matches!(
-            sh.check_threshold(&crate::trust::Role::new(vec![PublicKey::from(&k.verifying_key())], 1)),
+            sh.check_threshold(&crate::trust::Role::new(
+                vec![PublicKey::from(&k.verifying_key())],
+                1
+            )),
             Err(HeadError::BadSignature { .. })
         ));
     }

@@ -22,6 +22,7 @@
 //! The agent (`fleetcast-agent`) and the publisher (`fleetcast`) are thin IO shells around it.
 
 pub mod head;
+mod hexser;
 pub mod membership;
 pub mod node;
 pub mod peer;
@@ -34,14 +35,14 @@ pub mod trust;
 pub mod wire;
 
 pub use head::{Head, HeadError, HeadKind, PublicKey, SignedHead, TrustPolicy};
-pub use trust::{
-    AdmitError, Admission, Hello, NodeCert, PeerRole, Role, Roles, Root, RootError, SignedNodeCert,
-    SignedRoot, Trust, TrustStatus,
-};
 pub use node::{
     Activation, ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output, Serving,
 };
 pub use release::{AppName, DEFAULT_CHUNK_SIZE, Digest, Release, ReleaseError, RunPolicy};
+pub use trust::{
+    Admission, AdmitError, Hello, NodeCert, PeerRole, Role, Roles, Root, RootError, SignedNodeCert,
+    SignedRoot, Trust, TrustStatus,
+};
 pub use wire::{
     AppStatus, BroadcastMsg, Census, CensusEntry, CensusMsg, ContentMsg, Focus, HistoryEntry,
     MembershipMsg, Message, Missing, NodeId, NodeStatus, Outcome, ParseNodeIdError, PeerInfo,

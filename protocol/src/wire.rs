@@ -28,8 +28,21 @@ pub use census::{
 pub const MAX_REASON: usize = 1024;
 
 /// A node's identity on the mesh: its ed25519 transport key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// 64 hex characters in human-readable formats (JSON), 32 bytes in postcard.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NodeId(pub [u8; 32]);
+
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        crate::hexser::serialize(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        crate::hexser::deserialize(d).map(NodeId)
+    }
+}
 
 impl NodeId {
     /// First 8 hex characters.
@@ -212,7 +225,9 @@ pub enum TrustMsg {
 }
 
 /// Where a head sits in its app's order: heads are ordered by epoch, then seq.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Position {
     pub epoch: u64,
     pub seq: u64,

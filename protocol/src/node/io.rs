@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use crate::head::SignedHead;
-use crate::trust::{PeerRole, SignedRoot};
 use crate::release::{AppName, Digest, Release};
+use crate::trust::{PeerRole, SignedRoot};
 use crate::wire::{Message, NodeId, NodeStatus};
 
 use super::AppRecord;

@@ -35,11 +35,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::head::SignedHead;
-use crate::trust::Trust;
 use crate::membership::{Membership, MembershipConfig};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::SwarmConfig;
+use crate::trust::Trust;
 use crate::wire::{
     AppStatus, BroadcastMsg, CensusMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus,
     Tally, TallyMsg,
@@ -420,7 +420,8 @@ impl<P: Peer> Node<P> {
                 });
                 for &p in self.members.active() {
                     if p != from {
-                        self.out.send(p, Message::Trust(TrustMsg::Roots(adopted.clone())));
+                        self.out
+                            .send(p, Message::Trust(TrustMsg::Roots(adopted.clone())));
                     }
                 }
             }

@@ -142,7 +142,9 @@ pub enum RootError {
         "root version {version} has epoch {got}, expected {want}: the epoch is the version of the root that last changed the release role"
     )]
     Epoch { version: u64, got: u64, want: u64 },
-    #[error("root version {version} carries {count} signatures, more than the {MAX_ROOT_SIGNATURES} allowed")]
+    #[error(
+        "root version {version} carries {count} signatures, more than the {MAX_ROOT_SIGNATURES} allowed"
+    )]
     TooManySignatures { version: u64, count: usize },
 }
 
