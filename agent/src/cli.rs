@@ -230,10 +230,7 @@ impl Cli {
                 })
             }
             Command::Id(args) => {
-                let identity =
-                    fleetcast_net::Identity::load_or_create(args.data_dir.join("node.key"))
-                        .with_context(|| format!("node identity in {}", args.data_dir.display()))?;
-                println!("{}", identity.node_id());
+                println!("{}", node_id(&args.data_dir)?);
                 Ok(())
             }
             Command::Rollback(args) => {
@@ -271,6 +268,14 @@ impl Cli {
             }
         }
     }
+}
+
+/// The node id of the agent whose data directory is `data_dir` (`node.key`, created if
+/// missing: the id a node is enrolled with before its first start).
+pub fn node_id(data_dir: &std::path::Path) -> Result<fleetcast_protocol::wire::NodeId> {
+    let identity = fleetcast_net::Identity::load_or_create(data_dir.join("node.key"))
+        .with_context(|| format!("node identity in {}", data_dir.display()))?;
+    Ok(identity.node_id())
 }
 
 /// The status's fleet root in one line: version, epoch, expiry (and a warning when it expired
@@ -339,4 +344,118 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_creates_the_identity_once_and_prints_the_same_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("edge1");
+        let run = || {
+            Cli::try_parse_from([
+                "fleetcast-agent",
+                "id",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .unwrap()
+            .execute()
+            .unwrap()
+        };
+        run();
+        let key = data.join("node.key");
+        let id = node_id(&data).unwrap();
+        let before = std::fs::read(&key).unwrap();
+        run();
+        assert_eq!(std::fs::read(&key).unwrap(), before, "not created again");
+        assert_eq!(id.to_string().len(), 64);
+        assert_eq!(node_id(&data).unwrap(), id);
+        assert!(
+            Cli::try_parse_from(["fleetcast-agent", "id"]).is_err(),
+            "--data-dir is required"
+        );
+    }
+
+    #[test]
+    fn run_flags_set_root_node_cert_and_admission() {
+        let cli = Cli::try_parse_from([
+            "fleetcast-agent",
+            "run",
+            "--data-dir",
+            "d",
+            "--root",
+            "r.json",
+            "--node-cert",
+            "n.cert",
+            "--admission",
+            "open",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let cfg = args.config().unwrap();
+        assert_eq!(cfg.root, Some(PathBuf::from("r.json")));
+        assert_eq!(cfg.node_cert, Some(PathBuf::from("n.cert")));
+        assert_eq!(cfg.admission(), Admission::Open);
+        let err = Cli::try_parse_from(["fleetcast-agent", "run", "--admission", "all"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("open or enrolled"), "{err}");
+        // Both trust sources: an error naming both keys.
+        let cli = Cli::try_parse_from([
+            "fleetcast-agent",
+            "run",
+            "--data-dir",
+            "d",
+            "--root",
+            "r.json",
+            "--trusted-key",
+            "ops.pub",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let err = format!("{:#}", args.config().unwrap_err());
+        assert!(
+            err.contains("root") && err.contains("trusted_keys"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_status_trust_line_names_version_epoch_and_expiry() {
+        let t = fleetcast_protocol::trust::TrustStatus {
+            fleet: "prod".into(),
+            version: 3,
+            epoch: 2,
+            expires_ms: 11 * 24 * 3600 * 1000,
+            now_ms: 24 * 3600 * 1000,
+            expires_soon: true,
+            release_keys: 3,
+            release_threshold: 2,
+            ..Default::default()
+        };
+        let body = serde_json::json!({ "node": "x", "trust": t }).to_string();
+        let line = trust_line(&body).unwrap();
+        assert!(
+            line.contains("root version 3 epoch 2") && line.contains("in 10 days"),
+            "{line}"
+        );
+        assert!(
+            line.contains("2 of 3 release keys") && line.contains("expires soon"),
+            "{line}"
+        );
+        let expired = fleetcast_protocol::trust::TrustStatus { expired: true, ..t };
+        let body = serde_json::json!({ "trust": expired }).to_string();
+        assert!(trust_line(&body).unwrap().contains("EXPIRED"));
+        let legacy = fleetcast_protocol::trust::Trust::legacy("lab".into(), vec![]).status();
+        let body = serde_json::json!({ "trust": legacy }).to_string();
+        assert!(trust_line(&body).unwrap().contains("no root"));
+        assert_eq!(trust_line("{}"), None);
+    }
 }
