@@ -721,6 +721,24 @@ async fn a_hello_that_does_not_decode_closes_the_connection() {
         String::from_utf8_lossy(&close.reason).contains("hello"),
         "{close:?}"
     );
+    // A hello above the bound is refused the same way, before it is decoded.
+    let conn = raw
+        .connect_with(old_client(codec::ALPN), a.local_addr(), tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    let _ = s.write_all(&vec![0; codec::MAX_HELLO + 1]).await;
+    let _ = s.finish();
+    let err = timeout(DEADLINE, conn.closed()).await.unwrap();
+    let ConnectionError::ApplicationClosed(close) = err else {
+        panic!("expected an application close, got {err:?}");
+    };
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    assert!(
+        reason.contains("exceeds the maximum of 8192 bytes"),
+        "{reason}"
+    );
     let (b, _b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
     b.dial(a.local_addr()).await.unwrap();
     assert_eq!(connected_role(&mut a_rx).await.0, b.node_id());
