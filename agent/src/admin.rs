@@ -1,6 +1,7 @@
 //! The agent's local admin endpoint (localhost by default; it has no authentication):
 //!
-//! - `GET /status`: JSON — the node (id, fleet, peers) and, per app, the head in force, what
+//! - `GET /status`: JSON — the node (id, fleet, peers), its trust (the fleet root's version,
+//!   epoch, expiry, whether it expired or expires soon, the release threshold) and, per app, the head in force, what
 //!   serves and why (committed, on trial, reverted, local override), the trial's counts, the
 //!   last failure, the releases kept compiled and the limits in force.
 //! - `GET /metrics`: Prometheus text — requests, responses by class, traps, timeouts, overload
@@ -58,6 +59,8 @@ pub struct StatusView {
     pub fleet: String,
     pub links: u32,
     pub active_view: usize,
+    /// The fleet root this agent trusts (version 0: none, `trusted_keys`).
+    pub trust: fleetcast_protocol::trust::TrustStatus,
     pub pooling: bool,
     pub instances_in_use: usize,
     pub apps: Vec<AppView>,
@@ -176,6 +179,7 @@ impl Admin {
             fleet: node.fleet,
             links: node.links,
             active_view: node.active_view.len(),
+            trust: node.trust,
             pooling: self.runtime.is_pooling(),
             instances_in_use: self.runtime.instances_in_use(),
             apps,

@@ -6,6 +6,12 @@
 //! activation (compile or load the agent's own cached artifact, persist with a flush, smoke
 //! check, swap, trial) and feeds the outcome back to the actor as an input.
 //!
+//! Trust: the actor feeds the node the wall clock ([`Input::Clock`]) at start and every
+//! second; on [`Output::Roots`] it persists the roots and the time floor (flushed) before it
+//! carries out any later output, gives the admission policy ([`FleetAdmission`]) the node's new
+//! trust and rechecks every link (a revoked peer is cut off); every minute it rechecks them
+//! again (certificates expire).
+//!
 //! Shutdown is by drop guard: dropping the [`AgentHandle`] (or calling
 //! [`AgentHandle::shutdown`]) stops the actor and the HTTP server; the QUIC endpoint closes when
 //! the last net handle drops.
@@ -14,9 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetcast_protocol::Event;
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
+use fleetcast_protocol::trust::{Hello, SignedRoot};
 use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
-use fleetcast_protocol::{Event, TrustPolicy};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -28,6 +35,12 @@ use crate::mesh_metrics::{ChunkSource, MeshMetrics};
 use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
+use crate::trust::{ExpiryWatch, FleetAdmission};
+
+/// How often the node is told the wall clock.
+const CLOCK_EVERY: Duration = Duration::from_secs(1);
+/// How often every link is judged again (certificates expire).
+const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// Why an agent did not start, or stopped answering. A failed start leaves nothing running:
 /// whatever was opened or bound is closed again.
@@ -45,6 +58,8 @@ pub enum AgentError {
     Runtime(#[from] crate::runtime::EngineError),
     #[error(transparent)]
     Net(#[from] fleetcast_net::NetError),
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     #[error(
         "cannot listen for {what} on {addr}: {error}{}",
         listen_fix(error, flag, key)
@@ -179,17 +194,21 @@ pub async fn start(cfg: AgentConfig) -> Result<AgentHandle> {
 /// [`start`], sharing what `shared` names with other agents in this process.
 pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle> {
     cfg.validate()?;
-    let trust = TrustPolicy {
-        fleet: cfg.fleet.clone(),
-        keys: cfg
-            .trusted_keys
-            .iter()
-            .map(|p| fleetcast_net::keys::read_public(p))
-            .collect::<Result<_, _>>()?,
-    };
     let identity = Identity::load_or_create(cfg.data_dir.join("node.key"))?;
     let node_id = identity.node_id();
     let store = Store::open_with(&cfg.data_dir, shared.store)?;
+    let loaded = crate::trust::load_trust(&cfg, &store)?;
+    let mut trust = loaded.trust;
+    if !loaded.new_roots.is_empty() {
+        store.put_roots(&loaded.new_roots, trust.floor_ms())?;
+        tracing::info!(
+            version = trust.version(),
+            epoch = trust.epoch(),
+            fleet = trust.fleet(),
+            "fleet root adopted from the root file"
+        );
+    }
+    let cert = crate::trust::load_node_cert(&cfg, &trust, node_id)?;
     let engine = match shared.engine {
         Some(engine) => engine,
         None => crate::runtime::RuntimeEngine::new(&cfg.runtime)?,
@@ -210,6 +229,18 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         .await
         .map_err(|e| AgentError::Restore(format!("the restore task panicked: {e}")))??
     };
+    // Expiry is never judged before a time this agent saw signed: its stored heads' included.
+    if let Some(newest) = restored
+        .records
+        .iter()
+        .map(|r| r.head.head.issued_at_ms)
+        .max()
+    {
+        trust.observe(newest);
+    }
+    let mesh_metrics = Arc::new(MeshMetrics::default());
+    let admission = FleetAdmission::new(trust.clone(), cfg.admission(), mesh_metrics.clone());
+    let cert_expires_ms = cert.as_ref().map(|c| c.cert.expires_ms);
     let routes = crate::http::Routes::new(&cfg.routes);
 
     let listen = |what, addr, flag, key| {
@@ -229,6 +260,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         .map_err(listen("HTTP", cfg.http, "--http", "http"))?;
     let net_cfg = NetConfig {
         link: shared.link.clone(),
+        admit: admission.clone(),
+        hello: Hello::Node { cert },
         ..NetConfig::default()
     };
     let (net, events) = Net::bind(cfg.listen, &identity, net_cfg).map_err(|e| match e {
@@ -277,7 +310,6 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         }));
     }
     let (status_tx, status_rx) = mpsc::channel(16);
-    let mesh_metrics = Arc::new(MeshMetrics::default());
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     // Every log line of this agent names it (many agents may share a process).
     let span = tracing::info_span!("agent", node = %node_id.short());
@@ -324,6 +356,16 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         std::mem::take(&mut restored.records),
         std::mem::take(&mut restored.blobs),
     );
+    node.handle(
+        now,
+        Input::Clock {
+            unix_ms: crate::supervisor::unix_ms(),
+        },
+    );
+    let fleet = node.trust().fleet().to_string();
+    let status = node.trust().status();
+    let mut expiry = ExpiryWatch::default();
+    expiry.check(&status, cert_expires_ms);
     for input in std::mem::take(&mut restored.inputs) {
         node.handle(now, input);
     }
@@ -338,11 +380,18 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         dials: tokio::task::JoinSet::new(),
         supervisor_task: Some(supervisor_task),
         metrics: mesh_metrics,
+        admission,
+        expiry,
+        cert_expires_ms,
     };
     tasks.push(tokio::spawn(
         actor.run(done_rx, shutdown_rx).instrument(span),
     ));
-    tracing::info!(node = %node_id.short(), %quic_addr, %http_addr, fleet = %cfg.fleet, "agent started");
+    tracing::info!(
+        node = %node_id.short(), %quic_addr, %http_addr, %fleet,
+        root_version = status.version, root_epoch = status.epoch,
+        admission = %cfg.admission(), "agent started"
+    );
     Ok(AgentHandle {
         node_id,
         quic_addr,
@@ -374,6 +423,11 @@ struct Actor {
     supervisor_task: Option<JoinHandle<()>>,
     /// What `/metrics` shows of the node: counted in [`Actor::drain`], read by the admin.
     metrics: Arc<MeshMetrics>,
+    /// The policy the transport admits peers by: the node's trust, replaced on new roots.
+    admission: Arc<FleetAdmission>,
+    expiry: ExpiryWatch,
+    /// This node's own certificate's expiry (unix ms), for the warning.
+    cert_expires_ms: Option<u64>,
 }
 
 impl Actor {
@@ -382,7 +436,12 @@ impl Actor {
         mut done_rx: mpsc::UnboundedReceiver<Input<ConnId>>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.observe_trust();
         self.drain();
+        let mut clock = tokio::time::interval(CLOCK_EVERY);
+        clock.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recheck = tokio::time::interval(RECHECK_EVERY);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.node.poll_timeout().map(tokio::time::Instant::from_std);
             let timer = async {
@@ -408,6 +467,16 @@ impl Actor {
                     None => break,
                 },
                 _ = timer => Input::Timeout,
+                _ = clock.tick() => {
+                    let unix_ms = crate::supervisor::unix_ms();
+                    self.admission.set_now(unix_ms);
+                    self.observe_trust();
+                    Input::Clock { unix_ms }
+                }
+                _ = recheck.tick() => {
+                    self.recheck("periodic");
+                    continue;
+                }
             };
             self.node.handle(Instant::now(), input);
             self.drain();
@@ -428,13 +497,15 @@ impl Actor {
                 node,
                 addr,
                 outbound,
+                role,
             } => {
-                tracing::debug!(peer = %node.short(), %addr, outbound, "peer connected");
+                tracing::debug!(peer = %node.short(), %addr, outbound, ?role, "peer connected");
                 Some(Input::PeerUp {
                     peer: conn,
                     node,
                     addr,
                     outbound,
+                    role,
                 })
             }
             NetEvent::Disconnected { conn, node, reason } => {
@@ -463,6 +534,30 @@ impl Actor {
                 tracing::debug!(%to, "status answer dropped: {e}");
             }
         });
+    }
+
+    /// Judges every link again with the current admission policy (closing the refused ones).
+    fn recheck(&self, why: &str) {
+        let closed = self.net.recheck();
+        if closed > 0 {
+            tracing::warn!(closed, "{why} admission recheck closed {closed} link(s)");
+        }
+    }
+
+    /// The node adopted `roots`: persist them and the floor (flushed) before anything else,
+    /// then judge every link by the new trust.
+    fn adopt_roots(&mut self, roots: &[SignedRoot], floor_ms: u64) {
+        let store = self.store.clone();
+        if let Err(e) = crate::supervisor::off_the_reactor(|| store.put_roots(roots, floor_ms)) {
+            // The node runs with them anyway (they verified); a restart learns them again
+            // from the mesh.
+            tracing::error!("cannot persist the fleet roots: {e:#}");
+        }
+        self.admission.set_trust(self.node.trust().clone());
+        let status = self.node.trust().status();
+        self.metrics.observe_trust(&status);
+        self.expiry.check(&status, self.cert_expires_ms);
+        self.recheck("new fleet root:");
     }
 
     /// Whether the transport took `msg` (a dropped one gets a debug line).
@@ -520,6 +615,7 @@ impl Actor {
                     self.net.close(peer, &reason);
                 }
                 Output::Status { to, status } => self.answer_status(to, status),
+                Output::Roots { roots, floor_ms } => self.adopt_roots(&roots, floor_ms),
                 Output::Event(e) => {
                     self.metrics.event(&e, |app| self.node.app(app).is_some());
                     log_event(&e);
@@ -527,6 +623,13 @@ impl Actor {
             }
         }
         self.metrics.observe_node(&self.node);
+    }
+
+    /// Once a second: the trust gauges and the expiry warning (root and own certificate).
+    fn observe_trust(&mut self) {
+        let status = self.node.trust().status();
+        self.metrics.observe_trust(&status);
+        self.expiry.check(&status, self.cert_expires_ms);
     }
 }
 
@@ -563,6 +666,12 @@ fn log_event(e: &Event) {
         Event::Neighbor { node, up: true } => tracing::info!(peer = %node.short(), "neighbour up"),
         Event::Neighbor { node, up: false } => {
             tracing::info!(peer = %node.short(), "neighbour down")
+        }
+        Event::RootAdopted { version, epoch } => {
+            tracing::info!(version, epoch, "fleet root adopted")
+        }
+        Event::RootRefused { reason } => {
+            tracing::warn!(%reason, "fleet roots refused; the trusted root stays as it was")
         }
     }
 }

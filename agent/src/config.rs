@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use fleetcast_protocol::trust::Admission;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::RuntimeConfig;
@@ -30,7 +31,21 @@ pub struct AgentConfig {
     pub http: SocketAddr,
     /// Where the node identity and the sled store live.
     pub data_dir: PathBuf,
-    /// Publisher public key files (`fleetcast keygen` writes them). At least one.
+    /// The fleet root (`root.json`: a signed root, JSON): the anchor of trust. Newer versions
+    /// arrive over the mesh and are kept in the store; this file is read at every start (a
+    /// newer one is applied as an update, an older one ignored). Either this or `trusted_keys`.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// This agent's node certificate (JSON, written by `fleetcast node enroll`), presented to
+    /// peers when it connects. Needed under `admission = "enrolled"`.
+    #[serde(default)]
+    pub node_cert: Option<PathBuf>,
+    /// Who may connect: `enrolled` (nodes with a certificate, operators with a release key;
+    /// the default with a root) or `open` (anyone; the only choice with `trusted_keys`).
+    #[serde(default)]
+    pub admission: Option<Admission>,
+    /// Publisher public key files (`fleetcast keygen` writes them): the implicit root of a lab
+    /// fleet (any one key signs heads, admission is open). Either this or `root`.
     #[serde(default)]
     pub trusted_keys: Vec<PathBuf>,
     /// Bootstrap contacts: agents to join the mesh through (a handful of random ones is best;
@@ -230,6 +245,9 @@ impl AgentConfig {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.data_dir = base.join(&cfg.data_dir);
+        for p in [&mut cfg.root, &mut cfg.node_cert].into_iter().flatten() {
+            *p = base.join(&*p);
+        }
         for k in &mut cfg.trusted_keys {
             *k = base.join(&*k);
         }
@@ -243,6 +261,9 @@ impl AgentConfig {
             listen: default_listen(),
             http: default_http(),
             data_dir,
+            root: None,
+            node_cert: None,
+            admission: None,
             trusted_keys: Vec::new(),
             contacts: Vec::new(),
             advertise: None,
@@ -256,13 +277,44 @@ impl AgentConfig {
         }
     }
 
+    /// Who may connect: the configured `admission`, else `enrolled` with a root and `open`
+    /// with only `trusted_keys`.
+    pub fn admission(&self) -> Admission {
+        self.admission.unwrap_or(if self.root.is_some() {
+            Admission::Enrolled
+        } else {
+            Admission::Open
+        })
+    }
+
     /// Checks every value that can be checked before binding anything: the one place where
     /// the config is validated.
     pub fn validate(&self) -> Result<()> {
-        if self.trusted_keys.is_empty() {
+        match (&self.root, self.trusted_keys.is_empty()) {
+            (None, true) => {
+                return invalid(
+                    "root",
+                    "no fleet root: add root = \"root.json\" to the config or pass --root root.json (create it with `fleetcast fleet init`); a lab fleet may use trusted_keys = [\"ops.pub\"] / --trusted-key ops.pub instead (create keys with `fleetcast keygen`)",
+                );
+            }
+            (Some(_), false) => {
+                return invalid(
+                    "root",
+                    "both root and trusted_keys are set: a fleet with a root takes its release keys from it; remove trusted_keys (or --trusted-key)",
+                );
+            }
+            _ => {}
+        }
+        if self.root.is_none() && self.admission == Some(Admission::Enrolled) {
             return invalid(
-                "trusted_keys",
-                "no trusted publisher keys: add trusted_keys = [\"ops.pub\"] to the config or pass --trusted-key ops.pub (create keys with `fleetcast keygen`)",
+                "admission",
+                "admission = \"enrolled\" needs a fleet root: configure root = \"root.json\" (--root); with only trusted_keys (a lab setting) admission is open",
+            );
+        }
+        if self.root.is_none() && self.node_cert.is_some() {
+            return invalid(
+                "node_cert",
+                "a node certificate is checked against the fleet root: configure root = \"root.json\" (--root) too, or remove node_cert",
             );
         }
         if self.fleet.is_empty() || self.fleet.len() > fleetcast_protocol::head::MAX_FLEET_LEN {
@@ -346,6 +398,9 @@ mod tests {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.example.toml");
         let c = AgentConfig::load(&p).unwrap();
         assert_eq!(c.contacts.len(), 2);
+        assert!(c.root.is_some() && c.node_cert.is_some() && c.trusted_keys.is_empty());
+        assert_eq!(c.admission(), Admission::Enrolled);
+        c.validate().unwrap();
         assert_eq!(c.mesh, MeshConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.trial, TrialConfig::default());
@@ -377,12 +432,78 @@ mod tests {
         let err = format!("{:#}", AgentConfig::load(&p).unwrap_err());
         assert!(err.contains("unknown field"), "{err}");
         let c = AgentConfig::with_data_dir("d".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("root: "), "{err}");
         assert!(
-            c.validate()
-                .unwrap_err()
-                .to_string()
-                .contains("--trusted-key")
+            err.contains("--root") && err.contains("--trusted-key"),
+            "{err}"
         );
+    }
+
+    #[test]
+    fn root_node_cert_and_admission() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.toml");
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nroot = \"root.json\"\nnode_cert = \"node.cert\"\n",
+        )
+        .unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.root, Some(dir.path().join("root.json")));
+        assert_eq!(c.node_cert, Some(dir.path().join("node.cert")));
+        assert_eq!(
+            c.admission(),
+            Admission::Enrolled,
+            "enrolled by default with a root"
+        );
+        c.validate().unwrap();
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nroot = \"r.json\"\nadmission = \"open\"\n",
+        )
+        .unwrap();
+        assert_eq!(AgentConfig::load(&p).unwrap().admission(), Admission::Open);
+        std::fs::write(
+            &p,
+            "data_dir = \"d\"\nroot = \"r.json\"\nadmission = \"all\"\n",
+        )
+        .unwrap();
+        let err = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+        assert!(
+            err.contains("admission") || err.contains("unknown variant"),
+            "{err}"
+        );
+
+        let lab = || {
+            let mut c = AgentConfig::with_data_dir("d".into());
+            c.trusted_keys = vec!["ops.pub".into()];
+            c
+        };
+        assert_eq!(
+            lab().admission(),
+            Admission::Open,
+            "open with only trusted_keys"
+        );
+        let mut c = lab();
+        c.admission = Some(Admission::Enrolled);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.starts_with("admission: ") && err.contains("configure root"),
+            "{err}"
+        );
+        let mut c = lab();
+        c.root = Some("root.json".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("root: "), "{err}");
+        assert!(
+            err.contains("root") && err.contains("trusted_keys"),
+            "{err}"
+        );
+        let mut c = lab();
+        c.node_cert = Some("node.cert".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("node_cert: "), "{err}");
     }
 
     #[test]

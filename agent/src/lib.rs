@@ -5,7 +5,8 @@
 //! protocol node, [`store`] the sled cache, [`supervisor`] each app's serving state,
 //! [`runtime`] the wasmtime engine and the per-app swap slots, and [`http`] serves requests
 //! ([`routes`] decides which app, [`serve`] is the accept loop it shares with [`admin`]).
-//! [`mesh_metrics`] holds what the node actor counts for `/metrics`.
+//! [`mesh_metrics`] holds what the node actor counts for `/metrics`; [`trust`] is the IO of the
+//! fleet root, the node certificate and the admission policy.
 //! `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
@@ -19,3 +20,4 @@ pub mod runtime;
 pub mod serve;
 pub mod store;
 pub mod supervisor;
+pub mod trust;

@@ -1,12 +1,15 @@
 //! The agent's metrics beyond the runtime's: the mesh (neighbours, passive peers, links), the
 //! transport (frames and bytes by kind, counted in `fleetcast-net`), transfers (chunks served,
 //! transfers in progress, duplicate bytes), heads (accepted, refused by reason, activations by
-//! result) and what serves per app, in the Prometheus text format `/metrics` serves after the
+//! result), the fleet root (version, epoch, expiry), peers refused at admission by reason, and
+//! what serves per app, in the Prometheus text format `/metrics` serves after the
 //! runtime's families ([`crate::runtime::metrics`]).
 //!
 //! Who writes what: the node actor owns the [`Node`] and is the only writer of
 //! [`MeshMetrics`]: it counts chunks and events where it handles the outputs, and after each
-//! drain copies the node's cheap gauges ([`MeshMetrics::observe_node`]); the admin endpoint
+//! drain copies the node's cheap gauges ([`MeshMetrics::observe_node`]; the trust gauges once a
+//! second and on every new root, [`MeshMetrics::observe_trust`]); admission refusals are counted by the admission policy
+//! ([`crate::trust::FleetAdmission`], called by the transport); the admin endpoint
 //! reads them at scrape time. Two values the node only gives in its whole status (the passive
 //! view) or that the supervisor holds (what serves, the seq in force) are asked for at scrape
 //! time and are left out of a scrape when their owner does not answer.
@@ -28,6 +31,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use fleetcast_net::endpoint::{FrameKind, NetSnapshot};
 use fleetcast_protocol::node::{Node, Peer};
+use fleetcast_protocol::trust::TrustStatus;
 use fleetcast_protocol::{AppName, Event};
 
 use crate::runtime::metrics::{header, sample};
@@ -66,6 +70,14 @@ pub struct MeshMetrics {
     /// By [`ChunkSource::index`].
     chunks_served: [AtomicU64; 2],
     heads: Mutex<Heads>,
+    /// The node's trust, copied after each drain.
+    root_version: AtomicU64,
+    root_epoch: AtomicU64,
+    /// Unix ms; `u64::MAX`: never (no root).
+    root_expires_ms: AtomicU64,
+    root_expired: AtomicU64,
+    /// Peers refused at admission, by [`fleetcast_protocol::trust::AdmitError::kind`].
+    admission_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -94,6 +106,25 @@ impl MeshMetrics {
         self.transfers
             .store(node.transfers_in_progress() as u64, relaxed);
         self.observe_duplicates(node.duplicate_bytes());
+    }
+
+    /// Copies the trust gauges.
+    pub fn observe_trust(&self, t: &TrustStatus) {
+        let relaxed = Ordering::Relaxed;
+        self.root_version.store(t.version, relaxed);
+        self.root_epoch.store(t.epoch, relaxed);
+        self.root_expires_ms.store(t.expires_ms, relaxed);
+        self.root_expired.store(u64::from(t.expired), relaxed);
+    }
+
+    /// A peer was refused at admission (the handshake or a recheck), for reason `kind`.
+    pub fn admission_refused(&self, kind: &'static str) {
+        *self
+            .admission_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(kind)
+            .or_default() += 1;
     }
 
     /// The node now reports `now` duplicate bytes over the transfers it holds: what it gained
@@ -127,7 +158,7 @@ impl MeshMetrics {
             }
             Event::Activated { app, .. } => self.heads().app(app).activated += 1,
             Event::ActivationFailed { app, .. } => self.heads().app(app).failed += 1,
-            Event::Neighbor { .. } => {}
+            Event::Neighbor { .. } | Event::RootAdopted { .. } | Event::RootRefused { .. } => {}
         }
     }
 
@@ -143,6 +174,15 @@ impl MeshMetrics {
             chunks_served_transfer: load(&self.chunks_served[ChunkSource::Transfer.index()]),
             apps: heads.apps,
             refused_unknown: heads.unknown,
+            root_version: load(&self.root_version),
+            root_epoch: load(&self.root_epoch),
+            root_expires_ms: load(&self.root_expires_ms),
+            root_expired: load(&self.root_expired) != 0,
+            admission_refused: self
+                .admission_refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -168,6 +208,13 @@ pub struct MeshSnapshot {
     pub chunks_served_transfer: u64,
     pub apps: BTreeMap<AppName, AppHeads>,
     pub refused_unknown: BTreeMap<&'static str, u64>,
+    /// 0: no root (`trusted_keys`).
+    pub root_version: u64,
+    pub root_epoch: u64,
+    /// Unix ms; `u64::MAX`: never.
+    pub root_expires_ms: u64,
+    pub root_expired: bool,
+    pub admission_refused: BTreeMap<&'static str, u64>,
 }
 
 /// What serves for one app (from the supervisor's view).
@@ -215,7 +262,57 @@ impl Scrape {
         self.write_net(out)?;
         self.write_transfers(out)?;
         self.write_heads(out)?;
+        self.write_trust(out)?;
         self.write_serving(out)
+    }
+
+    fn write_trust<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {
+        let m = &self.mesh;
+        let name = "fleetcast_root_version";
+        header(
+            out,
+            name,
+            "gauge",
+            "The version of the newest fleet root this agent trusts (0: no root, trusted_keys).",
+        )?;
+        sample(out, name, &[], &[], m.root_version)?;
+        let name = "fleetcast_root_epoch";
+        header(
+            out,
+            name,
+            "gauge",
+            "The epoch of the newest fleet root: the version of the root that last changed the release keys (heads carry it).",
+        )?;
+        sample(out, name, &[], &[], m.root_epoch)?;
+        let name = "fleetcast_root_expires_timestamp_seconds";
+        header(
+            out,
+            name,
+            "gauge",
+            "The time the newest fleet root expires, in seconds since the Unix epoch (absent without a root: nothing expires).",
+        )?;
+        if m.root_expires_ms != u64::MAX {
+            sample(out, name, &[], &[], m.root_expires_ms / 1000)?;
+        }
+        let name = "fleetcast_root_expired";
+        header(
+            out,
+            name,
+            "gauge",
+            "The newest fleet root has expired (1) or not (0): an expired root accepts no new head until a newer one arrives.",
+        )?;
+        sample(out, name, &[], &[], u8::from(m.root_expired))?;
+        let name = "fleetcast_admission_refused_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Peers this agent refused at the handshake or cut off later, by reason (not-enrolled, wrong-cert, cert-expired, cert-untrusted, revoked, not-operator).",
+        )?;
+        for (&reason, n) in &m.admission_refused {
+            sample(out, name, &[("reason", reason)], &[], n)?;
+        }
+        Ok(())
     }
 
     fn write_mesh<W: fmt::Write>(&self, out: &mut W) -> fmt::Result {

@@ -9,6 +9,9 @@
 //! - `serving`: app name → [`ServingState`] (postcard): what this agent serves for the app and
 //!   why (last committed release, release on trial, release being activated, last failure,
 //!   local override, releases kept compiled).
+//! - `trust`: `r ‖ version (u64 BE)` → a verified [`SignedRoot`] of the fleet's chain
+//!   (postcard), and `floor` → the newest signed time seen (unix ms, u64 BE). Written by
+//!   [`Store::put_roots`] in one transaction, flushed; re-verified at start.
 //!
 //! **Invariants.** The disk is not trusted: content is re-verified against its signed chunk map
 //! when read, compiled artifacts against the checksum recorded when this agent compiled them,
@@ -21,7 +24,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError};
+use fleetcast_protocol::head::LegacySignedHead;
+use fleetcast_protocol::trust::{MAX_CHAIN, SignedRoot};
+use fleetcast_protocol::wire::HistoryEntry;
+use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError, SignedHead};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -237,6 +243,7 @@ pub struct Store {
     compiled: sled::Tree,
     apps: sled::Tree,
     serving: sled::Tree,
+    trust: sled::Tree,
     /// Releases decoded from `releases`, so serving a chunk does not decode the
     /// release every time. Entries are never stale: a digest's release never changes.
     release_cache: Arc<Mutex<HashMap<Digest, Arc<Release>>>>,
@@ -249,6 +256,24 @@ fn chunk_key(digest: &Digest, index: u32) -> [u8; 36] {
     k
 }
 
+const ROOT_PREFIX: &[u8] = b"r";
+const FLOOR_KEY: &[u8] = b"floor";
+
+fn root_key(version: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = ROOT_PREFIX[0];
+    k[1..].copy_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// A root key for messages: its version.
+fn hex_key(k: &[u8]) -> String {
+    match k.get(1..9).and_then(|v| v.try_into().ok()) {
+        Some(v) => format!("version {}", u64::from_be_bytes(v)),
+        None => format!("key {k:?}"),
+    }
+}
+
 fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
     let mut k = [0u8; 64];
     k[..32].copy_from_slice(&digest.0);
@@ -258,9 +283,10 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 
 /// Version of what the store holds (postcard layouts of records, releases and serving state).
 /// Format 2: releases carry a run policy, apps a serving state. Format 3: the serving state
-/// names the release being activated (written with its record in one transaction); a format 2
-/// store is migrated in place when opened.
-pub const STORE_FORMAT: u32 = 3;
+/// names the release being activated (written with its record in one transaction). Format 4:
+/// heads carry the epoch of the fleet root they are signed under, and the `trust` tree holds
+/// the root chain. Format 2 and 3 stores are migrated in place when opened.
+pub const STORE_FORMAT: u32 = 4;
 const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
 
 /// A new store gets [`STORE_FORMAT`]; a format 2 store is migrated; any other is refused with
@@ -275,12 +301,66 @@ fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
             db.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
             Ok(())
         }
-        Some(2) => migrate_from_2(db),
+        Some(2) => {
+            migrate_from_2(db)?;
+            migrate_from_3(db)
+        }
+        Some(3) => migrate_from_3(db),
         found => Err(StoreError::Format {
             path: path.to_path_buf(),
             found: found.unwrap_or(1),
         }),
     }
+}
+
+/// An [`AppRecord`] as store formats 2 and 3 wrote it: its head has no epoch.
+#[derive(Deserialize)]
+struct AppRecordV3 {
+    head: LegacySignedHead,
+    history: Vec<HistoryEntry>,
+}
+
+impl From<AppRecordV3> for AppRecord {
+    fn from(v: AppRecordV3) -> AppRecord {
+        AppRecord {
+            head: SignedHead::from(v.head),
+            history: v.history,
+        }
+    }
+}
+
+/// Format 3 → 4: every record's head is re-encoded with epoch 0 (whose signing bytes are the
+/// old ones, so its signatures still verify). One transaction with the new format marker,
+/// flushed: a crash leaves the store in format 3 or 4, never in between.
+fn migrate_from_3(db: &sled::Db) -> Result<()> {
+    let apps = db.open_tree("apps")?;
+    let mut records = Vec::new();
+    for kv in apps.iter() {
+        let (k, v) = kv?;
+        let old: AppRecordV3 = postcard::from_bytes(&v).map_err(|e| {
+            damaged(
+                format!("stored record of app {:?}", String::from_utf8_lossy(&k)),
+                e,
+            )
+        })?;
+        records.push((k, postcard::to_stdvec(&AppRecord::from(old))?));
+    }
+    let meta: &sled::Tree = db;
+    (&apps, meta)
+        .transaction(|(apps, meta)| {
+            for (k, v) in &records {
+                apps.insert(k, v.as_slice())?;
+            }
+            meta.insert(FORMAT_KEY, &4u32.to_be_bytes())?;
+            Ok::<_, ConflictableTransactionError<()>>(())
+        })
+        .map_err(tx_error)?;
+    db.flush().map_err(StoreError::Flush)?;
+    tracing::info!(
+        apps = records.len(),
+        "store migrated from format 3 to 4 (heads carry an epoch; epoch 0 for these)"
+    );
+    Ok(())
 }
 
 /// Format 2 → 3: every serving state gains `activating: None`. One transaction with the new
@@ -307,15 +387,12 @@ fn migrate_from_2(db: &sled::Db) -> Result<()> {
             for (k, v) in &states {
                 serving.insert(k, v.as_slice())?;
             }
-            meta.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
+            meta.insert(FORMAT_KEY, &3u32.to_be_bytes())?;
             Ok::<_, ConflictableTransactionError<()>>(())
         })
         .map_err(tx_error)?;
     db.flush().map_err(StoreError::Flush)?;
-    tracing::info!(
-        apps = states.len(),
-        "store migrated from format 2 to {STORE_FORMAT}"
-    );
+    tracing::info!(apps = states.len(), "store migrated from format 2 to 3");
     Ok(())
 }
 
@@ -376,6 +453,7 @@ impl Store {
             compiled: db.open_tree("compiled")?,
             apps: db.open_tree("apps")?,
             serving: db.open_tree("serving")?,
+            trust: db.open_tree("trust")?,
             db,
             release_cache: Arc::default(),
         })
@@ -576,6 +654,58 @@ impl Store {
             out.push(rec);
         }
         Ok(out)
+    }
+
+    /// Adds `roots` (verified, oldest first) to the stored chain and sets the time floor to
+    /// `floor_ms` (never lowered), in one transaction, flushed before it returns. Keeps the
+    /// newest [`MAX_CHAIN`] roots.
+    pub fn put_roots(&self, roots: &[SignedRoot], floor_ms: u64) -> Result<()> {
+        let encoded = roots
+            .iter()
+            .map(|r| Ok((root_key(r.root.version), postcard::to_stdvec(r)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let floor = self.trust_floor()?.max(floor_ms);
+        self.trust
+            .transaction(|t| {
+                for (k, v) in &encoded {
+                    t.insert(&k[..], v.as_slice())?;
+                }
+                t.insert(FLOOR_KEY, &floor.to_be_bytes())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(tx_error)?;
+        let stored = self.trust.scan_prefix(ROOT_PREFIX).count();
+        for kv in self
+            .trust
+            .scan_prefix(ROOT_PREFIX)
+            .keys()
+            .take(stored.saturating_sub(MAX_CHAIN))
+        {
+            self.trust.remove(kv?)?;
+        }
+        self.db.flush().map_err(StoreError::Flush)?;
+        Ok(())
+    }
+
+    /// The stored root chain, oldest first (decoded, not yet verified: the caller re-verifies
+    /// it), and the time floor (0 if none).
+    pub fn roots(&self) -> Result<(Vec<SignedRoot>, u64)> {
+        let mut chain = Vec::new();
+        for kv in self.trust.scan_prefix(ROOT_PREFIX) {
+            let (k, v) = kv?;
+            let root: SignedRoot = postcard::from_bytes(&v)
+                .map_err(|e| damaged(format!("stored fleet root {}", hex_key(&k)), e))?;
+            chain.push(root);
+        }
+        Ok((chain, self.trust_floor()?))
+    }
+
+    fn trust_floor(&self) -> Result<u64> {
+        Ok(self
+            .trust
+            .get(FLOOR_KEY)?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0))
     }
 
     /// Flushes outstanding writes.

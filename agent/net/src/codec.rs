@@ -10,21 +10,34 @@
 //! that negotiates an older one ([`ALPN_PREVIOUS`]) is closed right after the handshake with
 //! [`CLOSE_VERSION`] and a reason that names both versions and says to upgrade, before any of
 //! its frames is read.
+//!
+//! Then **admission**: each side sends one [`Hello`] (what it is, with its node certificate)
+//! on its first unidirectional stream ([`encode_hello`], at most [`MAX_HELLO`] bytes); a peer
+//! its policy refuses is closed with [`CLOSE_ADMISSION`] and the reason (see `handshake.rs`).
 
 use fleetcast_protocol::release::MAX_CHUNK_SIZE;
+use fleetcast_protocol::trust::Hello;
 use fleetcast_protocol::wire::Message;
 
-/// QUIC ALPN of the protocol version this build speaks (version 4: the census and the
+/// QUIC ALPN of the protocol version this build speaks (version 5: the fleet root, node
+/// certificates and the admission `Hello`, heads with an epoch; version 4: the census and the
 /// runtime's view in the status; version 3: messages nested per layer; version 2 added the
 /// release's run policy).
-pub const ALPN: &[u8] = b"fleetcast/4";
+pub const ALPN: &[u8] = b"fleetcast/5";
 
 /// Earlier versions, recognised only so that a peer speaking one is refused with a reason that
 /// says to upgrade (instead of a bare TLS "no application protocol" alert).
-pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/3", b"fleetcast/2"];
+pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/4", b"fleetcast/3", b"fleetcast/2"];
 
 /// Application close code: the peer speaks an older protocol version.
 pub const CLOSE_VERSION: u32 = 3;
+
+/// Application close code: the peer was refused by the admission policy (at the handshake,
+/// or later by [`crate::NetHandle::recheck`]); the close reason says why.
+pub const CLOSE_ADMISSION: u32 = 5;
+
+/// Largest [`Hello`] accepted (a certificate with a few signatures is well under 1 KiB).
+pub const MAX_HELLO: usize = 8 * 1024;
 
 /// Largest frame: one maximal chunk plus headroom for the envelope.
 pub const MAX_FRAME: usize = MAX_CHUNK_SIZE as usize + 64 * 1024;
@@ -73,6 +86,39 @@ pub fn decode(bytes: &[u8], max: usize) -> Result<Message, CodecError> {
     }
 }
 
+/// Encodes the [`Hello`] a side sends on its first stream (postcard, then FIN).
+pub fn encode_hello(hello: &Hello) -> Result<Vec<u8>, CodecError> {
+    let bytes = postcard::to_stdvec(hello).map_err(|e| CodecError::Undecodable {
+        reason: e.to_string(),
+    })?;
+    if bytes.len() > MAX_HELLO {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            max: MAX_HELLO,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a peer's [`Hello`]: exactly one, at most [`MAX_HELLO`] bytes.
+pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
+    if bytes.len() > MAX_HELLO {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            max: MAX_HELLO,
+        });
+    }
+    match postcard::take_from_bytes::<Hello>(bytes) {
+        Ok((hello, [])) => Ok(hello),
+        Ok((_, rest)) => Err(CodecError::Undecodable {
+            reason: format!("{} trailing bytes after the hello", rest.len()),
+        }),
+        Err(e) => Err(CodecError::Undecodable {
+            reason: format!("hello: {e}"),
+        }),
+    }
+}
+
 /// Every ALPN this endpoint offers or accepts, the current version first.
 pub(crate) fn alpn_protocols() -> Vec<Vec<u8>> {
     std::iter::once(ALPN)
@@ -98,7 +144,7 @@ pub(crate) fn refuse_version(alpn: Option<&[u8]>) -> Option<String> {
     }
 }
 
-/// `fleetcast/4` for display.
+/// `fleetcast/5` for display.
 pub(crate) fn version_name(alpn: &[u8]) -> String {
     String::from_utf8_lossy(alpn).into_owned()
 }
@@ -175,14 +221,32 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(refuse_version(Some(ALPN)), None);
-        let why = refuse_version(Some(b"fleetcast/3")).unwrap();
+        assert_eq!(ALPN, b"fleetcast/5");
+        assert!(ALPN_PREVIOUS.contains(&&b"fleetcast/4"[..]));
+        let why = refuse_version(Some(b"fleetcast/4")).unwrap();
         assert!(
-            why.contains("fleetcast/3") && why.contains("fleetcast/4"),
+            why.contains("fleetcast/4") && why.contains("fleetcast/5"),
             "{why}"
         );
         assert!(why.contains("upgrade"), "{why}");
         assert!(refuse_version(None).is_some());
         assert_eq!(alpn_protocols()[0], ALPN);
         assert!(!ALPN_PREVIOUS.contains(&ALPN));
+    }
+
+    #[test]
+    fn hello_round_trip_and_bounds() {
+        for h in [Hello::Operator, Hello::Node { cert: None }] {
+            assert_eq!(decode_hello(&encode_hello(&h).unwrap()).unwrap(), h);
+        }
+        let mut bytes = encode_hello(&Hello::Operator).unwrap();
+        bytes.push(0);
+        let err = decode_hello(&bytes).unwrap_err();
+        assert!(err.to_string().contains("trailing"), "{err}");
+        assert!(decode_hello(&[]).is_err());
+        assert!(matches!(
+            decode_hello(&vec![0; MAX_HELLO + 1]),
+            Err(CodecError::TooLarge { .. })
+        ));
     }
 }

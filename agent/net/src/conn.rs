@@ -2,7 +2,8 @@
 //! that turn frames into [`NetEvent::Message`]s, and the writer of one frame per stream.
 //!
 //! Invariant: a connection is registered (and emits `Connected`) only after its peer proved
-//! its key and negotiated this build's protocol version; `Disconnected` is emitted only here,
+//! its key, negotiated this build's protocol version and passed the admission handshake on
+//! both sides (`handshake.rs`); `Disconnected` is emitted only here,
 //! after every reader of the connection has finished, so no message can follow it.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::endpoint::{
     CLOSE_FRAME_TOO_LARGE, CLOSE_NORMAL, CLOSE_UNDECODABLE, ConnEntry, ConnId, DIAL_TIMEOUT,
     FrameKind, NetError, NetEvent, READERS_PER_CONN, Shared, lock,
 };
+use crate::handshake::{self, Admitted};
 use crate::tls::{self, NodeId};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -68,7 +70,8 @@ pub(crate) async fn connect(
         return Err(NetError::Version { addr, reason });
     }
     let node = tls::peer_node_id(&conn)?;
-    Ok((register(shared, conn.clone(), node, true), conn))
+    let admitted = handshake::outbound(shared, &conn, node, addr).await?;
+    Ok((register(shared, conn.clone(), node, true, admitted), conn))
 }
 
 pub(crate) async fn accept_loop(shared: Arc<Shared>) {
@@ -87,7 +90,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>) {
             }
             match tls::peer_node_id(&conn) {
                 Ok(node) => {
-                    register(&shared, conn, node, false);
+                    if let Some(admitted) = handshake::inbound(&shared, &conn, node, remote).await {
+                        register(&shared, conn, node, false, admitted);
+                    }
                 }
                 Err(e) => conn.close(VarInt::from_u32(CLOSE_NORMAL), format!("{e}").as_bytes()),
             }
@@ -118,21 +123,44 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn register(shared: &Arc<Shared>, conn: Connection, node: NodeId, outbound: bool) -> ConnId {
+fn register(
+    shared: &Arc<Shared>,
+    conn: Connection,
+    node: NodeId,
+    outbound: bool,
+    admitted: Admitted,
+) -> ConnId {
     let id = ConnId(shared.next_id.fetch_add(1, Ordering::Relaxed));
     let addr = normalize(conn.remote_address());
     let local_reason = Arc::new(OnceLock::new());
+    let role = admitted.role;
     let entry = ConnEntry {
         conn: conn.clone(),
         node,
         addr,
         sends: Arc::new(Semaphore::new(shared.cfg.max_inflight_sends_per_conn)),
         local_reason: local_reason.clone(),
+        hello: admitted.hello,
     };
-    lock(&shared.conns).insert(id, entry);
+    {
+        let mut conns = lock(&shared.conns);
+        // A recheck ran while this one was being judged: judge it again under the new policy
+        // (it is then closed like any connection a recheck refuses).
+        if shared.admit_generation.load(Ordering::SeqCst) != admitted.generation {
+            shared.rejudge(id, &entry);
+        }
+        conns.insert(id, entry);
+    }
     shared.counters.connection_opened();
-    tracing::debug!(conn = %id, node = %node.short(), %addr, outbound, "connected");
-    let task = run_conn(shared.clone(), id, conn, node, addr, outbound, local_reason);
+    tracing::debug!(conn = %id, node = %node.short(), %addr, outbound, ?role, "connected");
+    let connected = NetEvent::Connected {
+        conn: id,
+        node,
+        addr,
+        outbound,
+        role,
+    };
+    let task = run_conn(shared.clone(), id, conn, node, connected, local_reason);
     shared.rt.spawn(task);
     id
 }
@@ -144,16 +172,9 @@ async fn run_conn(
     id: ConnId,
     conn: Connection,
     node: NodeId,
-    addr: SocketAddr,
-    outbound: bool,
+    connected: NetEvent,
     local_reason: Arc<OnceLock<String>>,
 ) {
-    let connected = NetEvent::Connected {
-        conn: id,
-        node,
-        addr,
-        outbound,
-    };
     let _ = shared.events.send(connected).await;
     let readers = Arc::new(Semaphore::new(READERS_PER_CONN));
     let error = loop {

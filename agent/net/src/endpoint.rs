@@ -22,6 +22,11 @@
 //! - **One protocol version**: a connection that negotiated another version than
 //!   [`crate::codec::ALPN`] is closed with a reason that says to upgrade, and never emits an
 //!   event.
+//! - **Admission before registration**: after the version check each side sends one
+//!   [`Hello`] and judges the peer's with [`NetConfig::admit`]; a refused peer is closed with
+//!   [`crate::codec::CLOSE_ADMISSION`] and the reason, is never registered and emits no event
+//!   (its dial fails with [`NetError::Refused`]). [`NetHandle::recheck`] judges every open
+//!   connection again (a revocation, an expired certificate) and closes the refused ones.
 //! - Per connection: exactly one `Connected`, then its `Message`s, then exactly one
 //!   `Disconnected` (emitted after every reader of that connection has finished).
 //!
@@ -43,11 +48,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use fleetcast_protocol::trust::{Hello, PeerRole};
 use fleetcast_protocol::wire::Message;
 use quinn::{Connection, ConnectionError, Endpoint, VarInt};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::codec::{self, MAX_FRAME};
+use crate::codec::{self, CLOSE_ADMISSION, MAX_FRAME};
 use crate::conn;
 use crate::emulator::{self, LinkModel};
 use crate::tls::{self, Identity, NodeId, TlsError};
@@ -72,6 +78,27 @@ pub const CONTROL_PRIORITY: i32 = 1;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// Who may connect, and as what: judged at the handshake on the peer's TLS-proven node id and
+/// its [`Hello`], and again by [`NetHandle::recheck`]. `Err` carries the reason the peer is
+/// told (the close reason) and this side logs.
+pub trait Admit: Send + Sync + fmt::Debug {
+    fn admit(&self, node: NodeId, hello: &Hello) -> Result<PeerRole, String>;
+}
+
+/// Admits everyone as what it says it is (a node claim is a node, an operator claim an
+/// operator). The default; agents pass their fleet's policy instead.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenAdmission;
+
+impl Admit for OpenAdmission {
+    fn admit(&self, _node: NodeId, hello: &Hello) -> Result<PeerRole, String> {
+        Ok(match hello {
+            Hello::Node { .. } => PeerRole::Node,
+            Hello::Operator => PeerRole::Operator,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NetConfig {
     /// Largest frame accepted (and sent). Default [`MAX_FRAME`] (1 MiB + 64 KiB).
@@ -82,6 +109,10 @@ pub struct NetConfig {
     pub max_inflight_sends_per_conn: usize,
     /// Emulated WAN link on this endpoint's egress (tests and benches). Default `None`.
     pub link: Option<LinkModel>,
+    /// The admission policy peers are judged by. Default [`OpenAdmission`].
+    pub admit: Arc<dyn Admit>,
+    /// What this side says it is in the handshake. Default `Hello::Node { cert: None }`.
+    pub hello: Hello,
 }
 
 impl Default for NetConfig {
@@ -91,6 +122,8 @@ impl Default for NetConfig {
             event_capacity: 1024,
             max_inflight_sends_per_conn: 64,
             link: None,
+            admit: Arc::new(OpenAdmission),
+            hello: Hello::Node { cert: None },
         }
     }
 }
@@ -112,6 +145,8 @@ pub enum NetEvent {
         node: NodeId,
         addr: SocketAddr,
         outbound: bool,
+        /// What the admission policy admitted the peer as.
+        role: PeerRole,
     },
     Message {
         conn: ConnId,
@@ -154,6 +189,15 @@ pub enum NetError {
     },
     #[error("refused {addr}: {reason}")]
     Version { addr: SocketAddr, reason: String },
+    /// The peer's admission policy refused this node; `reason` is the peer's, verbatim.
+    #[error("{addr} refused this node: {reason}")]
+    Refused { addr: SocketAddr, reason: String },
+    /// This node's admission policy refused the peer it dialled.
+    #[error("refused the peer at {addr}: {reason}")]
+    RefusedPeer { addr: SocketAddr, reason: String },
+    /// The hello exchange after the TLS handshake failed (timed out, did not decode, lost).
+    #[error("admission handshake with {addr} failed: {reason}")]
+    Hello { addr: SocketAddr, reason: String },
 }
 
 type Result<T, E = NetError> = std::result::Result<T, E>;
@@ -221,6 +265,10 @@ pub struct NetCounters {
     sent: [Traffic; 2],
     received: [Traffic; 2],
     connections: AtomicU64,
+    /// Peers this endpoint's admission policy refused (at the handshake or a recheck).
+    refused: AtomicU64,
+    /// Times a peer's admission policy refused this endpoint.
+    refused_by_peer: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -273,6 +321,14 @@ impl NetCounters {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused_by_peer(&self) {
+        self.refused_by_peer.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A copy of the current values.
     pub fn snapshot(&self) -> NetSnapshot {
         let by_kind = |t: &[Traffic; 2]| ByKind {
@@ -283,6 +339,8 @@ impl NetCounters {
             sent: by_kind(&self.sent),
             received: by_kind(&self.received),
             connections: self.connections.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            refused_by_peer: self.refused_by_peer.load(Ordering::Relaxed),
         }
     }
 }
@@ -318,6 +376,11 @@ pub struct NetSnapshot {
     /// Connections open now: registered (their `Connected` emitted or on its way) and not yet
     /// gone, of any role (neighbours, probes, clients).
     pub connections: u64,
+    /// Peers this endpoint's admission policy refused (the reasons are the policy's: an
+    /// agent counts them by kind itself).
+    pub refused: u64,
+    /// Times a peer refused this endpoint at the handshake.
+    pub refused_by_peer: u64,
 }
 
 /// Constructors of the transport actor.
@@ -391,6 +454,7 @@ fn start(
         conns: Mutex::new(HashMap::new()),
         dialing: Mutex::new(HashSet::new()),
         next_id: AtomicU64::new(1),
+        admit_generation: AtomicU64::new(0),
         counters: Arc::new(NetCounters::default()),
         shutdown: watch::channel(false).0,
         rt,
@@ -409,6 +473,9 @@ pub(crate) struct Shared {
     pub(crate) conns: Mutex<HashMap<ConnId, ConnEntry>>,
     pub(crate) dialing: Mutex<HashSet<SocketAddr>>,
     pub(crate) next_id: AtomicU64,
+    /// Bumped by every [`NetHandle::recheck`]: a handshake judged under an older generation is
+    /// judged again once registered, so no recheck can miss it.
+    pub(crate) admit_generation: AtomicU64,
     pub(crate) counters: Arc<NetCounters>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) rt: tokio::runtime::Handle,
@@ -421,6 +488,8 @@ pub(crate) struct ConnEntry {
     pub(crate) sends: Arc<Semaphore>,
     /// Why we closed it, if we did; set before `Connection::close`.
     pub(crate) local_reason: Arc<OnceLock<String>>,
+    /// What the peer said at the handshake (judged again by [`NetHandle::recheck`]).
+    pub(crate) hello: Hello,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -428,6 +497,25 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    /// Judges the open connection `entry` again; closes it with [`CLOSE_ADMISSION`] and the
+    /// reason if the policy now refuses it. Returns whether it closed it.
+    pub(crate) fn rejudge(&self, id: ConnId, entry: &ConnEntry) -> bool {
+        if entry.conn.close_reason().is_some() {
+            return false;
+        }
+        let Err(reason) = self.cfg.admit.admit(entry.node, &entry.hello) else {
+            return false;
+        };
+        tracing::warn!(conn = %id, node = %entry.node.short(), addr = %entry.addr,
+            "closing connection: admission refused: {reason}");
+        self.counters.refused();
+        let _ = entry.local_reason.set(reason.clone());
+        entry
+            .conn
+            .close(VarInt::from_u32(CLOSE_ADMISSION), reason.as_bytes());
+        true
+    }
+
     fn begin_shutdown(&self) {
         if !self.shutdown.send_replace(true) {
             self.endpoint
@@ -561,6 +649,20 @@ impl NetHandle {
                 .conn
                 .close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());
         }
+    }
+
+    /// Judges every open connection again with [`NetConfig::admit`] (each with the [`Hello`]
+    /// its peer sent) and closes those it now refuses with [`CLOSE_ADMISSION`] and the reason
+    /// (their `Disconnected` follows as usual). Call it after the policy changed: a new root
+    /// revoked a node, a certificate expired. Returns how many it closed.
+    pub fn recheck(&self) -> usize {
+        let shared = self.shared();
+        shared.admit_generation.fetch_add(1, Ordering::SeqCst);
+        let conns = lock(&shared.conns);
+        conns
+            .iter()
+            .filter(|(id, entry)| shared.rejudge(**id, entry))
+            .count()
     }
 
     /// Open connections: id, verified peer identity, peer address.

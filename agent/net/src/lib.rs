@@ -4,7 +4,10 @@
 //!   connection, one frame per unidirectional stream, bounded frames and sends; callers send and
 //!   receive [`Message`](fleetcast_protocol::wire::Message)s.
 //! - [`codec`]: the frame codec ([`codec::encode`], [`codec::decode`], [`codec::MAX_FRAME`]) and
-//!   the protocol version ([`codec::ALPN`]), with the reason an older peer is refused.
+//!   the protocol version ([`codec::ALPN`]), with the reason an older peer is refused; the
+//!   admission `Hello` ([`codec::encode_hello`]) and [`codec::CLOSE_ADMISSION`].
+//! - [`Admit`] / [`OpenAdmission`]: the admission policy a [`NetConfig`] carries; the handshake
+//!   (`handshake.rs`) judges each peer with it, [`NetHandle::recheck`] judges them again.
 //! - [`tls`]: node identity (ed25519), self-signed certificates, TLS 1.3 only, mutual auth that
 //!   proves key possession, ring as the only crypto provider.
 //! - [`keys`]: the publisher's key files.
@@ -19,12 +22,15 @@ pub mod codec;
 mod conn;
 pub mod emulator;
 pub mod endpoint;
+mod handshake;
 pub mod keys;
 pub mod logging;
 pub mod tls;
 
 pub use emulator::LinkModel;
-pub use endpoint::{ConnId, Net, NetConfig, NetError, NetEvent, NetHandle, SendError};
+pub use endpoint::{
+    Admit, ConnId, Net, NetConfig, NetError, NetEvent, NetHandle, OpenAdmission, SendError,
+};
 pub use tls::{Identity, NodeId};
 
 #[cfg(test)]

@@ -3,12 +3,14 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
 
 use fleetcast_protocol::release::Digest;
+use fleetcast_protocol::trust::{Hello, PeerRole};
 use fleetcast_protocol::wire::{ContentMsg, Message, Payload};
 
 use quinn::{ConnectionError, VarInt};
@@ -485,7 +487,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
     let (a, mut a_rx) = listen(NetConfig::default());
     let old = quinn::Endpoint::client(localhost()).unwrap();
     let conn = old
-        .connect_with(old_client(b"fleetcast/3"), a.local_addr(), tls::SERVER_NAME)
+        .connect_with(old_client(b"fleetcast/4"), a.local_addr(), tls::SERVER_NAME)
         .unwrap()
         .await
         .expect("the handshake itself succeeds, so the reason can be delivered");
@@ -496,7 +498,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
     assert_eq!(close.error_code, VarInt::from_u32(codec::CLOSE_VERSION));
     let reason = String::from_utf8_lossy(&close.reason);
     assert!(
-        reason.contains("fleetcast/3") && reason.contains("fleetcast/4"),
+        reason.contains("fleetcast/4") && reason.contains("fleetcast/5"),
         "{reason}"
     );
     assert!(reason.contains("upgrade"), "{reason}");
@@ -509,7 +511,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
 #[tokio::test]
 async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
     let mut tls = tls::rustls_server_config(&Identity::generate()).unwrap();
-    tls.alpn_protocols = vec![b"fleetcast/3".to_vec()];
+    tls.alpn_protocols = vec![b"fleetcast/4".to_vec()];
     let tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let old = quinn::Endpoint::server(
         quinn::ServerConfig::with_crypto(std::sync::Arc::new(tls)),
@@ -526,7 +528,7 @@ async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
     let text = err.to_string();
     assert!(matches!(err, NetError::Version { .. }), "{text}");
     assert!(
-        text.contains("fleetcast/3") && text.contains("upgrade"),
+        text.contains("fleetcast/4") && text.contains("upgrade"),
         "{text}"
     );
     let closed = timeout(DEADLINE, server).await.unwrap().unwrap();
@@ -537,4 +539,207 @@ async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
     // No event for a refused connection.
     assert!(b.connections().is_empty());
     assert!(b_rx.try_recv().is_err());
+}
+
+// ---- admission ----
+
+/// Refuses the node ids it holds (as a revocation would), admits the rest as they say.
+#[derive(Debug, Default)]
+struct Deny(Mutex<HashSet<NodeId>>);
+
+impl Deny {
+    fn reason(node: NodeId) -> String {
+        format!(
+            "node {} is revoked by root version 7 of fleet lab",
+            node.short()
+        )
+    }
+
+    fn add(&self, node: NodeId) {
+        self.0.lock().unwrap().insert(node);
+    }
+}
+
+impl Admit for Deny {
+    fn admit(&self, node: NodeId, hello: &Hello) -> Result<PeerRole, String> {
+        if self.0.lock().unwrap().contains(&node) {
+            Err(Deny::reason(node))
+        } else {
+            OpenAdmission.admit(node, hello)
+        }
+    }
+}
+
+fn admitting(deny: &Arc<Deny>, hello: Hello) -> NetConfig {
+    NetConfig {
+        admit: deny.clone(),
+        hello,
+        ..NetConfig::default()
+    }
+}
+
+async fn connected_role(rx: &mut Receiver<NetEvent>) -> (NodeId, PeerRole) {
+    match next(rx).await {
+        NetEvent::Connected { node, role, .. } => (node, role),
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_admitted_peer_connects_with_its_role() {
+    let deny = Arc::new(Deny::default());
+    let (a, mut a_rx) = listen(admitting(&deny, Hello::Node { cert: None }));
+    let (op, mut op_rx) =
+        Net::client(&Identity::generate(), admitting(&deny, Hello::Operator)).unwrap();
+    op.dial(a.local_addr()).await.unwrap();
+    assert_eq!(
+        connected_role(&mut a_rx).await,
+        (op.node_id(), PeerRole::Operator)
+    );
+    assert_eq!(
+        connected_role(&mut op_rx).await,
+        (a.node_id(), PeerRole::Node)
+    );
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.dial(a.local_addr()).await.unwrap();
+    assert_eq!(
+        connected_role(&mut a_rx).await,
+        (b.node_id(), PeerRole::Node)
+    );
+    assert_eq!(
+        connected_role(&mut b_rx).await,
+        (a.node_id(), PeerRole::Node)
+    );
+    assert_eq!(a.counters().snapshot().refused, 0);
+}
+
+#[tokio::test]
+async fn a_refused_dialler_gets_the_reason_and_the_acceptor_emits_nothing() {
+    let deny = Arc::new(Deny::default());
+    let (a, mut a_rx) = listen(admitting(&deny, Hello::Node { cert: None }));
+    let bad_id = Identity::generate();
+    deny.add(bad_id.node_id());
+    let (bad, mut bad_rx) = Net::client(&bad_id, NetConfig::default()).unwrap();
+    let err = bad.dial(a.local_addr()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(&err, NetError::Refused { addr, reason }
+            if *addr == a.local_addr() && *reason == Deny::reason(bad_id.node_id())),
+        "{text}"
+    );
+    assert!(text.contains(&Deny::reason(bad_id.node_id())), "{text}");
+    assert!(bad.connections().is_empty());
+    assert!(bad_rx.try_recv().is_err());
+    assert_eq!(bad.counters().snapshot().refused_by_peer, 1);
+    assert_eq!(a.counters().snapshot().refused, 1);
+    assert_eq!(a.counters().snapshot().connections, 0);
+    // The refused peer never became a connection: the next event is a good peer's.
+    let (good, _good_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    good.dial(a.local_addr()).await.unwrap();
+    assert_eq!(connected_role(&mut a_rx).await.0, good.node_id());
+    assert_eq!(a.connections().len(), 1);
+}
+
+#[tokio::test]
+async fn a_dialler_refuses_an_acceptor_its_policy_refuses() {
+    let a_id = Identity::generate();
+    let (a, mut a_rx) = Net::bind(localhost(), &a_id, NetConfig::default()).unwrap();
+    let deny = Arc::new(Deny::default());
+    deny.add(a_id.node_id());
+    let (b, mut b_rx) = Net::client(
+        &Identity::generate(),
+        admitting(&deny, Hello::Node { cert: None }),
+    )
+    .unwrap();
+    let err = b.dial(a.local_addr()).await.unwrap_err();
+    assert!(
+        matches!(&err, NetError::RefusedPeer { reason, .. } if *reason == Deny::reason(a_id.node_id())),
+        "{err}"
+    );
+    assert!(b.connections().is_empty() && b_rx.try_recv().is_err());
+    assert_eq!(b.counters().snapshot().refused, 1);
+    // The acceptor registered nothing either: its next event is another peer's.
+    let (c, _c_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    c.dial(a.local_addr()).await.unwrap();
+    assert_eq!(connected_role(&mut a_rx).await.0, c.node_id());
+    assert_eq!(a.counters().snapshot().refused_by_peer, 1);
+}
+
+#[tokio::test]
+async fn recheck_closes_the_connections_the_policy_now_refuses() {
+    let deny = Arc::new(Deny::default());
+    let (a, mut a_rx) = listen(admitting(&deny, Hello::Node { cert: None }));
+    let (b, mut b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    let (c, mut c_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.dial(a.local_addr()).await.unwrap();
+    connected_role(&mut a_rx).await;
+    connected_role(&mut b_rx).await;
+    c.dial(a.local_addr()).await.unwrap();
+    connected_role(&mut a_rx).await;
+    connected_role(&mut c_rx).await;
+
+    assert_eq!(a.recheck(), 0, "nothing changed, nothing closes");
+    deny.add(b.node_id());
+    assert_eq!(a.recheck(), 1);
+    let reason = Deny::reason(b.node_id());
+    let (_, node, why) = disconnected(&mut a_rx).await;
+    assert_eq!(node, b.node_id());
+    assert!(why.contains(&reason), "{why}");
+    let (_, _, why) = disconnected(&mut b_rx).await;
+    assert!(why.contains(&reason), "{why}");
+    // The other peer stays.
+    assert_eq!(a.connections().len(), 1);
+    assert_eq!(a.connections()[0].1, c.node_id());
+    assert!(
+        c.send(c.connections()[0].0, &chunk(b"still here".to_vec()))
+            .is_ok()
+    );
+    assert_eq!(frame(&mut a_rx).await.1, b"still here".to_vec());
+    assert_eq!(a.counters().snapshot().refused, 1);
+    // And the refused one cannot come back.
+    let err = b.dial(a.local_addr()).await.unwrap_err();
+    assert!(matches!(err, NetError::Refused { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_hello_that_does_not_decode_closes_the_connection() {
+    let (a, mut a_rx) = listen(NetConfig::default());
+    let raw = quinn::Endpoint::client(localhost()).unwrap();
+    let conn = raw
+        .connect_with(old_client(codec::ALPN), a.local_addr(), tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    s.write_all(&[0xff, 0xff, 0xff]).await.unwrap();
+    s.finish().unwrap();
+    let err = timeout(DEADLINE, conn.closed()).await.unwrap();
+    let ConnectionError::ApplicationClosed(close) = err else {
+        panic!("expected an application close, got {err:?}");
+    };
+    assert!(
+        String::from_utf8_lossy(&close.reason).contains("hello"),
+        "{close:?}"
+    );
+    // A hello above the bound is refused the same way, before it is decoded.
+    let conn = raw
+        .connect_with(old_client(codec::ALPN), a.local_addr(), tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut s = conn.open_uni().await.unwrap();
+    let _ = s.write_all(&vec![0; codec::MAX_HELLO + 1]).await;
+    let _ = s.finish();
+    let err = timeout(DEADLINE, conn.closed()).await.unwrap();
+    let ConnectionError::ApplicationClosed(close) = err else {
+        panic!("expected an application close, got {err:?}");
+    };
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    assert!(
+        reason.contains("exceeds the maximum of 8192 bytes"),
+        "{reason}"
+    );
+    let (b, _b_rx) = Net::client(&Identity::generate(), NetConfig::default()).unwrap();
+    b.dial(a.local_addr()).await.unwrap();
+    assert_eq!(connected_role(&mut a_rx).await.0, b.node_id());
 }

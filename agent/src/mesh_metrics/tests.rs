@@ -193,6 +193,15 @@ fn full_scrape() -> Scrape {
     m.chunk_served(ChunkSource::Transfer);
     m.event(&accepted("beta", 3), |_| false);
     m.event(&accepted("alpha", 1), |_| false);
+    m.observe_trust(&fleetcast_protocol::trust::TrustStatus {
+        version: 3,
+        epoch: 2,
+        expires_ms: 1_800_000_000_500,
+        ..Default::default()
+    });
+    m.admission_refused("revoked");
+    m.admission_refused("not-enrolled");
+    m.admission_refused("revoked");
     let traffic = |frames, bytes| TrafficSnapshot { frames, bytes };
     Scrape {
         mesh: m.snapshot(),
@@ -206,6 +215,7 @@ fn full_scrape() -> Scrape {
                 control: traffic(30, 3_000),
             },
             connections: 6,
+            ..NetSnapshot::default()
         },
         passive_peers: Some(12),
         apps: Some(vec![
@@ -254,6 +264,12 @@ fn a_full_scrape_renders_every_value() {
         r#"fleetcast_heads_accepted_total{app="alpha"} 1"#,
         r#"fleetcast_heads_accepted_total{app="beta"} 1"#,
         r#"fleetcast_app_seq{app="gamma"} 1"#,
+        "fleetcast_root_version 3",
+        "fleetcast_root_epoch 2",
+        "fleetcast_root_expires_timestamp_seconds 1800000000",
+        "fleetcast_root_expired 0",
+        r#"fleetcast_admission_refused_total{reason="not-enrolled"} 1"#,
+        r#"fleetcast_admission_refused_total{reason="revoked"} 2"#,
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
     }
@@ -276,6 +292,41 @@ fn a_full_scrape_renders_every_value() {
             r#"fleetcast_heads_accepted_total{app="alpha"} 1"#,
             r#"fleetcast_heads_accepted_total{app="beta"} 1"#,
         ]
+    );
+    check_exposition(&text);
+}
+
+#[test]
+fn a_fleet_without_a_root_shows_no_expiry_and_an_expired_root_shows_1() {
+    let m = MeshMetrics::default();
+    m.observe_trust(&fleetcast_protocol::trust::Trust::legacy("f".into(), vec![]).status());
+    let text = render(&Scrape {
+        mesh: m.snapshot(),
+        ..Scrape::default()
+    });
+    assert!(samples(&text, "fleetcast_root_expires_timestamp_seconds").is_empty());
+    assert!(
+        text.lines().any(|l| l == "fleetcast_root_version 0"),
+        "{text}"
+    );
+    m.observe_trust(&fleetcast_protocol::trust::TrustStatus {
+        version: 1,
+        expires_ms: 5_000,
+        expired: true,
+        ..Default::default()
+    });
+    let text = render(&Scrape {
+        mesh: m.snapshot(),
+        ..Scrape::default()
+    });
+    assert!(
+        text.lines().any(|l| l == "fleetcast_root_expired 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "fleetcast_root_expires_timestamp_seconds 5"),
+        "{text}"
     );
     check_exposition(&text);
 }
@@ -326,6 +377,11 @@ fn every_family_has_help_with_its_unit_and_a_type() {
             "fleetcast_heads_accepted_total",
             "fleetcast_heads_refused_total",
             "fleetcast_activations_total",
+            "fleetcast_root_version",
+            "fleetcast_root_epoch",
+            "fleetcast_root_expires_timestamp_seconds",
+            "fleetcast_root_expired",
+            "fleetcast_admission_refused_total",
             "fleetcast_app_serving_info",
             "fleetcast_app_seq",
         ]
@@ -343,6 +399,7 @@ fn every_family_has_help_with_its_unit_and_a_type() {
             .into_iter()
             .chain(["Open QUIC connections", "Content"]);
         let units = units.chain(["The release", "The seq"]);
+        let units = units.chain(["The version", "The epoch", "The time", "The newest"]);
         assert!(
             units.into_iter().any(|u| help.starts_with(u)),
             "{name}: {help}"

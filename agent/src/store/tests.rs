@@ -158,6 +158,7 @@ fn records_survive_reopen() {
         release: r,
         kind: HeadKind::Release,
         issued_at_ms: 0,
+        epoch: 0,
     }
     .sign(&key);
     let rec = AppRecord::advance(None, &head, 8);
@@ -221,10 +222,6 @@ fn a_format_2_store_is_migrated_and_keeps_its_serving_state() {
             .unwrap()
             .insert("a", postcard::to_stdvec(&old).unwrap())
             .unwrap();
-        db.open_tree("apps")
-            .unwrap()
-            .insert("a", &b"x"[..])
-            .unwrap();
         db.flush().unwrap();
     }
     let s = Store::open(dir.path()).unwrap();
@@ -253,4 +250,173 @@ fn stages_are_stored_and_shown_by_name() {
         postcard::to_stdvec(&Stage::Trial).unwrap(),
         postcard::to_stdvec("trial").unwrap()
     );
+}
+
+/// Writes `rec` as store formats 2 and 3 did: the head without an epoch.
+fn put_format_3_record(db: &sled::Db, rec: &AppRecord) {
+    use fleetcast_protocol::head::HeadSignature;
+    #[derive(Serialize)]
+    struct V3Head<'a> {
+        fleet: &'a str,
+        app: &'a AppName,
+        seq: u64,
+        release: &'a Release,
+        kind: HeadKind,
+        issued_at_ms: u64,
+    }
+    #[derive(Serialize)]
+    struct V3Signed<'a> {
+        head: V3Head<'a>,
+        signatures: &'a [HeadSignature],
+    }
+    #[derive(Serialize)]
+    struct V3Record<'a> {
+        head: V3Signed<'a>,
+        history: &'a [HistoryEntry],
+    }
+    let h = &rec.head.head;
+    let old = V3Record {
+        head: V3Signed {
+            head: V3Head {
+                fleet: &h.fleet,
+                app: &h.app,
+                seq: h.seq,
+                release: &h.release,
+                kind: h.kind,
+                issued_at_ms: h.issued_at_ms,
+            },
+            signatures: &rec.head.signatures,
+        },
+        history: &rec.history,
+    };
+    db.open_tree("apps")
+        .unwrap()
+        .insert(h.app.as_str(), postcard::to_stdvec(&old).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn a_format_3_store_is_migrated_and_its_heads_still_verify() {
+    use fleetcast_protocol::trust::Trust;
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut recs = Vec::new();
+    for (name, seq) in [("a", 3u64), ("shop", 11)] {
+        let mut r = release(name.as_bytes());
+        r.app = AppName::new(name).unwrap();
+        let head = Head {
+            fleet: "prod".into(),
+            app: r.app.clone(),
+            seq,
+            release: r,
+            kind: HeadKind::Release,
+            issued_at_ms: 1_700_000_000_000 + seq,
+            epoch: 0,
+        }
+        .sign(&key);
+        recs.push(AppRecord::advance(None, &head, 8));
+    }
+    let state = ServingState {
+        committed: Some(ReleaseRef {
+            seq: 3,
+            release: recs[0].head.head.release.clone(),
+        }),
+        ..ServingState::default()
+    };
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &3u32.to_be_bytes()).unwrap();
+        for rec in &recs {
+            put_format_3_record(&db, rec);
+        }
+        db.open_tree("serving")
+            .unwrap()
+            .insert("a", postcard::to_stdvec(&state).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+        // A format-3 record does not decode as a format-4 one: the migration is needed.
+        let raw = db.open_tree("apps").unwrap().get("a").unwrap().unwrap();
+        assert!(postcard::from_bytes::<AppRecord>(&raw).is_err());
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        &4u32.to_be_bytes()
+    );
+    let got = s.records().unwrap();
+    assert_eq!(got, recs, "the same records, at epoch 0");
+    let trust = Trust::legacy(
+        "prod".into(),
+        vec![fleetcast_protocol::PublicKey::from(&key.verifying_key())],
+    );
+    for rec in &got {
+        assert_eq!(rec.head.head.epoch, 0);
+        trust.verify_stored_head(&rec.head).unwrap();
+    }
+    assert_eq!(s.states().unwrap().remove("a"), Some(state));
+    drop(s);
+    // Opening again is a no-op.
+    assert_eq!(Store::open(dir.path()).unwrap().records().unwrap(), recs);
+}
+
+#[test]
+fn a_damaged_format_3_record_is_refused_and_the_store_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &3u32.to_be_bytes()).unwrap();
+        db.open_tree("apps")
+            .unwrap()
+            .insert("a", &b"xx"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("stored record of app \"a\""), "{err}");
+    let db = sled::open(dir.path().join("store")).unwrap();
+    assert_eq!(
+        db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        &3u32.to_be_bytes()
+    );
+}
+
+fn signed_root(version: u64) -> SignedRoot {
+    use fleetcast_protocol::trust::{Role, Roles, Root};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let pk = fleetcast_protocol::PublicKey::from(&key.verifying_key());
+    Root {
+        fleet: "prod".into(),
+        version,
+        epoch: 1,
+        issued_ms: 1000 * version,
+        expires_ms: u64::MAX,
+        roles: Roles {
+            root: Role::new(vec![pk], 1),
+            release: Role::new(vec![pk], 1),
+            nodes: Role::new(vec![pk], 1),
+        },
+        revoked: Vec::new(),
+    }
+    .sign(&key)
+}
+
+#[test]
+fn the_root_chain_and_floor_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.roots().unwrap(), (Vec::new(), 0));
+        s.put_roots(&[signed_root(1)], 5_000).unwrap();
+        // Versions sort numerically (big-endian keys), not as text.
+        s.put_roots(&[signed_root(2), signed_root(10)], 9_000)
+            .unwrap();
+        // The floor never goes down.
+        s.put_roots(&[], 7_000).unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    let (chain, floor) = s.roots().unwrap();
+    let versions: Vec<u64> = chain.iter().map(|r| r.root.version).collect();
+    assert_eq!(versions, vec![1, 2, 10]);
+    assert_eq!(chain[1], signed_root(2));
+    assert_eq!(floor, 9_000);
 }

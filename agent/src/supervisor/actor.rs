@@ -544,7 +544,7 @@ fn what(write: Write) -> &'static str {
 /// without stalling the other tasks of this worker thread: the actor waits for it, so every
 /// state write stays in order, but on a multi-threaded runtime the worker's other tasks move
 /// to another thread meanwhile (`block_in_place`). Elsewhere it simply runs.
-fn off_the_reactor<R>(write: impl FnOnce() -> R) -> R {
+pub(crate) fn off_the_reactor<R>(write: impl FnOnce() -> R) -> R {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),

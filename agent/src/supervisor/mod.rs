@@ -49,6 +49,7 @@ mod restore;
 mod types;
 pub mod view;
 
+pub(crate) use self::actor::off_the_reactor;
 pub use self::api::{ActivationConfig, Command, SupervisorConfig, SupervisorHandle};
 pub use self::error::{RollbackError, Stopped};
 pub use self::pipeline::{PrepareError, prepare, smoke_check};

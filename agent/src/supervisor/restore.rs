@@ -2,7 +2,8 @@
 //! lifecycle's ([`Lifecycle::restore`], from the persisted serving state alone); this reads the
 //! store, re-verifies the heads and loads what serves from the agent's own compiled cache.
 
-use fleetcast_protocol::{AppRecord, Digest, TrustPolicy};
+use fleetcast_protocol::trust::Trust;
+use fleetcast_protocol::{AppRecord, Digest};
 
 use std::sync::Arc;
 
@@ -23,14 +24,17 @@ pub struct Restored {
     pub(in crate::supervisor) apps: Option<(Lifecycle, Shell)>,
 }
 
-/// Loads the app records, re-verifies their heads (the disk is untrusted) and serves, per app,
+/// Loads the app records, re-verifies their heads (the disk is untrusted:
+/// [`Trust::verify_stored_head`], against the root of each head's own epoch, so a node
+/// restarted after a release-key rotation or past the root's expiry keeps serving what it ran)
+/// and serves, per app,
 /// what the persisted serving state says (a resumed trial, the local override, else the last
 /// committed release), from the agent's own compiled cache (compiling from the stored source
 /// only if the artifact is missing). Blocking: run it on a blocking thread.
 pub fn restore(
     store: &Store,
     runtime: &Arc<Runtime>,
-    trust: &TrustPolicy,
+    trust: &Trust,
     cfg: &SupervisorConfig,
 ) -> Result<Restored, StoreError> {
     let now = Now::read();
@@ -48,7 +52,7 @@ pub fn restore(
     };
     for rec in store.records()? {
         let h = &rec.head.head;
-        if let Err(e) = rec.head.verify(trust) {
+        if let Err(e) = trust.verify_stored_head(&rec.head) {
             tracing::error!(app = %h.app, seq = h.seq, "stored head no longer verifies, not serving it: {e}");
             continue;
         }

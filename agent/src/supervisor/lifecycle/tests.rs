@@ -50,6 +50,7 @@ fn act(r: &Release, seq: u64) -> Box<Activation> {
         release: r.clone(),
         kind: HeadKind::Release,
         issued_at_ms: 0,
+        epoch: 0,
     }
     .sign(&key);
     let record = AppRecord::advance(None, &head, 8);
