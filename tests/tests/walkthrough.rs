@@ -1,5 +1,6 @@
-//! The README's walkthrough, run as written: the shell block under "## Walkthrough", in
-//! order, with real agent processes on loopback. Only the ports are moved (to free ones, so
+//! The README's shell blocks, run as written: the walkthrough (under "## Walkthrough") and
+//! the fleet with a root (under "### Try it: a fleet with a root"), each in order, with real
+//! agent processes on loopback. Only the ports are moved (to free ones, so
 //! the test can run beside anything) and `$PWD/target/debug` points at this build's target
 //! directory (which `CARGO_TARGET_DIR` may move). If a step fails the test prints the output
 //! so far and the agents' logs.
@@ -12,11 +13,11 @@ use std::time::Duration;
 /// The whole walkthrough includes `cargo build --workspace` (a no-op or a relink here).
 const DEADLINE: Duration = Duration::from_secs(900);
 
-/// The fenced `sh` block that follows the `## Walkthrough` heading.
-fn walkthrough(readme: &str) -> String {
+/// The first fenced `sh` block after the heading `heading` (e.g. `## Walkthrough`).
+fn block(readme: &str, heading: &str) -> String {
     let section = readme
-        .split_once("\n## Walkthrough\n")
-        .expect("README.md has a ## Walkthrough section")
+        .split_once(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("README.md has a {heading} section"))
         .1;
     let block = section
         .split_once("```sh\n")
@@ -65,13 +66,52 @@ fn bin_dir() -> PathBuf {
 
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
+    run_block(
+        "## Walkthrough",
+        [7400, 8400, 9400],
+        3,
+        &[
+            // Step 3 and 5: what the agents serve.
+            "hello from fleetcast 1.0.0",
+            // Step 4: the refusal, with its exit code.
+            "refused: exit 2",
+            // Step 6: the same bytes under a new version.
+            "same bytes as",
+            // Step 8: the serving version as a metric.
+            "fleetcast_app_serving_info{",
+        ],
+    );
+}
+
+#[test]
+fn the_readme_keys_and_trust_block_runs_as_written() {
+    run_block(
+        "### Try it: a fleet with a root",
+        [7410, 8410, 9410],
+        2,
+        &[
+            // Step 3: a 2-of-3 release, then a head signed by two holders apart.
+            "hello from fleetcast 1.0.0",
+            "hello from fleetcast 2.0.0",
+            // Step 4: the rotated-out key's head is refused, then the new keys' goes through.
+            "refused: exit",
+            // Step 5: the revoked node is cut off, and says so.
+            "revoked by root version 3",
+        ],
+    );
+}
+
+/// Runs the `sh` block under `heading` from the repository root, with the ports `base + 1 ..=
+/// base + count` of each base moved to free ones (the first base is QUIC), and checks that the
+/// output holds each of `expected`.
+fn run_block(heading: &str, bases: [u16; 3], count: u16, expected: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let mut script = walkthrough(&readme);
-    for base in [7400u16, 8400, 9400] {
-        for i in 1..=3 {
+    let mut script = block(&readme, heading);
+    for base in bases {
+        for i in 1..=count {
             let port = base + i;
-            let free = free_port(base == 7400);
+            let free = free_port(base == bases[0]);
             script = script.replace(&format!(":{port}"), &format!(":{free}"));
         }
     }
@@ -108,21 +148,12 @@ fn the_readme_walkthrough_runs_as_written() {
     println!("{output}");
     assert!(
         status.is_some_and(|s| s.success()),
-        "the walkthrough failed ({status:?}):\n{output}\n{logs}"
+        "{heading} failed ({status:?}):\n{output}\n{logs}"
     );
-    for expected in [
-        // Step 3 and 5: what the agents serve.
-        "hello from fleetcast 1.0.0",
-        // Step 4: the refusal, with its exit code.
-        "refused: exit 2",
-        // Step 6: the same bytes under a new version.
-        "same bytes as",
-        // Step 8: the serving version as a metric.
-        "fleetcast_app_serving_info{",
-    ] {
+    for e in expected {
         assert!(
-            output.contains(expected),
-            "the walkthrough's output lacks {expected:?}:\n{output}"
+            output.contains(e),
+            "the output of {heading} lacks {e:?}:\n{output}\n{logs}"
         );
     }
 }
