@@ -9,12 +9,16 @@
 
 pub mod commands;
 pub mod error;
+pub mod fleetdir;
 pub mod follow;
+pub mod headfile;
 pub mod http_get;
 pub mod json;
 pub mod out;
 pub mod plan;
+pub mod position;
 pub mod session;
+pub mod signing;
 pub mod table;
 pub mod target;
 pub mod validate;

@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
 use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetError, NetEvent, NetHandle};
+use fleetcast_protocol::Hello;
 use fleetcast_protocol::wire::{
     BroadcastMsg, Census, CensusMsg, ContentMsg, Focus, Message, NodeId, NodeStatus, Report, Tally,
-    TallyMsg,
+    TallyMsg, TrustMsg,
 };
 use fleetcast_protocol::{Digest, Release, SignedHead};
 use tokio::sync::mpsc;
@@ -72,8 +74,22 @@ impl Session {
     /// answers and refuses (another protocol version, a TLS failure) fails at once with its
     /// reason.
     pub async fn connect_to(target: &Target) -> Result<Session> {
-        let identity = Identity::generate();
-        let (net, mut events) = Net::client(&identity, NetConfig::default()).map_err(|e| {
+        Session::connect_as(target, None).await
+    }
+
+    /// [`Session::connect_to`] as an operator whose QUIC identity is `key` (a release key: an
+    /// enrolled fleet admits operators by it), or an ephemeral identity without one (which
+    /// only an open or `trusted_keys` fleet admits). The CLI says `Hello::Operator` either way.
+    pub async fn connect_as(target: &Target, key: Option<&SigningKey>) -> Result<Session> {
+        let identity = match key {
+            Some(k) => Identity::from_secret_bytes(&k.to_bytes()),
+            None => Identity::generate(),
+        };
+        let config = NetConfig {
+            hello: Hello::Operator,
+            ..NetConfig::default()
+        };
+        let (net, mut events) = Net::client(&identity, config).map_err(|e| {
             CliError::unreachable(format!("cannot open a QUIC endpoint to dial from: {e}"))
         })?;
         let within = target.connect_timeout;
@@ -130,6 +146,11 @@ impl Session {
                         Failure::Refused(why) => {
                             return Err(CliError::unreachable(format!(
                                 "the agent at {a} answered but the connection failed: {why}"
+                            )));
+                        }
+                        Failure::NotAdmitted(why) => {
+                            return Err(CliError::refused(format!(
+                                "the agent at {a} refused this CLI: {why}"
                             )));
                         }
                     },
@@ -189,6 +210,15 @@ impl Session {
         self.net.send(self.conn, msg).map_err(|e| {
             CliError::unreachable(format!("cannot send to the agent at {}: {e}", self.addr))
         })
+    }
+
+    /// Sends root versions (oldest first, at most [`fleetcast_protocol::trust::MAX_ROOTS_PER_MSG`]
+    /// per message) to the agent.
+    pub fn push_roots(&self, roots: &[fleetcast_protocol::SignedRoot]) -> Result<()> {
+        for part in roots.chunks(fleetcast_protocol::trust::MAX_ROOTS_PER_MSG) {
+            self.send(&Message::Trust(TrustMsg::Roots(part.to_vec())))?;
+        }
+        Ok(())
     }
 
     /// Pushes a signed head to the agent.
@@ -371,6 +401,8 @@ enum Failure {
     /// Something answered and refused (another protocol version, a TLS failure): no point in
     /// dialling again.
     Refused(String),
+    /// The agent's admission policy refused this CLI's key (exit 1, with the agent's reason).
+    NotAdmitted(String),
 }
 
 fn failure(e: &NetError) -> Failure {
@@ -384,6 +416,7 @@ fn failure(e: &NetError) -> Failure {
             other => Failure::Refused(other.to_string()),
         },
         NetError::Version { reason, .. } => Failure::Refused(reason.clone()),
+        NetError::Refused { reason, .. } => Failure::NotAdmitted(reason.clone()),
         other => Failure::Refused(other.to_string()),
     }
 }

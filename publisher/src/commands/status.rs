@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use fleetcast_protocol::wire::{AppRuntime, Census, NodeStatus, Outcome, ServeState};
+use fleetcast_protocol::wire::{AppRuntime, Census, NodeStatus, Outcome, Position, ServeState};
 use fleetcast_protocol::{AppName, AppStatus, HeadKind, Tally};
 
 use super::publish::{CENSUS_BUDGET, CENSUS_SPACING};
 use crate::error::{ErrorKind, Result};
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs, bytes};
+use crate::position::active_position;
 use crate::session::{STATUS_TIMEOUT, Session};
 use crate::table::{Table, age, plural};
 use crate::target::{Target, TargetArgs};
@@ -78,14 +79,14 @@ fn runtime<'a>(st: &'a NodeStatus, app: &AppName) -> Option<&'a AppRuntime> {
     st.runtime.iter().find(|r| r.app == *app)
 }
 
-/// The highest seq the agent accepted for `app`.
-fn accepted(st: &NodeStatus, app: &AppName) -> u64 {
+/// The highest position the agent accepted for `app`.
+fn accepted(st: &NodeStatus, app: &AppName) -> Position {
     st.seqs
         .iter()
         .filter(|(a, _)| a == app)
         .map(|(_, s)| *s)
         .max()
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// The app's state: the runtime's word when the agent gives it, else what the protocol's view
@@ -101,7 +102,7 @@ pub fn state(st: &NodeStatus, a: &AppStatus) -> String {
         "local-override".into()
     } else if a.serving.is_some() {
         "reverted".into()
-    } else if accepted(st, &a.app) > a.seq && a.last_error.is_none() {
+    } else if accepted(st, &a.app) > active_position(a) && a.last_error.is_none() {
         "activating".into()
     } else {
         "active".into()
@@ -223,10 +224,10 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
                 );
             }
             let held = accepted(st, app);
-            if held > a.seq {
+            if held > active_position(a) {
                 let _ = writeln!(
                     o,
-                    "  {app}: seq {held} accepted, not active here (fetching, activating or failed)"
+                    "  {app}: {held} accepted, not active here (fetching, activating or failed)"
                 );
             }
             if let Some(e) = &a.last_error {
@@ -358,6 +359,7 @@ pub(crate) mod tests {
         AppStatus {
             app: AppName::new(name).unwrap(),
             seq: last.seq,
+            epoch: 0,
             kind: last.kind,
             active: last.release,
             issued_at_ms: last.issued_at_ms,
@@ -431,9 +433,13 @@ pub(crate) mod tests {
                 version: 7,
             }],
             seqs: vec![
-                (AppName::new("hello").unwrap(), 2),
-                (AppName::new("beta").unwrap(), 1),
+                (
+                    AppName::new("hello").unwrap(),
+                    Position { epoch: 0, seq: 2 },
+                ),
+                (AppName::new("beta").unwrap(), Position { epoch: 0, seq: 1 }),
             ],
+            trust: Default::default(),
             now_ms: now,
         }
     }
@@ -522,7 +528,7 @@ pub(crate) mod tests {
         assert_eq!(state(&st, &st.apps[0]), "reverted");
         st.apps[0].local_override = true;
         assert_eq!(state(&st, &st.apps[0]), "local-override");
-        st.seqs = vec![(AppName::new("beta").unwrap(), 2)];
+        st.seqs = vec![(AppName::new("beta").unwrap(), Position { epoch: 0, seq: 2 })];
         assert_eq!(state(&st, &st.apps[1]), "activating");
     }
 
