@@ -22,6 +22,22 @@ pub struct Signers {
     pub root: Option<SignedRoot>,
 }
 
+/// `--key` on commands that only talk to an agent (status, history, push, fleet push): the
+/// identity the CLI connects as.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct IdentityArgs {
+    /// A release key to connect as: an enrolled fleet admits operators only by a release key
+    /// of its root. Default: an ephemeral identity, which open and trusted_keys fleets admit.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    pub fn read(&self) -> Result<Option<SigningKey>> {
+        self.key.as_deref().map(read_key).transpose()
+    }
+}
+
 /// Reads one secret key file (from `fleetcast keygen` or `fleetcast fleet init`).
 pub fn read_key(path: &Path) -> Result<SigningKey> {
     fleetcast_net::keys::read_secret(path).map_err(|e| {

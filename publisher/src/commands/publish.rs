@@ -146,9 +146,19 @@ pub async fn open(args: &PushArgs, app: &AppName) -> Result<Opened> {
 /// Connects to `target` and returns the session and the peer's view of `app`.
 pub async fn open_at(target: &Target, args: &PushArgs, app: &AppName) -> Result<Opened> {
     let key = read_key(args)?;
-    let mut s = Session::connect_as(target, Some(&key)).await?;
+    open_as(target, Some(&key), args.fleet.clone(), app).await
+}
+
+/// [`open_at`] as `identity` (ephemeral without one), for fleet `fleet` (default: the peer's).
+pub async fn open_as(
+    target: &Target,
+    identity: Option<&SigningKey>,
+    fleet: Option<String>,
+    app: &AppName,
+) -> Result<Opened> {
+    let mut s = Session::connect_as(target, identity).await?;
     let status = s.status(STATUS_TIMEOUT).await?;
-    let fleet = args.fleet.clone().unwrap_or(status.fleet.clone());
+    let fleet = fleet.unwrap_or(status.fleet.clone());
     let held = position::held(&status, app);
     let current = status.apps.iter().find(|a| a.app == *app).cloned();
     Ok(Opened {

@@ -20,11 +20,13 @@ use crate::target::{Target, TargetArgs};
 /// agents the fleet has (a census through this agent) and what they run.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast status --peer localhost:7401 --json"
+    after_help = "Under an enrolled fleet the agent admits operators by a release key: pass --key.\n\nExample:\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast status --peer localhost:7401 --json\n  fleetcast status --peer 127.0.0.1:7401 --key fleet/keys/release-1.key"
 )]
 pub struct Status {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub identity: crate::signing::IdentityArgs,
     #[command(flatten)]
     pub out: OutArgs,
     /// Same as --json (the old debug output is gone).
@@ -36,7 +38,8 @@ impl Status {
     pub async fn execute(self) -> Result<()> {
         let out = Out::new(self.out.json || self.raw);
         let target = Target::from_args(&self.target).await?;
-        let mut s = Session::connect_to(&target).await?;
+        let key = self.identity.read()?;
+        let mut s = Session::connect_as(&target, key.as_ref()).await?;
         let st = s.status(STATUS_TIMEOUT).await?;
         let census = census(&mut s, &st).await?;
         let (c, why) = match &census {
