@@ -87,7 +87,8 @@ pub struct Init {
 }
 
 fn days(ms: u64) -> String {
-    let d = ms / 86_400_000;
+    // Rounded: a root made a moment ago for 365d still says 365 days.
+    let d = (ms + 43_200_000) / 86_400_000;
     if d >= 1 {
         plural(d, "day")
     } else {

@@ -43,7 +43,7 @@ pub struct PushArgs {
     #[arg(skip = SocketAddr::from(([0, 0, 0, 0], 0)))]
     pub peer: SocketAddr,
     /// Fleet name; defaults to the --fleet directory's root, else the fleet the peer agent is in.
-    #[arg(long = "fleet-name", value_name = "NAME")]
+    #[arg(long = "fleet-name", id = "fleet_name", value_name = "NAME")]
     pub fleet: Option<String>,
     /// After the peer is active, follow the fleet until every live agent runs the release (the
     /// census counts them), or some fail (exit 1), or --timeout (exit 4).
