@@ -88,10 +88,44 @@ pub struct Status {
     pub fleet_tallies: Vec<TallyJson>,
     /// This agent's subtree of the broadcast tree, per head.
     pub tallies: Vec<TallyJson>,
+    /// The fleet root the agent holds (version 0: none, a `trusted_keys` lab fleet).
+    pub trust: TrustJson,
     /// The census of the live fleet through this agent; `null` when it did not answer.
     pub census: Option<CensusCount>,
     /// Why there is no census, when there is none.
     pub census_error: Option<String>,
+}
+
+/// The agent's fleet root: version, epoch, expiry, release threshold.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TrustJson {
+    /// 0: no root (`trusted_keys`, a lab setting).
+    pub version: u64,
+    pub epoch: u64,
+    pub issued_ms: u64,
+    /// `null`: never (no root).
+    pub expires_ms: Option<u64>,
+    pub expired: bool,
+    pub expires_soon: bool,
+    pub release_keys: u32,
+    pub release_threshold: u32,
+    pub revoked: u32,
+}
+
+impl From<&fleetcast_protocol::TrustStatus> for TrustJson {
+    fn from(t: &fleetcast_protocol::TrustStatus) -> Self {
+        TrustJson {
+            version: t.version,
+            epoch: t.epoch,
+            issued_ms: t.issued_ms,
+            expires_ms: (t.expires_ms != u64::MAX).then_some(t.expires_ms),
+            expired: t.expired,
+            expires_soon: t.expires_soon,
+            release_keys: t.release_keys,
+            release_threshold: t.release_threshold,
+            revoked: t.revoked,
+        }
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -572,6 +606,7 @@ pub fn status(
             .collect(),
         fleet_tallies: st.fleet_tallies.iter().map(TallyJson::from).collect(),
         tallies: st.tallies.iter().map(TallyJson::from).collect(),
+        trust: (&st.trust).into(),
         census: census.map(CensusCount::from),
         census_error,
     }

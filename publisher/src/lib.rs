@@ -100,13 +100,35 @@ mod tests {
     fn every_command_parses_its_flags_and_has_examples() {
         Cli::command().debug_assert();
         for sub in Cli::command().get_subcommands() {
-            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-            assert!(help.contains("fleetcast"), "{} has no example", sub.get_name());
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("fleetcast"),
+                "{} has no example",
+                sub.get_name()
+            );
         }
         let cli = Cli::try_parse_from([
-            "fleetcast", "release", "a.wasm", "--app", "shop", "--version", "1.0.0", "--key",
-            "r1.key", "--key", "r2.key", "--fleet", "fleet", "--sign-only", "--out", "h.head",
-            "--seq", "3",
+            "fleetcast",
+            "release",
+            "a.wasm",
+            "--app",
+            "shop",
+            "--version",
+            "1.0.0",
+            "--key",
+            "r1.key",
+            "--key",
+            "r2.key",
+            "--fleet",
+            "fleet",
+            "--sign-only",
+            "--out",
+            "h.head",
+            "--seq",
+            "3",
         ])
         .unwrap();
         let Command::Release(r) = cli.command else {
@@ -117,8 +139,31 @@ mod tests {
         assert!(r.target.peer.is_none());
         // --seq only with --sign-only; --sign-only needs --out.
         for bad in [
-            &["fleetcast", "release", "a.wasm", "--app", "a", "--version", "1.0.0", "--key", "k", "--seq", "3"][..],
-            &["fleetcast", "release", "a.wasm", "--app", "a", "--version", "1.0.0", "--key", "k", "--sign-only"][..],
+            &[
+                "fleetcast",
+                "release",
+                "a.wasm",
+                "--app",
+                "a",
+                "--version",
+                "1.0.0",
+                "--key",
+                "k",
+                "--seq",
+                "3",
+            ][..],
+            &[
+                "fleetcast",
+                "release",
+                "a.wasm",
+                "--app",
+                "a",
+                "--version",
+                "1.0.0",
+                "--key",
+                "k",
+                "--sign-only",
+            ][..],
         ] {
             assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
         }

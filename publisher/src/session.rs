@@ -420,3 +420,60 @@ fn failure(e: &NetError) -> Failure {
         other => Failure::Refused(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fleetcast_net::Admit;
+    use fleetcast_protocol::PeerRole;
+
+    use super::*;
+
+    /// An agent's admission as an enrolled fleet has it: operators by one release key only.
+    #[derive(Debug)]
+    struct ReleaseKeyOnly(NodeId);
+
+    impl Admit for ReleaseKeyOnly {
+        fn admit(&self, node: NodeId, hello: &Hello) -> std::result::Result<PeerRole, String> {
+            match hello {
+                Hello::Operator if node == self.0 => Ok(PeerRole::Operator),
+                _ => Err(format!(
+                    "operator key {} is not a release key: pass --key with a release key of this fleet",
+                    node.short()
+                )),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cli_connects_as_its_key_says_operator_and_a_refusal_exits_1() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let id = NodeId(key.verifying_key().to_bytes());
+        let agent = Identity::generate();
+        let config = NetConfig {
+            admit: Arc::new(ReleaseKeyOnly(id)),
+            ..NetConfig::default()
+        };
+        let (net, mut events) = Net::bind("127.0.0.1:0".parse().unwrap(), &agent, config).unwrap();
+        let target = Target::addr(net.local_addr(), Duration::from_secs(10));
+        let s = Session::connect_as(&target, Some(&key)).await.unwrap();
+        assert_eq!(s.peer(), agent.node_id());
+        let (node, role) = loop {
+            match events.recv().await.expect("the agent's events") {
+                NetEvent::Connected { node, role, .. } => break (node, role),
+                _ => continue,
+            }
+        };
+        assert_eq!((node, role), (id, PeerRole::Operator));
+        drop(s);
+        // An ephemeral identity is refused: exit 1, with the agent's reason.
+        let e = Session::connect_as(&target, None)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), 1, "{e}");
+        assert!(e.message.contains("refused this CLI"), "{e}");
+        assert!(e.message.contains("pass --key"), "{e}");
+    }
+}

@@ -165,11 +165,36 @@ fn since_cell(st: &NodeStatus, r: Option<&AppRuntime>) -> String {
     }
 }
 
+/// What the agent trusts: its fleet root's version, epoch, expiry and release threshold.
+pub fn trust_line(t: &fleetcast_protocol::TrustStatus) -> String {
+    if t.version == 0 {
+        return "trust: no fleet root (trusted_keys, a lab setting)".into();
+    }
+    let mut s = format!(
+        "trust: root version {}, epoch {}, heads need {} of {} release keys, expires {}",
+        t.version,
+        t.epoch,
+        t.release_threshold,
+        t.release_keys,
+        crate::table::utc(t.expires_ms)
+    );
+    if t.expired {
+        s.push_str(" (EXPIRED: no new head is accepted; fleetcast fleet rotate --expires 365d, then fleetcast fleet push)");
+    } else if t.expires_soon {
+        s.push_str(" (soon: fleetcast fleet rotate --expires 365d, then fleetcast fleet push)");
+    }
+    if t.revoked > 0 {
+        s.push_str(&format!(", {} revoked", plural(t.revoked, "node")));
+    }
+    s
+}
+
 /// The human-readable status: the census line, the apps table (and a line per app for what
 /// the table cannot say), the neighbours table, and the fleet's tallies.
 pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "agent {} in fleet {:?}", st.node.short(), st.fleet);
+    let _ = writeln!(o, "{}", trust_line(&st.trust));
     let _ = match census {
         Ok(c) if c.unanswered == 0 => writeln!(
             o,
@@ -496,6 +521,24 @@ pub(crate) mod tests {
         assert!(
             text.contains("fleet: 4 agents counted (all answered)"),
             "{text}"
+        );
+        assert!(
+            text.contains("trust: no fleet root (trusted_keys, a lab setting)"),
+            "{text}"
+        );
+        let t = fleetcast_protocol::TrustStatus {
+            version: 3,
+            epoch: 2,
+            expires_ms: 1_796_179_019_000,
+            expires_soon: true,
+            release_keys: 3,
+            release_threshold: 2,
+            revoked: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            trust_line(&t),
+            "trust: root version 3, epoch 2, heads need 2 of 3 release keys, expires 2026-12-02 02:36:59 UTC (soon: fleetcast fleet rotate --expires 365d, then fleetcast fleet push), 1 node revoked"
         );
         assert!(
             text.contains("APP    STATE   VERSION  SEQ  DIGEST        SINCE  TRIAL"),
