@@ -308,9 +308,7 @@ impl Demo {
         fleet.write_root(&root)?;
         std::fs::write(dir.join("hello-v1.wasm"), HELLO_V1)?;
         std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
-        out.say(format!(
-            "   wrote fleet/root.json (version 1, epoch 1, signed by 2 of 3 root keys) and fleet/keys/: root-1..3, release-1..3 (a head needs 2), enroll; every agent gets root.json and admits only enrolled nodes and release-key operators"
-        ));
+        out.say("   wrote fleet/root.json (version 1, epoch 1, signed by 2 of 3 root keys) and fleet/keys/: root-1..3, release-1..3 (a head needs 2), enroll; every agent gets root.json and admits only enrolled nodes and release-key operators");
 
         step(
             out,
