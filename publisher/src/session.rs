@@ -150,7 +150,7 @@ impl Session {
                         }
                         Failure::NotAdmitted(why) => {
                             return Err(CliError::refused(format!(
-                                "the agent at {a} refused this CLI: {why}"
+                                "the agent at {a} refused this CLI: {why} (right after a rotation, the agent may still hold the older root: send it with a key it still admits, fleetcast fleet push --fleet DIR --key ...)"
                             )));
                         }
                     },
