@@ -27,6 +27,11 @@ pub enum Event {
     Progress(Progress),
     Census(CensusEvent),
     Done(Done),
+    Signed(Signed),
+    Root(RootEvent),
+    Fleet(Box<FleetShow>),
+    Enrolled(Enrolled),
+    RootsPushed(RootsPushed),
     Demo(Demo),
     Error(Error),
 }
@@ -83,10 +88,44 @@ pub struct Status {
     pub fleet_tallies: Vec<TallyJson>,
     /// This agent's subtree of the broadcast tree, per head.
     pub tallies: Vec<TallyJson>,
+    /// The fleet root the agent holds (version 0: none, a `trusted_keys` lab fleet).
+    pub trust: TrustJson,
     /// The census of the live fleet through this agent; `null` when it did not answer.
     pub census: Option<CensusCount>,
     /// Why there is no census, when there is none.
     pub census_error: Option<String>,
+}
+
+/// The agent's fleet root: version, epoch, expiry, release threshold.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct TrustJson {
+    /// 0: no root (`trusted_keys`, a lab setting).
+    pub version: u64,
+    pub epoch: u64,
+    pub issued_ms: u64,
+    /// `null`: never (no root).
+    pub expires_ms: Option<u64>,
+    pub expired: bool,
+    pub expires_soon: bool,
+    pub release_keys: u32,
+    pub release_threshold: u32,
+    pub revoked: u32,
+}
+
+impl From<&fleetcast_protocol::TrustStatus> for TrustJson {
+    fn from(t: &fleetcast_protocol::TrustStatus) -> Self {
+        TrustJson {
+            version: t.version,
+            epoch: t.epoch,
+            issued_ms: t.issued_ms,
+            expires_ms: (t.expires_ms != u64::MAX).then_some(t.expires_ms),
+            expired: t.expired,
+            expires_soon: t.expires_soon,
+            release_keys: t.release_keys,
+            release_threshold: t.release_threshold,
+            revoked: t.revoked,
+        }
+    }
 }
 
 #[derive(Serialize, Debug)]
@@ -99,6 +138,8 @@ pub struct Neighbour {
 pub struct AppSeq {
     pub app: String,
     pub seq: u64,
+    /// The fleet root's epoch the seq counts in (0: no root).
+    pub epoch: u64,
 }
 
 /// One app on the agent.
@@ -290,6 +331,8 @@ pub struct Pushed {
     pub kind: String,
     pub app: String,
     pub seq: u64,
+    /// The fleet root's epoch the head is signed under (0: no root).
+    pub epoch: u64,
     pub release: ReleaseRef,
     /// The version the head in force had before (null for an app's first release).
     pub from_version: Option<String>,
@@ -367,6 +410,99 @@ pub struct HistoryEntry {
     pub issued_at_ms: u64,
     /// This is the release that serves on the agent.
     pub serves: bool,
+}
+
+/// `release --sign-only` and `sign`: a head file written.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Signed {
+    pub head_file: String,
+    pub app: String,
+    /// `release` or `rollback`.
+    pub kind: String,
+    pub seq: u64,
+    pub epoch: u64,
+    pub release: ReleaseRef,
+    /// The keys that signed, hex, in order.
+    pub signatures: Vec<String>,
+    /// Distinct release-key signatures counted (against --fleet's root when given).
+    pub have: usize,
+    /// The release threshold, when known (--fleet DIR, or the agent's status).
+    pub need: Option<u32>,
+    /// `have` meets `need` (or `need` is unknown): ready to push.
+    pub complete: bool,
+}
+
+/// `fleet init`, `fleet rotate`, `node revoke`: a root version written.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RootEvent {
+    /// `init`, `rotate` or `revoke`.
+    pub action: String,
+    pub fleet: String,
+    pub version: u64,
+    pub epoch: u64,
+    pub expires_ms: u64,
+    /// The files written (root.json, roots/N.json, new keys).
+    pub files: Vec<String>,
+}
+
+/// `fleet show`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct FleetShow {
+    pub fleet: String,
+    pub version: u64,
+    pub epoch: u64,
+    pub issued_ms: u64,
+    pub expires_ms: u64,
+    /// `root`, `release`, `nodes`, in that order.
+    pub roles: Vec<RoleJson>,
+    /// Revoked node ids, hex.
+    pub revoked: Vec<String>,
+    /// Every version in the directory, oldest first.
+    pub versions: Vec<VersionJson>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RoleJson {
+    pub role: String,
+    pub threshold: u32,
+    pub keys: Vec<KeyJson>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct KeyJson {
+    /// Its file name in keys/ (`release-1`), or null when no .pub there holds it.
+    pub name: Option<String>,
+    pub key: String,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct VersionJson {
+    pub version: u64,
+    pub epoch: u64,
+    pub issued_ms: u64,
+    pub expires_ms: u64,
+    pub signatures: usize,
+}
+
+/// `node enroll`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Enrolled {
+    pub node: String,
+    pub fleet: String,
+    pub cert_file: String,
+    pub expires_ms: u64,
+}
+
+/// `fleet push`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct RootsPushed {
+    pub peer: String,
+    pub peer_node: String,
+    /// Root versions sent.
+    pub sent: Vec<u64>,
+    /// The version the agent holds after.
+    pub agent_version: u64,
+    pub agent_epoch: u64,
 }
 
 /// `fleetcast demo`.
@@ -464,11 +600,13 @@ pub fn status(
             .iter()
             .map(|(a, s)| AppSeq {
                 app: a.to_string(),
-                seq: *s,
+                seq: s.seq,
+                epoch: s.epoch,
             })
             .collect(),
         fleet_tallies: st.fleet_tallies.iter().map(TallyJson::from).collect(),
         tallies: st.tallies.iter().map(TallyJson::from).collect(),
+        trust: (&st.trust).into(),
         census: census.map(CensusCount::from),
         census_error,
     }

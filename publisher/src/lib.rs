@@ -9,12 +9,16 @@
 
 pub mod commands;
 pub mod error;
+pub mod fleetdir;
 pub mod follow;
+pub mod headfile;
 pub mod http_get;
 pub mod json;
 pub mod out;
 pub mod plan;
+pub mod position;
 pub mod session;
+pub mod signing;
 pub mod table;
 pub mod target;
 pub mod validate;
@@ -28,7 +32,7 @@ pub use error::{CliError, ErrorKind};
     name = "fleetcast",
     version,
     about = "Ship signed WebAssembly components to a fleet of edge agents",
-    after_help = "Exit codes: 0 done, 1 refused by the fleet, 2 usage (nothing sent), 3 unreachable, 4 timed out.\n\nExample:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast demo"
+    after_help = "Exit codes: 0 done, 1 refused by the fleet, 2 usage (nothing sent), 3 unreachable, 4 timed out.\n\nExample:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast demo\n\nWith a fleet root (keys and trust):\n  fleetcast fleet init --out fleet --root-keys 3 --root-threshold 2 --release-keys 3 --release-threshold 2\n  fleetcast node enroll --fleet fleet --node $(fleetcast-agent id --data-dir edge1) --out edge1/node.cert\n  fleetcast release app.wasm --app shop --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --peer 127.0.0.1:7401\n  fleetcast fleet rotate --fleet fleet --replace release-1 --root-key fleet/keys/root-1.key --root-key fleet/keys/root-2.key\n  fleetcast fleet push --fleet fleet --peer 127.0.0.1:7401 --key fleet/keys/release-2.key"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,6 +46,10 @@ enum Command {
     Rollback(commands::rollback::RollbackFlags),
     Status(commands::status::Status),
     History(commands::history::History),
+    Fleet(commands::fleet::Fleet),
+    Node(commands::node::Node),
+    Sign(commands::sign::Sign),
+    Push(commands::push::PushFile),
     Demo(commands::demo::Demo),
 }
 
@@ -54,6 +62,10 @@ impl Cli {
             Command::Rollback(c) => c.out.json,
             Command::Status(c) => c.out.json || c.raw,
             Command::History(c) => c.out.json,
+            Command::Fleet(c) => c.json(),
+            Command::Node(c) => c.json(),
+            Command::Sign(c) => c.format.json,
+            Command::Push(c) => c.out.json,
             Command::Demo(c) => c.out.json,
         }
     }
@@ -65,6 +77,10 @@ impl Cli {
             Command::Rollback(c) => c.execute().await,
             Command::Status(c) => c.execute().await,
             Command::History(c) => c.execute().await,
+            Command::Fleet(c) => c.execute().await,
+            Command::Node(c) => c.execute(),
+            Command::Sign(c) => c.execute(),
+            Command::Push(c) => c.execute().await,
             Command::Demo(c) => c.execute().await,
         }
     }
@@ -73,4 +89,83 @@ impl Cli {
 /// The `--json` line for a failure.
 pub fn error_line(e: &CliError) -> String {
     json::line(&json::Event::Error(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_command_parses_its_flags_and_has_examples() {
+        Cli::command().debug_assert();
+        for sub in Cli::command().get_subcommands() {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("fleetcast"),
+                "{} has no example",
+                sub.get_name()
+            );
+        }
+        let cli = Cli::try_parse_from([
+            "fleetcast",
+            "release",
+            "a.wasm",
+            "--app",
+            "shop",
+            "--version",
+            "1.0.0",
+            "--key",
+            "r1.key",
+            "--key",
+            "r2.key",
+            "--fleet",
+            "fleet",
+            "--sign-only",
+            "--out",
+            "h.head",
+            "--seq",
+            "3",
+        ])
+        .unwrap();
+        let Command::Release(r) = cli.command else {
+            panic!("release")
+        };
+        assert_eq!(r.sign.keys.len(), 2);
+        assert_eq!(r.offline.seq, Some(3));
+        assert!(r.target.peer.is_none());
+        // --seq only with --sign-only; --sign-only needs --out.
+        for bad in [
+            &[
+                "fleetcast",
+                "release",
+                "a.wasm",
+                "--app",
+                "a",
+                "--version",
+                "1.0.0",
+                "--key",
+                "k",
+                "--seq",
+                "3",
+            ][..],
+            &[
+                "fleetcast",
+                "release",
+                "a.wasm",
+                "--app",
+                "a",
+                "--version",
+                "1.0.0",
+                "--key",
+                "k",
+                "--sign-only",
+            ][..],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -317,6 +317,7 @@ mod tests {
         AppStatus {
             app: AppName::new("hello").unwrap(),
             seq: last.seq,
+            epoch: 0,
             kind: last.kind,
             active: last.release,
             issued_at_ms: 0,

@@ -10,10 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
 use fleetcast_net::{ConnId, Identity, Net, NetConfig, NetError, NetEvent, NetHandle};
+use fleetcast_protocol::Hello;
 use fleetcast_protocol::wire::{
     BroadcastMsg, Census, CensusMsg, ContentMsg, Focus, Message, NodeId, NodeStatus, Report, Tally,
-    TallyMsg,
+    TallyMsg, TrustMsg,
 };
 use fleetcast_protocol::{Digest, Release, SignedHead};
 use tokio::sync::mpsc;
@@ -72,8 +74,22 @@ impl Session {
     /// answers and refuses (another protocol version, a TLS failure) fails at once with its
     /// reason.
     pub async fn connect_to(target: &Target) -> Result<Session> {
-        let identity = Identity::generate();
-        let (net, mut events) = Net::client(&identity, NetConfig::default()).map_err(|e| {
+        Session::connect_as(target, None).await
+    }
+
+    /// [`Session::connect_to`] as an operator whose QUIC identity is `key` (a release key: an
+    /// enrolled fleet admits operators by it), or an ephemeral identity without one (which
+    /// only an open or `trusted_keys` fleet admits). The CLI says `Hello::Operator` either way.
+    pub async fn connect_as(target: &Target, key: Option<&SigningKey>) -> Result<Session> {
+        let identity = match key {
+            Some(k) => Identity::from_secret_bytes(&k.to_bytes()),
+            None => Identity::generate(),
+        };
+        let config = NetConfig {
+            hello: Hello::Operator,
+            ..NetConfig::default()
+        };
+        let (net, mut events) = Net::client(&identity, config).map_err(|e| {
             CliError::unreachable(format!("cannot open a QUIC endpoint to dial from: {e}"))
         })?;
         let within = target.connect_timeout;
@@ -130,6 +146,11 @@ impl Session {
                         Failure::Refused(why) => {
                             return Err(CliError::unreachable(format!(
                                 "the agent at {a} answered but the connection failed: {why}"
+                            )));
+                        }
+                        Failure::NotAdmitted(why) => {
+                            return Err(CliError::refused(format!(
+                                "the agent at {a} refused this CLI: {why} (right after a rotation, the agent may still hold the older root: send it with a key it still admits, fleetcast fleet push --fleet DIR --key ...)"
                             )));
                         }
                     },
@@ -189,6 +210,15 @@ impl Session {
         self.net.send(self.conn, msg).map_err(|e| {
             CliError::unreachable(format!("cannot send to the agent at {}: {e}", self.addr))
         })
+    }
+
+    /// Sends root versions (oldest first, at most [`fleetcast_protocol::trust::MAX_ROOTS_PER_MSG`]
+    /// per message) to the agent.
+    pub fn push_roots(&self, roots: &[fleetcast_protocol::SignedRoot]) -> Result<()> {
+        for part in roots.chunks(fleetcast_protocol::trust::MAX_ROOTS_PER_MSG) {
+            self.send(&Message::Trust(TrustMsg::Roots(part.to_vec())))?;
+        }
+        Ok(())
     }
 
     /// Pushes a signed head to the agent.
@@ -371,6 +401,8 @@ enum Failure {
     /// Something answered and refused (another protocol version, a TLS failure): no point in
     /// dialling again.
     Refused(String),
+    /// The agent's admission policy refused this CLI's key (exit 1, with the agent's reason).
+    NotAdmitted(String),
 }
 
 fn failure(e: &NetError) -> Failure {
@@ -384,6 +416,64 @@ fn failure(e: &NetError) -> Failure {
             other => Failure::Refused(other.to_string()),
         },
         NetError::Version { reason, .. } => Failure::Refused(reason.clone()),
+        NetError::Refused { reason, .. } => Failure::NotAdmitted(reason.clone()),
         other => Failure::Refused(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use fleetcast_net::Admit;
+    use fleetcast_protocol::PeerRole;
+
+    use super::*;
+
+    /// An agent's admission as an enrolled fleet has it: operators by one release key only.
+    #[derive(Debug)]
+    struct ReleaseKeyOnly(NodeId);
+
+    impl Admit for ReleaseKeyOnly {
+        fn admit(&self, node: NodeId, hello: &Hello) -> std::result::Result<PeerRole, String> {
+            match hello {
+                Hello::Operator if node == self.0 => Ok(PeerRole::Operator),
+                _ => Err(format!(
+                    "operator key {} is not a release key: pass --key with a release key of this fleet",
+                    node.short()
+                )),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_cli_connects_as_its_key_says_operator_and_a_refusal_exits_1() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let id = NodeId(key.verifying_key().to_bytes());
+        let agent = Identity::generate();
+        let config = NetConfig {
+            admit: Arc::new(ReleaseKeyOnly(id)),
+            ..NetConfig::default()
+        };
+        let (net, mut events) = Net::bind("127.0.0.1:0".parse().unwrap(), &agent, config).unwrap();
+        let target = Target::addr(net.local_addr(), Duration::from_secs(10));
+        let s = Session::connect_as(&target, Some(&key)).await.unwrap();
+        assert_eq!(s.peer(), agent.node_id());
+        let (node, role) = loop {
+            match events.recv().await.expect("the agent's events") {
+                NetEvent::Connected { node, role, .. } => break (node, role),
+                _ => continue,
+            }
+        };
+        assert_eq!((node, role), (id, PeerRole::Operator));
+        drop(s);
+        // An ephemeral identity is refused: exit 1, with the agent's reason.
+        let e = Session::connect_as(&target, None)
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), 1, "{e}");
+        assert!(e.message.contains("refused this CLI"), "{e}");
+        assert!(e.message.contains("pass --key"), "{e}");
     }
 }

@@ -119,6 +119,34 @@ pub struct TargetArgs {
     pub connect: ConnectArgs,
 }
 
+/// `--peer` where a command can do without an agent (`release --sign-only --seq`), and
+/// `--connect-timeout`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "The agent to talk to")]
+pub struct OptTargetArgs {
+    /// The agent to talk to: its QUIC listen address (`listen`, printed as quic= in its ready
+    /// line), as HOST:PORT or IP:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peer: Option<PeerAddr>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl OptTargetArgs {
+    /// The flags with `--peer` given, or a usage error saying `what` needs it.
+    pub fn required(&self, what: &str) -> Result<TargetArgs> {
+        match &self.peer {
+            Some(p) => Ok(TargetArgs {
+                peer: p.clone(),
+                connect: self.connect.clone(),
+            }),
+            None => Err(CliError::usage(format!(
+                "{what} needs --peer HOST:PORT: the agent's QUIC listen address"
+            ))),
+        }
+    }
+}
+
 /// An agent to dial: the addresses `--peer` resolved to, and how long to try.
 #[derive(Clone, Debug)]
 pub struct Target {

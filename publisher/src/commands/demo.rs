@@ -1,5 +1,7 @@
 //! `fleetcast demo`: a local fleet of real `fleetcast-agent` processes on loopback, walked
-//! through release, swap under load, rollback and an offline restart.
+//! through the fleet root (init, enrollment, 2-of-3 release signatures), release, swap under
+//! load, rollback, an offline restart, and a rotation of a release key after which a head
+//! signed with the rotated-out key is refused.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,14 +14,22 @@ use anyhow::{Context, Result, bail};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use ed25519_dalek::SigningKey;
+use fleetcast_protocol::wire::{Outcome, Position};
+use fleetcast_protocol::{Head, HeadKind, NodeId, SignedRoot};
+
+use super::fleet::{next_version, push_chain};
 use super::publish::PushArgs;
 use super::release::ReleaseCmd;
 use super::rollback::Rollback;
 use crate::error::{CliError, ErrorKind};
+use crate::fleetdir::{self, FleetDir, InitSpec, RotateSpec, now_ms};
 use crate::http_get;
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs};
+use crate::session::News;
 use crate::session::{STATUS_TIMEOUT, Session};
+use crate::signing::{Signers, read_key, sign_all};
 use crate::target::{ConnectArgs, Target};
 
 const HELLO_V1: &[u8] = include_bytes!("../../../tests/guests/hello-v1.wasm");
@@ -60,6 +70,47 @@ fn step(out: &Out, msg: &str) {
     out.say(format!("\n== {msg}"));
 }
 
+/// The demo's fleet name (agents run with `--fleet demo`; the root names it too).
+const DEMO_FLEET: &str = "demo";
+
+/// `fleetcast-agent id --data-dir DIR`: the node id the agent will have (its identity is
+/// created if there is none yet).
+async fn agent_id(bin: &Path, data_dir: &Path) -> Result<NodeId> {
+    let out = Command::new(bin)
+        .arg("id")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} id", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} id --data-dir {} failed: {}",
+            bin.display(),
+            data_dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<NodeId>()
+        .map_err(|e| anyhow::anyhow!("fleetcast-agent id printed {text:?}: {e}"))
+}
+
+/// Enrolls agent `name`: its id from `fleetcast-agent id`, a certificate signed by the
+/// enroll key in `<dir>/<name>/node.cert`.
+async fn enroll(bin: &Path, dir: &Path, name: &str, root: &SignedRoot) -> Result<NodeId> {
+    let data_dir = dir.join(name);
+    let node = agent_id(bin, &data_dir).await?;
+    let fleet = FleetDir::new(dir.join("fleet"));
+    let key = read_key(&fleet.key_file("enroll"))?;
+    let now = now_ms();
+    let cert = fleetdir::build_cert(root, node, &key, now, now + 365 * 86_400_000)?;
+    let text = serde_json::to_string_pretty(&cert)?;
+    fleetdir::write_atomic(&data_dir.join("node.cert"), text.as_bytes(), false)?;
+    Ok(node)
+}
+
 async fn spawn_agent(bin: &Path, dir: &Path, name: &str, contacts: &[SocketAddr]) -> Result<Agent> {
     let data_dir = dir.join(name);
     // Each agent's log goes to <demo dir>/<name>.log (kept with --keep; the level is
@@ -74,9 +125,12 @@ async fn spawn_agent(bin: &Path, dir: &Path, name: &str, contacts: &[SocketAddr]
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--fleet")
-        .arg("demo")
-        .arg("--trusted-key")
-        .arg(dir.join("ops.pub"))
+        .arg(DEMO_FLEET)
+        .arg("--root")
+        .arg(dir.join("fleet").join("root.json"))
+        .arg("--node-cert")
+        .arg(data_dir.join("node.cert"))
+        .args(["--admission", "enrolled"])
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -233,24 +287,47 @@ impl Demo {
     }
 
     async fn walk(&self, out: &Out, bin: &Path, dir: &Path) -> Result<()> {
-        step(out, "1. keys: fleetcast keygen --out ops.key");
-        fleetcast_net::keys::generate(&dir.join("ops.key"))?;
+        step(
+            out,
+            "1. the fleet root: fleetcast fleet init --out fleet --root-keys 3 --root-threshold 2 --release-keys 3 --release-threshold 2",
+        );
+        let fleet = FleetDir::new(dir.join("fleet"));
+        let now = now_ms();
+        let (root, keys) = fleetdir::build_init(&InitSpec {
+            fleet: DEMO_FLEET.into(),
+            root_keys: 3,
+            root_threshold: 2,
+            release_keys: 3,
+            release_threshold: 2,
+            now_ms: now,
+            expires_ms: now + 365 * 86_400_000,
+        })?;
+        for k in &keys {
+            fleet.write_key(k)?;
+        }
+        fleet.write_root(&root)?;
         std::fs::write(dir.join("hello-v1.wasm"), HELLO_V1)?;
         std::fs::write(dir.join("hello-v2.wasm"), HELLO_V2)?;
-        out.say("   wrote ops.key and ops.pub; every agent trusts ops.pub");
+        out.say("   wrote fleet/root.json (version 1, epoch 1, signed by 2 of 3 root keys) and fleet/keys/: root-1..3, release-1..3 (a head needs 2), enroll; every agent gets root.json and admits only enrolled nodes and release-key operators");
 
         step(
             out,
-            "2. start agents: each joins the mesh through two earlier agents (its contacts); only agent1 hears from the publisher",
+            "2. enroll and start agents: fleetcast node enroll --node $(fleetcast-agent id --data-dir agentN); each joins the mesh through two earlier agents (its contacts); only agent1 hears from the publisher",
         );
         let mut agents: Vec<Agent> = Vec::new();
         let mut contacts: Vec<Vec<SocketAddr>> = Vec::new();
         for i in 1..=self.agents {
+            let name = format!("agent{i}");
+            let node = enroll(bin, dir, &name, &root).await?;
             let peers = demo_contacts(&agents, i);
-            let a = spawn_agent(bin, dir, &format!("agent{i}"), &peers).await?;
+            let a = spawn_agent(bin, dir, &name, &peers).await?;
             out.say(format!(
-                "   {} quic {} http {} contacts {:?}",
-                a.name, a.quic, a.http, peers
+                "   {} node {} enrolled (node.cert); quic {} http {} contacts {:?}",
+                a.name,
+                node.short(),
+                a.quic,
+                a.http,
+                peers
             ));
             agents.push(a);
             contacts.push(peers);
@@ -258,30 +335,35 @@ impl Demo {
         let n = agents.len();
         let within = self.connect.connect_timeout.0;
         let entry = Target::addr(agents[0].quic, within);
+        let release_key = |name: &str| read_key(&fleet.key_file(name));
+        let mut signers = Signers {
+            keys: vec![release_key("release-1")?, release_key("release-2")?],
+            root: Some(root.clone()),
+        };
         let push = PushArgs {
-            key: dir.join("ops.key"),
+            key: fleet.key_file("release-1"),
             peer: agents[0].quic,
-            fleet: None,
+            fleet: Some(DEMO_FLEET.into()),
             wait: true,
             expect: Some(n),
             timeout: 60,
         };
-        let release = |file: &str, version: &str| ReleaseCmd {
+        let release = |file: &str, version: &str, push: PushArgs| ReleaseCmd {
             file: dir.join(file),
             app: "hello".into(),
             version: version.into(),
-            push: push.clone(),
+            push,
             chunk_size: fleetcast_protocol::DEFAULT_CHUNK_SIZE,
             policy: Default::default(),
         };
 
         step(
             out,
-            "3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --wait",
+            "3. fleetcast release hello-v1.wasm --app hello --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --wait   (2 of 3 release keys sign)",
         );
         let t = Instant::now();
-        release("hello-v1.wasm", "1.0.0")
-            .run(&entry, false, out)
+        release("hello-v1.wasm", "1.0.0", push.clone())
+            .run_with(&entry, false, &signers, out)
             .await?;
         out.say(format!(
             "   all {n} agents active in {:?}; real HTTP requests with Host: hello:",
@@ -325,8 +407,8 @@ impl Demo {
             }));
         }
         let t = Instant::now();
-        release("hello-v2.wasm", "2.0.0")
-            .run(&entry, false, out)
+        release("hello-v2.wasm", "2.0.0", push.clone())
+            .run_with(&entry, false, &signers, out)
             .await?;
         let swap = t.elapsed();
         // Keep the load on until a few hundred requests have seen 2.0.0.
@@ -358,7 +440,9 @@ impl Demo {
             push,
         };
         let t = Instant::now();
-        rollback(None, push.clone()).run(&entry, out).await?;
+        rollback(None, push.clone())
+            .run_with(&entry, &signers, out)
+            .await?;
         out.say(format!("   rolled back in {:?}:", t.elapsed()));
         show_all(out, &agents, "1.0.0").await?;
 
@@ -367,7 +451,7 @@ impl Demo {
             "6. fleetcast rollback --app hello --to 2.0.0   (forward again)",
         );
         rollback(Some("2.0.0"), push.clone())
-            .run(&entry, out)
+            .run_with(&entry, &signers, out)
             .await?;
         show_all(out, &agents, "2.0.0").await?;
 
@@ -407,7 +491,9 @@ impl Demo {
         offline.child.kill().await?;
         let mut rest = push.clone();
         rest.expect = Some(n - 1);
-        rollback(Some("1.0.0"), rest).run(&entry, out).await?;
+        rollback(Some("1.0.0"), rest)
+            .run_with(&entry, &signers, out)
+            .await?;
         let t = Instant::now();
         let back = spawn_agent(bin, dir, &offline.name, &contacts[n - 1]).await?;
         let first = http_get::get(back.http, "hello", "/").await?;
@@ -438,9 +524,84 @@ impl Demo {
 
         step(
             out,
-            "9. fleetcast status --peer agent1   (where the releases entered the mesh)",
+            "9. release-1 leaks: fleetcast fleet rotate --replace release-1 --root-key fleet/keys/root-1.key --root-key fleet/keys/root-2.key; fleetcast fleet push",
         );
-        let mut s = Session::connect_to(&entry).await?;
+        let old_release_1 = release_key("release-1")?;
+        let (next, _) = next_version(
+            &fleet,
+            &RotateSpec {
+                replace: vec!["release-1".into()],
+                now_ms: now_ms(),
+                ..Default::default()
+            },
+            &[fleet.key_file("root-1"), fleet.key_file("root-2")],
+        )?;
+        out.say(format!(
+            "   wrote fleet/root.json version {} (epoch {}: the release role changed); the old release-1 key is in fleet/keys/old/",
+            next.root.version, next.root.epoch
+        ));
+        let chain = fleet.load_chain()?;
+        // Connected as release-2, which both versions list (the old release-1 would be
+        // dropped once the agent adopts the new root).
+        let release_2 = release_key("release-2")?;
+        let mut s = Session::connect_as(&entry, Some(&release_2)).await?;
+        let (_, trust) = push_chain(&mut s, &chain).await?;
+        out.say(format!(
+            "   agent1 holds root version {} (epoch {}); the mesh spreads it",
+            trust.version, trust.epoch
+        ));
+        wait_for_root(&agents, within, &release_2, next.root.version).await?;
+        out.say(format!(
+            "   all {n} agents hold root version {}",
+            next.root.version
+        ));
+
+        step(
+            out,
+            "10. a head signed with the rotated-out release-1 (and release-2) is refused: the old key no longer counts",
+        );
+        drop(s);
+        let mut s = Session::connect_as(&entry, Some(&release_2)).await?;
+        let st = s.status(STATUS_TIMEOUT).await?;
+        let app = fleetcast_protocol::AppName::new("hello")?;
+        let held = crate::position::held(&st, &app);
+        let pos = crate::position::next(&app, held, next.root.epoch)?;
+        let a = super::history::find(&st, &app).context("hello on agent1")?;
+        let forged = sign_all(
+            Head {
+                fleet: DEMO_FLEET.into(),
+                app: app.clone(),
+                seq: pos.seq,
+                release: a.active.clone(),
+                kind: HeadKind::Rollback,
+                issued_at_ms: now_ms(),
+                epoch: pos.epoch,
+            },
+            &[old_release_1, release_2.clone()],
+        );
+        s.push_head(&forged)?;
+        let reason = refusal(&mut s, &forged, pos).await?;
+        out.say(format!("   agent1 refused it: {reason}"));
+        drop(s);
+
+        step(
+            out,
+            "11. the new release-1 and release-2 sign (fleetcast rollback --to 2.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key): a new epoch, seq 1",
+        );
+        signers = Signers {
+            keys: vec![release_key("release-1")?, release_2.clone()],
+            root: Some(next.clone()),
+        };
+        rollback(Some("2.0.0"), push.clone())
+            .run_with(&entry, &signers, out)
+            .await?;
+        show_all(out, &agents, "2.0.0").await?;
+
+        step(
+            out,
+            "12. fleetcast status --peer agent1 --key fleet/keys/release-2.key   (where the releases entered the mesh)",
+        );
+        let mut s = Session::connect_as(&entry, Some(&release_2)).await?;
         let st = s.status(STATUS_TIMEOUT).await?;
         out.print(&status_text(&mut s, &st).await?);
         drop(s);
@@ -449,11 +610,11 @@ impl Demo {
         step(
             out,
             &format!(
-                "10. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
+                "13. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
                 far.name
             ),
         );
-        let mut s = Session::connect_to(&Target::addr(far.quic, within)).await?;
+        let mut s = Session::connect_as(&Target::addr(far.quic, within), Some(&release_2)).await?;
         let until = Instant::now() + Duration::from_secs(15);
         let st = loop {
             let st = s.status(STATUS_TIMEOUT).await?;
@@ -479,6 +640,59 @@ impl Demo {
             let _ = a.child.kill().await;
         }
         Ok(())
+    }
+}
+
+/// Waits (up to 30 s) until every agent holds root `version`.
+async fn wait_for_root(
+    agents: &[Agent],
+    within: Duration,
+    key: &SigningKey,
+    version: u64,
+) -> Result<()> {
+    let until = Instant::now() + Duration::from_secs(30);
+    for a in agents {
+        let mut s = Session::connect_as(&Target::addr(a.quic, within), Some(key)).await?;
+        loop {
+            let st = s.status(STATUS_TIMEOUT).await?;
+            if st.trust.version >= version {
+                break;
+            }
+            if Instant::now() > until {
+                bail!(
+                    "{} still holds root version {} 30 s after version {version} was pushed",
+                    a.name,
+                    st.trust.version
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The peer's refusal of `head` (its report), or an error if it accepted it.
+async fn refusal(
+    s: &mut Session,
+    head: &fleetcast_protocol::SignedHead,
+    pos: Position,
+) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.next_news(deadline).await? {
+            Some(News::Report(r)) if r.app == head.head.app && r.seq == pos.seq => {
+                return match r.outcome {
+                    Outcome::Rejected(why) => Ok(why),
+                    other => bail!(
+                        "agent1 did not refuse the head signed with the rotated-out key: {other}"
+                    ),
+                };
+            }
+            Some(_) => continue,
+            None => {
+                bail!("agent1 did not answer the head signed with the rotated-out key within 10 s")
+            }
+        }
     }
 }
 

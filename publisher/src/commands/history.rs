@@ -14,13 +14,17 @@ use crate::target::{Target, TargetArgs};
 /// Show an app's history on an agent: each head (release or rollback) with its seq, version,
 /// digest and when it was signed, newest first; `*` marks the release that serves.
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Example:\n  fleetcast history --app hello --peer 127.0.0.1:7401")]
+#[command(
+    after_help = "Under an enrolled fleet pass --key (a release key).\n\nExample:\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast history --app shop --peer 127.0.0.1:7401 --key fleet/keys/release-1.key"
+)]
 pub struct History {
     /// App name.
     #[arg(long)]
     pub app: String,
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub identity: crate::signing::IdentityArgs,
     #[command(flatten)]
     pub out: OutArgs,
 }
@@ -30,7 +34,8 @@ impl History {
         let app = app_name(&self.app)?;
         let out = Out::new(self.out.json);
         let target = Target::from_args(&self.target).await?;
-        let mut s = Session::connect_to(&target).await?;
+        let key = self.identity.read()?;
+        let mut s = Session::connect_as(&target, key.as_ref()).await?;
         let st = s.status(STATUS_TIMEOUT).await?;
         let Some(a) = st.apps.iter().find(|a| a.app == app) else {
             let known: Vec<String> = st.apps.iter().map(|a| a.app.to_string()).collect();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use fleetcast_protocol::wire::{AppStatus, Census, Focus, NodeStatus, Outcome, Tally};
+use fleetcast_protocol::wire::{AppStatus, Census, Focus, NodeStatus, Outcome, Position, Tally};
 use fleetcast_protocol::{AppName, Head, HeadKind, Release, SignedHead};
 use tokio::time::Instant;
 
@@ -15,7 +15,9 @@ use crate::follow::{Follow, Verdict};
 use crate::json::{self, Event};
 use crate::out::{Counts, Out, Progress};
 use crate::plan::{Direction, Push};
+use crate::position;
 use crate::session::{News, STATUS_TIMEOUT, Session, census_unanswered};
+use crate::signing::{self, Signers};
 use crate::target::{LIBRARY_CONNECT_TIMEOUT, Target, secs};
 
 /// Without `--expect` and without a census, `--wait` stops once the fleet's tally has been
@@ -32,15 +34,16 @@ pub const CENSUS_BUDGET: Duration = Duration::from_millis(1500);
 /// Flags common to commands that sign and push a head.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PushArgs {
-    /// The publisher's secret key (from `fleetcast keygen`).
-    #[arg(long)]
+    /// The publisher's secret key (library callers; on the command line `--key`, repeatable,
+    /// names the release keys and the first is this field).
+    #[arg(skip)]
     pub key: PathBuf,
     /// The agent's QUIC address, for library callers; on the command line `--peer` (which
     /// also takes HOST:PORT) names the agent.
     #[arg(skip = SocketAddr::from(([0, 0, 0, 0], 0)))]
     pub peer: SocketAddr,
-    /// Fleet name; defaults to the fleet the peer agent is in.
-    #[arg(long)]
+    /// Fleet name; defaults to the --fleet directory's root, else the fleet the peer agent is in.
+    #[arg(long = "fleet-name", id = "fleet_name", value_name = "NAME")]
     pub fleet: Option<String>,
     /// After the peer is active, follow the fleet until every live agent runs the release (the
     /// census counts them), or some fail (exit 1), or --timeout (exit 4).
@@ -52,6 +55,43 @@ pub struct PushArgs {
     /// Give up after this many seconds (exit 4).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
+}
+
+/// `--key` (repeatable) and `--fleet DIR`: who signs, and the fleet root the CLI goes by.
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Signing")]
+pub struct SignArgs {
+    /// A release key's secret file (repeatable: each adds a distinct signature; a head needs
+    /// the root's release threshold of them). The first is also the CLI's QUIC identity, which
+    /// an enrolled fleet admits only if it is a release key.
+    #[arg(long = "key", value_name = "FILE", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// The fleet directory (from `fleetcast fleet init`): its root.json gives the epoch, the
+    /// fleet name and the release threshold, checked against the agent's.
+    #[arg(long, value_name = "DIR")]
+    pub fleet: Option<PathBuf>,
+}
+
+impl SignArgs {
+    /// Reads the keys and the root (nothing is sent).
+    pub fn signers(&self) -> Result<Signers> {
+        let keys = signing::read_keys(&self.keys)?;
+        let root = match &self.fleet {
+            Some(d) => Some(crate::fleetdir::FleetDir::new(d).load_root()?),
+            None => None,
+        };
+        Ok(Signers { keys, root })
+    }
+
+    /// Fills the library flags from these: the first key, and the fleet name of the root.
+    pub fn apply(&self, push: &mut PushArgs, signers: &Signers) {
+        push.key = self.keys[0].clone();
+        if push.fleet.is_none()
+            && let Some(r) = &signers.root
+        {
+            push.fleet = Some(r.root.fleet.clone());
+        }
+    }
 }
 
 /// What came of a push.
@@ -88,9 +128,9 @@ pub struct Opened {
     pub fleet: String,
     /// The app's active release on the peer, if any.
     pub current: Option<AppStatus>,
-    /// The highest seq the peer has accepted for the app (a release that failed to activate
-    /// still holds its seq): the next head is signed one above it.
-    pub seq: u64,
+    /// The highest position (epoch, seq) the peer has accepted for the app (a release that
+    /// failed to activate still holds its seq): the next head is signed above it.
+    pub held: Position,
     /// The peer as the operator named it.
     pub label: String,
     /// The peer's whole status.
@@ -105,23 +145,27 @@ pub async fn open(args: &PushArgs, app: &AppName) -> Result<Opened> {
 
 /// Connects to `target` and returns the session and the peer's view of `app`.
 pub async fn open_at(target: &Target, args: &PushArgs, app: &AppName) -> Result<Opened> {
-    let mut s = Session::connect_to(target).await?;
+    let key = read_key(args)?;
+    open_as(target, Some(&key), args.fleet.clone(), app).await
+}
+
+/// [`open_at`] as `identity` (ephemeral without one), for fleet `fleet` (default: the peer's).
+pub async fn open_as(
+    target: &Target,
+    identity: Option<&SigningKey>,
+    fleet: Option<String>,
+    app: &AppName,
+) -> Result<Opened> {
+    let mut s = Session::connect_as(target, identity).await?;
     let status = s.status(STATUS_TIMEOUT).await?;
-    let fleet = args.fleet.clone().unwrap_or(status.fleet.clone());
-    let accepted = status
-        .seqs
-        .iter()
-        .filter(|(a, _)| a == app)
-        .map(|(_, s)| *s)
-        .max()
-        .unwrap_or(0);
+    let fleet = fleet.unwrap_or(status.fleet.clone());
+    let held = position::held(&status, app);
     let current = status.apps.iter().find(|a| a.app == *app).cloned();
-    let seq = accepted.max(current.as_ref().map_or(0, |a| a.seq));
     Ok(Opened {
         session: s,
         fleet,
         current,
-        seq,
+        held,
         label: target.label.clone(),
         status,
     })
@@ -129,11 +173,7 @@ pub async fn open_at(target: &Target, args: &PushArgs, app: &AppName) -> Result<
 
 /// Reads the publisher's secret key (before anything is sent).
 pub fn read_key(args: &PushArgs) -> Result<SigningKey> {
-    fleetcast_net::keys::read_secret(&args.key).map_err(|e| {
-        CliError::usage(format!(
-            "{e} (--key names the secret key from `fleetcast keygen`)"
-        ))
-    })
+    signing::read_key(&args.key)
 }
 
 /// Signs `release` as the next seq of the app and pushes it; returns once the peer agent has
@@ -159,43 +199,84 @@ pub async fn push(
         same_bytes_as: None,
         message: String::new(),
     };
-    push_signed(args, opened, &plan, kind, &key, &Out::human()).await
+    let signers = Signers {
+        keys: vec![key],
+        root: None,
+    };
+    push_signed(args, opened, &plan, kind, &signers, &Out::human()).await
 }
 
-/// Signs `plan.release` with `key` as the next seq of the app, pushes it and follows it.
+/// The head of `plan` at `pos` (not signed).
+pub fn build_head(fleet: String, plan: &Push, kind: HeadKind, pos: Position) -> Head {
+    Head {
+        fleet,
+        app: plan.release.app.clone(),
+        seq: pos.seq,
+        release: plan.release.clone(),
+        kind,
+        issued_at_ms: crate::fleetdir::now_ms(),
+        epoch: pos.epoch,
+    }
+}
+
+/// Where the next head of the app goes on the peer of `opened`: above what it holds, under
+/// the epoch of the `--fleet` root (checked against the agent's) or the agent's.
+pub fn next_position(opened: &Opened, app: &AppName, signers: &Signers) -> Result<Position> {
+    let epoch = signing::epoch_for(signers.root.as_ref(), Some(&opened.status.trust))?;
+    position::next(app, opened.held, epoch)
+}
+
+/// Signs `plan.release` with every key as the next position of the app, pushes it and follows
+/// it. A head signed by fewer release keys than the fleet needs is not sent.
 pub async fn push_signed(
     args: &PushArgs,
     opened: Opened,
     plan: &Push,
     kind: HeadKind,
-    key: &SigningKey,
+    signers: &Signers,
+    out: &Out,
+) -> Result<PushOutcome> {
+    let pos = next_position(&opened, &plan.release.app, signers)?;
+    let head = signing::sign_all(
+        build_head(opened.fleet.clone(), plan, kind, pos),
+        &signers.keys,
+    );
+    let count = signing::tally(&head, signers.root.as_ref(), Some(&opened.status.trust));
+    if !count.complete() {
+        return Err(CliError::usage(format!(
+            "the head is signed by {} release key(s): give more --key, or sign it in turn (--sign-only --out FILE, then fleetcast sign FILE --key ..., then fleetcast push FILE); nothing was sent",
+            count.describe()
+        )));
+    }
+    send_head(args, opened, plan, head, out).await
+}
+
+/// Pushes `head` (signed) and follows it.
+pub async fn send_head(
+    args: &PushArgs,
+    opened: Opened,
+    plan: &Push,
+    head: SignedHead,
     out: &Out,
 ) -> Result<PushOutcome> {
     let neighbours = opened.status.active_view.len();
     let Opened {
         session: mut s,
-        fleet,
-        seq: held,
         label,
         ..
     } = opened;
-    let seq = held + 1;
-    let head = Head {
-        fleet,
-        app: plan.release.app.clone(),
-        seq,
-        release: plan.release.clone(),
-        kind,
-        issued_at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-    }
-    .sign(key);
+    let seq = head.head.seq;
+    let kind = head.head.kind;
     s.push_head(&head)?;
     let (app, r) = (&head.head.app, &head.head.release);
+    let pos = Position {
+        epoch: head.head.epoch,
+        seq,
+    };
     out.say(format!(
-        "signed {kind} {app} {} as seq {seq} (digest {}, {} bytes); pushed to {} (agent {})",
+        "signed {kind} {app} {} as {pos} by {} (digest {}, {} bytes); pushed to {} (agent {})",
         r.version,
+        crate::table::plural(head.signatures.len() as u64, "key"),
         r.digest.short(),
         r.size,
         s.addr(),
@@ -205,6 +286,7 @@ pub async fn push_signed(
         kind: kind.to_string(),
         app: app.to_string(),
         seq,
+        epoch: head.head.epoch,
         release: r.into(),
         from_version: plan.from.as_ref().map(|v| v.to_string()),
         direction: plan.direction.name().into(),
@@ -311,6 +393,7 @@ pub async fn already_active(
             release: a.active.clone(),
             kind: a.kind,
             issued_at_ms: a.issued_at_ms,
+            epoch: a.epoch,
         },
         signatures: Vec::new(),
     };

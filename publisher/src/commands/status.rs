@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use fleetcast_protocol::wire::{AppRuntime, Census, NodeStatus, Outcome, ServeState};
+use fleetcast_protocol::wire::{AppRuntime, Census, NodeStatus, Outcome, Position, ServeState};
 use fleetcast_protocol::{AppName, AppStatus, HeadKind, Tally};
 
 use super::publish::{CENSUS_BUDGET, CENSUS_SPACING};
 use crate::error::{ErrorKind, Result};
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs, bytes};
+use crate::position::active_position;
 use crate::session::{STATUS_TIMEOUT, Session};
 use crate::table::{Table, age, plural};
 use crate::target::{Target, TargetArgs};
@@ -19,11 +20,13 @@ use crate::target::{Target, TargetArgs};
 /// agents the fleet has (a census through this agent) and what they run.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Example:\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast status --peer localhost:7401 --json"
+    after_help = "Under an enrolled fleet the agent admits operators by a release key: pass --key.\n\nExample:\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast status --peer localhost:7401 --json\n  fleetcast status --peer 127.0.0.1:7401 --key fleet/keys/release-1.key"
 )]
 pub struct Status {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub identity: crate::signing::IdentityArgs,
     #[command(flatten)]
     pub out: OutArgs,
     /// Same as --json (the old debug output is gone).
@@ -35,7 +38,8 @@ impl Status {
     pub async fn execute(self) -> Result<()> {
         let out = Out::new(self.out.json || self.raw);
         let target = Target::from_args(&self.target).await?;
-        let mut s = Session::connect_to(&target).await?;
+        let key = self.identity.read()?;
+        let mut s = Session::connect_as(&target, key.as_ref()).await?;
         let st = s.status(STATUS_TIMEOUT).await?;
         let census = census(&mut s, &st).await?;
         let (c, why) = match &census {
@@ -78,14 +82,14 @@ fn runtime<'a>(st: &'a NodeStatus, app: &AppName) -> Option<&'a AppRuntime> {
     st.runtime.iter().find(|r| r.app == *app)
 }
 
-/// The highest seq the agent accepted for `app`.
-fn accepted(st: &NodeStatus, app: &AppName) -> u64 {
+/// The highest position the agent accepted for `app`.
+fn accepted(st: &NodeStatus, app: &AppName) -> Position {
     st.seqs
         .iter()
         .filter(|(a, _)| a == app)
         .map(|(_, s)| *s)
         .max()
-        .unwrap_or(0)
+        .unwrap_or_default()
 }
 
 /// The app's state: the runtime's word when the agent gives it, else what the protocol's view
@@ -101,7 +105,7 @@ pub fn state(st: &NodeStatus, a: &AppStatus) -> String {
         "local-override".into()
     } else if a.serving.is_some() {
         "reverted".into()
-    } else if accepted(st, &a.app) > a.seq && a.last_error.is_none() {
+    } else if accepted(st, &a.app) > active_position(a) && a.last_error.is_none() {
         "activating".into()
     } else {
         "active".into()
@@ -161,11 +165,36 @@ fn since_cell(st: &NodeStatus, r: Option<&AppRuntime>) -> String {
     }
 }
 
+/// What the agent trusts: its fleet root's version, epoch, expiry and release threshold.
+pub fn trust_line(t: &fleetcast_protocol::TrustStatus) -> String {
+    if t.version == 0 {
+        return "trust: no fleet root (trusted_keys, a lab setting)".into();
+    }
+    let mut s = format!(
+        "trust: root version {}, epoch {}, heads need {} of {} release keys, expires {}",
+        t.version,
+        t.epoch,
+        t.release_threshold,
+        t.release_keys,
+        crate::table::utc(t.expires_ms)
+    );
+    if t.expired {
+        s.push_str(" (EXPIRED: no new head is accepted; fleetcast fleet rotate --expires 365d, then fleetcast fleet push)");
+    } else if t.expires_soon {
+        s.push_str(" (soon: fleetcast fleet rotate --expires 365d, then fleetcast fleet push)");
+    }
+    if t.revoked > 0 {
+        s.push_str(&format!(", {} revoked", plural(t.revoked, "node")));
+    }
+    s
+}
+
 /// The human-readable status: the census line, the apps table (and a line per app for what
 /// the table cannot say), the neighbours table, and the fleet's tallies.
 pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "agent {} in fleet {:?}", st.node.short(), st.fleet);
+    let _ = writeln!(o, "{}", trust_line(&st.trust));
     let _ = match census {
         Ok(c) if c.unanswered == 0 => writeln!(
             o,
@@ -223,10 +252,10 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
                 );
             }
             let held = accepted(st, app);
-            if held > a.seq {
+            if held > active_position(a) {
                 let _ = writeln!(
                     o,
-                    "  {app}: seq {held} accepted, not active here (fetching, activating or failed)"
+                    "  {app}: {held} accepted, not active here (fetching, activating or failed)"
                 );
             }
             if let Some(e) = &a.last_error {
@@ -358,6 +387,7 @@ pub(crate) mod tests {
         AppStatus {
             app: AppName::new(name).unwrap(),
             seq: last.seq,
+            epoch: 0,
             kind: last.kind,
             active: last.release,
             issued_at_ms: last.issued_at_ms,
@@ -431,9 +461,13 @@ pub(crate) mod tests {
                 version: 7,
             }],
             seqs: vec![
-                (AppName::new("hello").unwrap(), 2),
-                (AppName::new("beta").unwrap(), 1),
+                (
+                    AppName::new("hello").unwrap(),
+                    Position { epoch: 0, seq: 2 },
+                ),
+                (AppName::new("beta").unwrap(), Position { epoch: 0, seq: 1 }),
             ],
+            trust: Default::default(),
             now_ms: now,
         }
     }
@@ -489,6 +523,24 @@ pub(crate) mod tests {
             "{text}"
         );
         assert!(
+            text.contains("trust: no fleet root (trusted_keys, a lab setting)"),
+            "{text}"
+        );
+        let t = fleetcast_protocol::TrustStatus {
+            version: 3,
+            epoch: 2,
+            expires_ms: 1_796_179_019_000,
+            expires_soon: true,
+            release_keys: 3,
+            release_threshold: 2,
+            revoked: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            trust_line(&t),
+            "trust: root version 3, epoch 2, heads need 2 of 3 release keys, expires 2026-12-02 02:36:59 UTC (soon: fleetcast fleet rotate --expires 365d, then fleetcast fleet push), 1 node revoked"
+        );
+        assert!(
             text.contains("APP    STATE   VERSION  SEQ  DIGEST        SINCE  TRIAL"),
             "{text}"
         );
@@ -522,7 +574,7 @@ pub(crate) mod tests {
         assert_eq!(state(&st, &st.apps[0]), "reverted");
         st.apps[0].local_override = true;
         assert_eq!(state(&st, &st.apps[0]), "local-override");
-        st.seqs = vec![(AppName::new("beta").unwrap(), 2)];
+        st.seqs = vec![(AppName::new("beta").unwrap(), Position { epoch: 0, seq: 2 })];
         assert_eq!(state(&st, &st.apps[1]), "activating");
     }
 
