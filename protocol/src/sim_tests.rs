@@ -14,7 +14,7 @@ use crate::node::{Event, Input, Output};
 use crate::release::{AppName, Digest, Release};
 use crate::scenario::{self, Scenario, content, converged, fleet, signed};
 use crate::sim::{Id, Sim, SimConfig};
-use crate::wire::{BroadcastMsg, ContentMsg, Message};
+use crate::wire::{BroadcastMsg, ContentMsg, Message, Position};
 
 pub(crate) fn seed(default: u64) -> u64 {
     let s = std::env::var("FLEETCAST_SEED")
@@ -134,6 +134,7 @@ fn a_head_signed_by_an_untrusted_key_is_refused_and_not_relayed() {
         release: Release::build(shop(), "1.0.1".parse().unwrap(), &body, CHUNK).unwrap(),
         kind: HeadKind::Release,
         issued_at_ms: 1,
+        epoch: 0,
     }
     .sign(&rogue);
     // Pushed by a "publisher" with the rogue key, and gossiped by a node inside the mesh.
@@ -156,7 +157,7 @@ fn a_head_signed_by_an_untrusted_key_is_refused_and_not_relayed() {
     assert!(
         rejected
             .iter()
-            .all(|(_, _, r)| r.contains("does not trust")),
+            .all(|(_, _, r)| r.contains("which are not release keys")),
         "{rejected:?}"
     );
     assert!(accepted(&sim).is_empty(), "nobody accepts it");
@@ -289,7 +290,11 @@ fn content_the_runtime_refuses_fails_and_the_old_release_keeps_serving() {
             Digest::of(&v1)
         );
         let st = sn.node.as_ref().unwrap().status();
-        assert_eq!(st.seqs, vec![(shop(), 2)], "node {id} holds seq 2");
+        assert_eq!(
+            st.seqs,
+            vec![(shop(), Position { epoch: 0, seq: 2 })],
+            "node {id} holds seq 2"
+        );
         let err = st.apps[0].last_error.as_deref().unwrap_or_default();
         assert!(err.contains("not a component"), "node {id}: {err:?}");
     }
@@ -577,6 +582,7 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
             node: NodeId([9; 32]),
             addr: peer_addr,
             outbound: false,
+            role: crate::trust::PeerRole::Operator,
         },
     );
     let (v1, v2, v3) = (content(1, 20_000), content(2, 20_000), content(3, 20_000));
@@ -664,7 +670,11 @@ fn a_newer_head_during_an_activation_asks_to_cancel_it() {
         },
     );
     let st = node.status();
-    assert_eq!(st.seqs, vec![(shop(), 3)], "seq 3 took over");
+    assert_eq!(
+        st.seqs,
+        vec![(shop(), Position { epoch: 0, seq: 3 })],
+        "seq 3 took over"
+    );
 }
 
 /// A census from the publisher counts a 1,000-node fleet exactly, with the per-app entries of

@@ -16,7 +16,8 @@ use super::*;
 use crate::head::HeadKind;
 use crate::scenario::{self, signed};
 use crate::sim::{addr_of, node_id};
-use crate::wire::{ContentMsg, Payload};
+use crate::trust::PeerRole;
+use crate::wire::{ContentMsg, Payload, Position};
 
 mod activation;
 mod broadcast;
@@ -63,6 +64,8 @@ pub(super) struct Net {
     /// Other outputs worth checking: disconnects (node, reason), cancels, events.
     pub disconnects: Vec<(usize, String)>,
     pub cancels: Vec<(usize, u64)>,
+    /// Roots each node asked to persist: (node, roots, floor_ms).
+    pub roots: Vec<(usize, Vec<crate::trust::SignedRoot>, u64)>,
     pub events: Vec<(usize, Event)>,
     /// Content by digest, for the publisher and `ServeChunk`.
     pub content: BTreeMap<Digest, Vec<u8>>,
@@ -72,6 +75,8 @@ pub(super) struct Net {
     pub drop: DropRule,
     /// Fakes that answer chunk requests from `content` (the publisher).
     serving_fakes: BTreeSet<usize>,
+    /// What each fake was admitted as (an operator unless said otherwise).
+    pub roles: BTreeMap<usize, PeerRole>,
     next_fake: usize,
 }
 
@@ -105,11 +110,13 @@ impl Net {
             activations: Vec::new(),
             disconnects: Vec::new(),
             cancels: Vec::new(),
+            roots: Vec::new(),
             events: Vec::new(),
             content: BTreeMap::new(),
             auto_activate: true,
             drop: Box::new(|_, _, _| false),
             serving_fakes: BTreeSet::new(),
+            roles: BTreeMap::new(),
             next_fake: FAKE,
         };
         for i in 0..n {
@@ -125,6 +132,8 @@ impl Net {
         cfg.membership.advertise = Some(addr_of(i));
         cfg.membership.join_contacts = contacts.len().max(1);
         cfg.membership.probe_chance = 0.0;
+        // One neighbour's summary is enough here; the freshness tests set their own.
+        cfg.freshness_peers = 1;
         cfg
     }
 
@@ -177,8 +186,14 @@ impl Net {
     /// A scripted peer connected to `node` (a client link: not in the overlay). Returns the
     /// fake's endpoint and the connection.
     pub fn fake(&mut self, node: usize) -> (usize, Conn) {
+        self.fake_as(node, PeerRole::Operator)
+    }
+
+    /// A scripted peer admitted as `role`.
+    pub fn fake_as(&mut self, node: usize, role: PeerRole) -> (usize, Conn) {
         let f = self.next_fake;
         self.next_fake += 1;
+        self.roles.insert(f, role);
         let conn = self.open(f, node);
         self.run();
         (f, conn)
@@ -315,6 +330,7 @@ impl Net {
                     self.nodes[i].handle(self.now, Input::PeerDown(peer));
                 }
                 Output::CancelActivation { seq, .. } => self.cancels.push((i, seq)),
+                Output::Roots { roots, floor_ms } => self.roots.push((i, roots, floor_ms)),
                 Output::Event(e) => self.events.push((i, e)),
             }
         }
@@ -338,6 +354,11 @@ impl Net {
                 },
                 addr: addr_of(peer),
                 outbound,
+                role: if peer >= FAKE {
+                    self.roles[&peer]
+                } else {
+                    PeerRole::Node
+                },
             },
             Ev::Down(conn) => Input::PeerDown(conn),
             Ev::Msg(conn, msg) => {
@@ -409,6 +430,11 @@ impl Net {
     pub fn seq(&self, i: usize) -> Option<u64> {
         self.nodes[i].app(&app()).map(|r| r.head.head.seq)
     }
+}
+
+/// Position `seq` in epoch 0 (no fleet root).
+pub(super) fn at(seq: u64) -> Position {
+    Position { epoch: 0, seq }
 }
 
 pub(super) fn is_gossip(m: &Message) -> bool {
