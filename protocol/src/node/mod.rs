@@ -277,6 +277,11 @@ impl<P: Peer> Node<P> {
         self.held(app)
     }
 
+    /// Whether the passive view (the nodes membership may dial) holds `node`.
+    pub fn in_passive_view(&self, node: NodeId) -> bool {
+        self.members.in_passive(node)
+    }
+
     /// Whether the node has checked with its peers that nothing newer exists (see
     /// [`NodeConfig::freshness_peers`]).
     pub fn is_fresh(&self) -> bool {

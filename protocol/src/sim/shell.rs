@@ -39,6 +39,16 @@ impl Sim {
         self.now -= lat;
     }
 
+    /// The publisher connects to `entry` and pushes fleet roots (`fleetcast fleet push`): the
+    /// node adopts what follows its chain and passes it on.
+    pub fn push_roots(&mut self, entry: Id, roots: Vec<crate::trust::SignedRoot>) {
+        let (conn, lat) = self.publisher_link(entry);
+        self.now += lat; // the push follows the handshake
+        let push = crate::wire::TrustMsg::Roots(roots);
+        self.transmit(PUBLISHER, conn, Message::Trust(push));
+        self.now -= lat;
+    }
+
     /// The publisher connects to `entry` and asks for census `id` with `budget` (and `focus`);
     /// the answer lands in [`Publisher::censuses`](super::Publisher::censuses).
     pub fn census(&mut self, entry: Id, id: u64, budget: Duration, focus: Option<Focus>) {

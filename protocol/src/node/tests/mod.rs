@@ -23,10 +23,12 @@ mod activation;
 mod broadcast;
 mod census;
 mod content;
+mod fresh;
 mod heads;
 mod links;
 mod serve;
 mod tally;
+mod trust;
 
 pub(super) type Conn = u64;
 
@@ -75,6 +77,8 @@ pub(super) struct Net {
     pub drop: DropRule,
     /// Fakes that answer chunk requests from `content` (the publisher).
     serving_fakes: BTreeSet<usize>,
+    /// Applied to every node's config before it starts (see [`Net::new_with`]).
+    pub tweak: Box<dyn Fn(usize, &mut NodeConfig)>,
     /// What each fake was admitted as (an operator unless said otherwise).
     pub roles: BTreeMap<usize, PeerRole>,
     next_fake: usize,
@@ -99,7 +103,17 @@ pub(super) fn chunk_of(body: &[u8], sh: &SignedHead, index: u32) -> Payload {
 impl Net {
     /// `n` nodes; `contacts(i)` are the nodes node `i` joins through (it starts at once).
     pub fn new(n: usize, contacts: impl Fn(usize) -> Vec<usize>) -> Self {
+        Net::new_with(n, contacts, |_, _| {})
+    }
+
+    /// [`Net::new`] with every node's config changed by `tweak` (also for nodes added later).
+    pub fn new_with(
+        n: usize,
+        contacts: impl Fn(usize) -> Vec<usize>,
+        tweak: impl Fn(usize, &mut NodeConfig) + 'static,
+    ) -> Self {
         let mut net = Net {
+            tweak: Box::new(tweak),
             now: Instant::now(),
             nodes: Vec::new(),
             conns: BTreeMap::new(),
@@ -146,7 +160,8 @@ impl Net {
         blobs: impl IntoIterator<Item = Digest>,
     ) {
         assert_eq!(i, self.nodes.len());
-        let cfg = Net::config(i, &contacts);
+        let mut cfg = Net::config(i, &contacts);
+        (self.tweak)(i, &mut cfg);
         self.nodes.push(Node::new(self.now, cfg, records, blobs));
         self.drain(i);
     }
