@@ -531,3 +531,67 @@ pub fn time_to_root(sim: &mut Sim, version: u64, deadline: Duration) -> Option<D
     sim.run_until(t0 + deadline, all)
         .then(|| sim.now.saturating_duration_since(t0))
 }
+
+/// What one fleet root rotation measured.
+#[derive(Clone, Debug)]
+pub struct RotationFigures {
+    pub nodes: usize,
+    /// Root pushed at node 0 → every live node holds it.
+    pub root_to_100: Option<Duration>,
+    /// Control bytes per node until then (everything the mesh sent, membership included).
+    pub control_bytes_per_node: f64,
+    /// Then a head of the new epoch, pushed at node 0 → every live node runs it.
+    pub head_to_100: Option<Duration>,
+}
+
+impl fmt::Display for RotationFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map_or("not reached".to_string(), |d| {
+                format!("{:.0} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        writeln!(f, "  nodes:               {}", self.nodes)?;
+        writeln!(f, "  root to 100%:        {}", ms(self.root_to_100))?;
+        writeln!(
+            f,
+            "  control per node:    {:.0} bytes until then",
+            self.control_bytes_per_node
+        )?;
+        writeln!(f, "  new-epoch head 100%: {}", ms(self.head_to_100))
+    }
+}
+
+/// A settled fleet anchored at root v1 gets root v2 (a new release key: epoch 2) at node 0,
+/// then a head of the new epoch; measures both.
+pub fn run_rotation(sc: &Scenario) -> RotationFigures {
+    let v1 = first_root(u64::MAX);
+    let mut sim = fleet_with(
+        sc.nodes,
+        sc.contacts,
+        sc.net.clone(),
+        Duration::from_secs(30),
+        |id| rooted_config(id, sc.active_size, &v1),
+    );
+    sim.record_events = false;
+    sim.traffic = Default::default();
+    let v2 = next_root(&v1, 100, u64::MAX, 1, &[]);
+    sim.push_roots(0, vec![v2]);
+    let root_to_100 = time_to_root(&mut sim, 2, sc.deadline);
+    let control_bytes_per_node = sim.traffic.control as f64 / sc.nodes as f64;
+    let app = AppName::new("shop").expect("valid");
+    let body = content(9, sc.size);
+    let t0 = sim.now;
+    sim.publish(
+        0,
+        signed_in("shop", 1, 2, &body, sc.chunk_size, 1, 200),
+        body,
+    );
+    let done = sim.run_until(t0 + sc.deadline, |s| converged(s, &app, 1));
+    RotationFigures {
+        nodes: sc.nodes,
+        root_to_100,
+        control_bytes_per_node,
+        head_to_100: done.then(|| sim.now.saturating_duration_since(t0)),
+    }
+}

@@ -35,6 +35,8 @@ use crate::wire::{Census, ContentMsg, Message, NodeId, Payload, Position, Tally,
 
 mod net;
 mod shell;
+#[cfg(test)]
+mod trust_tests;
 
 /// A simulated node id.
 pub type Id = usize;
