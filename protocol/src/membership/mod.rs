@@ -339,6 +339,13 @@ impl<P: Peer> Membership<P> {
         true
     }
 
+    /// Whether link `p` runs to a revoked node (its close is under way).
+    pub fn is_revoked_link(&self, p: P) -> bool {
+        self.links
+            .get(&p)
+            .is_some_and(|l| self.revoked.contains_key(&l.node))
+    }
+
     /// Whether the passive view holds `node` (tests).
     pub fn in_passive(&self, node: NodeId) -> bool {
         self.passive.iter().any(|i| i.node == node)

@@ -351,8 +351,9 @@ impl<P: Peer> Node<P> {
                 self.drain_members(now);
             }
             Input::Message(p, msg) => {
-                // A message from a peer that is not (or no longer) a link is dropped.
-                if self.members.is_linked(p) {
+                // A message from a peer that is not (or no longer) a link is dropped, and so is
+                // one from a revoked node whose link is closing.
+                if self.members.is_linked(p) && !self.members.is_revoked_link(p) {
                     self.on_message(now, p, msg);
                 }
                 self.drain_members(now);

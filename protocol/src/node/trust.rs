@@ -165,7 +165,8 @@ impl<P: Peer> Node<P> {
         if theirs > ours && !self.cfg.trust.is_legacy() {
             self.out
                 .send(from, Message::Trust(TrustMsg::Want { after: ours }));
-        } else if theirs < ours {
+        } else if theirs < ours && theirs > 0 {
+            // (0: the peer has no root, trusted_keys; no signed root can follow it.)
             let roots = self.cfg.trust.roots_after(theirs);
             if !roots.is_empty() {
                 self.out.send(from, Message::Trust(TrustMsg::Roots(roots)));

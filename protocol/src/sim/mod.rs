@@ -33,6 +33,8 @@ use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::wire::{Census, ContentMsg, Message, NodeId, Payload, Position, Tally, TallyMsg};
 
+#[cfg(test)]
+mod census_tests;
 mod net;
 mod shell;
 #[cfg(test)]

@@ -47,6 +47,9 @@ pub(super) enum Ev {
     Input(Input<Conn>),
 }
 
+/// Changes node `i`'s config before it starts.
+pub(super) type Tweak = Box<dyn Fn(usize, &mut NodeConfig)>;
+
 /// Decides whether a message in flight is lost: (from, to, message).
 pub(super) type DropRule = Box<dyn FnMut(usize, usize, &Message) -> bool>;
 
@@ -78,7 +81,7 @@ pub(super) struct Net {
     /// Fakes that answer chunk requests from `content` (the publisher).
     serving_fakes: BTreeSet<usize>,
     /// Applied to every node's config before it starts (see [`Net::new_with`]).
-    pub tweak: Box<dyn Fn(usize, &mut NodeConfig)>,
+    pub tweak: Tweak,
     /// What each fake was admitted as (an operator unless said otherwise).
     pub roles: BTreeMap<usize, PeerRole>,
     next_fake: usize,
