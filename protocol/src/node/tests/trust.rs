@@ -322,3 +322,30 @@ fn an_expired_root_refuses_heads_until_a_newer_root_and_time_never_goes_back() {
     assert_eq!(rejected_kinds(&net, 0).last(), Some(&(4, "root-expired")));
     assert_eq!(net.seq(0), Some(3));
 }
+
+/// A head still fetching when a root closes its epoch (its release keys were rotated, maybe
+/// leaked) is not activated when its content arrives.
+#[test]
+fn a_head_of_a_closed_epoch_still_fetching_is_not_activated() {
+    let v1 = first_root(u64::MAX);
+    let mut net = Net::new_with(1, |_| vec![], rooted(&v1));
+    let a = content(1, 20_000);
+    let sh = head_in(1, 1, 0, &a, 10);
+    let (op, oc) = net.fake(0);
+    net.say(op, oc, BroadcastMsg::Head(Box::new(sh.clone())));
+    net.run();
+    assert!(net.accepted(0, 1), "accepted; nobody has its content yet");
+    push_roots(&mut net, 0, vec![next_root(&v1, 20, u64::MAX, 1, &[])]);
+
+    net.serving_fakes.insert(op);
+    net.content.insert(sh.head.release.digest, a);
+    let have = ContentMsg::Have {
+        digest: sh.head.release.digest,
+        bits: crate::swarm::bits_full(sh.head.release.chunk_count()),
+        want: false,
+    };
+    net.say(op, oc, have);
+    net.advance(Duration::from_secs(3));
+    assert!(net.activations.is_empty(), "epoch 1 is closed");
+    assert_eq!(net.seq(0), None);
+}
