@@ -3,7 +3,7 @@
 //! A head is pushed eagerly (`Gossip`) along a spanning tree of the active view and announced
 //! lazily (`IHave`) on the other links. A duplicate prunes the link it came on out of the tree;
 //! an announced head that does not arrive within `ihave_timeout` is grafted from the next
-//! announcer. Periodically (and on every new neighbour) a node swaps a `Summary` (app → seq)
+//! announcer. Periodically (and on every new neighbour) a node swaps a `Summary` (app → (epoch, seq))
 //! with a random neighbour and pushes the heads the other lacks, so a node that was away
 //! catches up without a new release.
 //!

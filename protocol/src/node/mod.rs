@@ -24,10 +24,16 @@
 //!   shell's outcomes.
 //! - **Census** (`census.rs`): counting the live fleet on demand, an echo wave over the active
 //!   view, with each node's own contribution drawn from activation, broadcast and content.
+//! - **Trust** (`trust.rs`): the role of each link (node or operator), the fleet root chain
+//!   through the mesh (pushed on adoption, repaired by the root version in summaries),
+//!   revocation (links closed, membership forgets the node).
+//! - **Freshness** (`fresh.rs`): a node that starts without a record of an app holds back the
+//!   activation of a head a peer hands it until it has heard its neighbours' summaries.
 //!
-//! **Invariants:** the seq held for an app never decreases; nothing reaches `Activate` that is
-//! not signed by a trusted key and fully verified; at most one activation per app is in flight;
-//! a head is relayed only after it verified.
+//! **Invariants:** the position (epoch, seq) held for an app never decreases; nothing reaches
+//! `Activate` that is not signed by a threshold of the release keys of the newest root's epoch
+//! and fully verified; at most one activation per app is in flight; a head is relayed only
+//! after it verified; expiry is never judged before the newest verified signed time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -15,10 +15,11 @@
 //! timeout); messages on a broken connection are lost.
 //!
 //! Safety is checked on every step, and a violation panics: on every activation the head must
-//! verify against the fleet's trust policy, the content must be exactly the signed release's
-//! bytes, and the node's seq for the app must grow (across crashes too: records persist); every
-//! head a node accepts must be newer than what it accepted since it started and than what its
-//! disk holds.
+//! verify against the node's own trust (the chain it holds: a threshold of its epoch's release
+//! keys), the content must be exactly the signed release's bytes, and the node's position
+//! (epoch, seq) for the app must grow (across crashes too: records persist); every head a node accepts must be newer than what it accepted since it started
+//! and than what its disk holds. The roots a node adopts are written to its disk
+//! ([`Persisted::roots`]) and a restarted node rebuilds its trust from them.
 //!
 //! Faults can be injected per node ([`Faults`]): a lying node corrupts every chunk it serves, a
 //! silent one never answers chunk requests.

@@ -2,9 +2,9 @@
 //! collects tallies, asks for a census and keeps the answer), a node's store reads and
 //! activations, and injected faults.
 //!
-//! **Invariant (safety, checked on every activation):** the head verifies against the fleet's
-//! trust policy, the content is exactly the signed release's bytes, and the seq of the app
-//! grows.
+//! **Invariant (safety, checked on every activation):** the head verifies against the node's
+//! own trust, the content is exactly the signed release's bytes, and the position (epoch, seq)
+//! of the app grows.
 
 use std::time::Duration;
 
