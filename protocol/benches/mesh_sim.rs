@@ -26,6 +26,13 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    let t = Instant::now();
+    let rot = scenario::run_rotation(&Scenario::wan(nodes, seed));
+    println!(
+        "\n== fleet root rotation (v1 → v2, new release key), then a head of the new epoch ==\n{rot}  (simulated in {:.1} s wall)",
+        t.elapsed().as_secs_f64()
+    );
+
     if std::env::var("ONLY_WAN").is_ok() {
         return;
     }

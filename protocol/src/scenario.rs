@@ -14,7 +14,8 @@ use crate::membership::MembershipConfig;
 use crate::node::NodeConfig;
 use crate::release::{AppName, Release};
 use crate::sim::{Id, Sim, SimConfig, addr_of, node_id};
-use crate::wire::{Census, Focus};
+use crate::trust::{Role, Roles, Root, SignedRoot, Trust};
+use crate::wire::{Census, Focus, NodeId};
 
 /// One fleet-wide release scenario.
 #[derive(Clone, Debug)]
@@ -268,9 +269,20 @@ pub fn fleet(
     net: SimConfig,
     settle: Duration,
 ) -> Sim {
+    fleet_with(n, contacts, net, settle, |id| node_config(id, active_size))
+}
+
+/// [`fleet`] with each node's config from `config` (its contacts are filled in here).
+pub fn fleet_with(
+    n: usize,
+    contacts: usize,
+    net: SimConfig,
+    settle: Duration,
+    config: impl Fn(Id) -> NodeConfig,
+) -> Sim {
     let mut sim = Sim::new(net, Instant::now());
     for id in 0..n {
-        let mut cfg = node_config(id, active_size);
+        let mut cfg = config(id);
         let k = contacts.min(id);
         let mut picks = Vec::with_capacity(k);
         while picks.len() < k {
@@ -406,4 +418,180 @@ pub fn measure_release(sim: &mut Sim, sc: &Scenario, seq: u64) -> Figures {
         fig.census = Some(measure_census(sim, 0, seq, budget, Some(focus)));
     }
     fig
+}
+
+/// The root key of the scenarios' fleet roots (one key, threshold 1: it signs every step as
+/// both the old and the new root key).
+pub fn root_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x40; 32])
+}
+
+/// Release key `i` of the fleet roots (key 0 is [`publisher_key`]).
+pub fn release_key(i: u8) -> SigningKey {
+    if i == 0 {
+        publisher_key()
+    } else {
+        SigningKey::from_bytes(&[0x60 + i; 32])
+    }
+}
+
+fn role_of(key: &SigningKey) -> Role {
+    Role::new(vec![crate::head::PublicKey::from(&key.verifying_key())], 1)
+}
+
+/// Root version 1 of fleet `sim`: release key 0, issued at 1 ms, expiring at `expires_ms`.
+pub fn first_root(expires_ms: u64) -> SignedRoot {
+    Root {
+        fleet: "sim".into(),
+        version: 1,
+        epoch: 1,
+        issued_ms: 1,
+        expires_ms,
+        roles: Roles {
+            root: role_of(&root_key()),
+            release: role_of(&release_key(0)),
+            nodes: role_of(&root_key()),
+        },
+        revoked: Vec::new(),
+    }
+    .sign(&root_key())
+}
+
+/// The root after `prev`, issued at `issued_ms` and expiring at `expires_ms`: release key
+/// `release` (a new key starts a new epoch) and `revoked` added to what `prev` revokes.
+pub fn next_root(
+    prev: &SignedRoot,
+    issued_ms: u64,
+    expires_ms: u64,
+    release: u8,
+    revoked: &[NodeId],
+) -> SignedRoot {
+    let mut r = prev.root.next(issued_ms, expires_ms);
+    r.roles.release = role_of(&release_key(release));
+    r.revoked.extend_from_slice(revoked);
+    r.fix_epoch(&prev.root);
+    r.sign(&root_key())
+}
+
+/// `n` roots after `prev`, each issued 1 ms after the other, the same roles.
+pub fn chain_after(prev: &SignedRoot, n: usize, expires_ms: u64) -> Vec<SignedRoot> {
+    let mut out: Vec<SignedRoot> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let last = out.last().unwrap_or(prev);
+        let release = u8::from(last.root.roles.release != role_of(&release_key(0)));
+        let next = next_root(last, last.root.issued_ms + 1, expires_ms, release, &[]);
+        out.push(next);
+    }
+    out
+}
+
+/// A signed head for `app` at `seq` in `epoch`, signed by release key `key`.
+pub fn signed_in(
+    app: &str,
+    seq: u64,
+    epoch: u64,
+    content: &[u8],
+    chunk: u32,
+    key: u8,
+    issued_at_ms: u64,
+) -> SignedHead {
+    let app = AppName::new(app).expect("valid app");
+    let version = format!("1.{epoch}.{}", seq % 1_000_000)
+        .parse()
+        .expect("valid version");
+    Head {
+        fleet: "sim".into(),
+        app: app.clone(),
+        seq,
+        release: Release::build(app, version, content, chunk).expect("valid release"),
+        kind: HeadKind::Release,
+        issued_at_ms,
+        epoch,
+    }
+    .sign(&release_key(key))
+}
+
+/// [`node_config`] for a fleet anchored at `anchor` (a fleet root instead of `trusted_keys`).
+pub fn rooted_config(id: Id, active_size: usize, anchor: &SignedRoot) -> NodeConfig {
+    let mut c = node_config(id, active_size);
+    c.trust = Trust::with_root(anchor.clone()).expect("a self-signed root");
+    c
+}
+
+/// Runs until every live node holds root `version` or `deadline` passes; returns how long it
+/// took from now.
+pub fn time_to_root(sim: &mut Sim, version: u64, deadline: Duration) -> Option<Duration> {
+    let t0 = sim.now;
+    let all = |s: &Sim| {
+        s.nodes
+            .values()
+            .filter(|n| n.alive())
+            .all(|n| n.root_version() >= version)
+    };
+    sim.run_until(t0 + deadline, all)
+        .then(|| sim.now.saturating_duration_since(t0))
+}
+
+/// What one fleet root rotation measured.
+#[derive(Clone, Debug)]
+pub struct RotationFigures {
+    pub nodes: usize,
+    /// Root pushed at node 0 → every live node holds it.
+    pub root_to_100: Option<Duration>,
+    /// Control bytes per node until then (everything the mesh sent, membership included).
+    pub control_bytes_per_node: f64,
+    /// Then a head of the new epoch, pushed at node 0 → every live node runs it.
+    pub head_to_100: Option<Duration>,
+}
+
+impl fmt::Display for RotationFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = |d: Option<Duration>| {
+            d.map_or("not reached".to_string(), |d| {
+                format!("{:.0} ms", d.as_secs_f64() * 1e3)
+            })
+        };
+        writeln!(f, "  nodes:               {}", self.nodes)?;
+        writeln!(f, "  root to 100%:        {}", ms(self.root_to_100))?;
+        writeln!(
+            f,
+            "  control per node:    {:.0} bytes until then",
+            self.control_bytes_per_node
+        )?;
+        writeln!(f, "  new-epoch head 100%: {}", ms(self.head_to_100))
+    }
+}
+
+/// A settled fleet anchored at root v1 gets root v2 (a new release key: epoch 2) at node 0,
+/// then a head of the new epoch; measures both.
+pub fn run_rotation(sc: &Scenario) -> RotationFigures {
+    let v1 = first_root(u64::MAX);
+    let mut sim = fleet_with(
+        sc.nodes,
+        sc.contacts,
+        sc.net.clone(),
+        Duration::from_secs(30),
+        |id| rooted_config(id, sc.active_size, &v1),
+    );
+    sim.record_events = false;
+    sim.traffic = Default::default();
+    let v2 = next_root(&v1, 100, u64::MAX, 1, &[]);
+    sim.push_roots(0, vec![v2]);
+    let root_to_100 = time_to_root(&mut sim, 2, sc.deadline);
+    let control_bytes_per_node = sim.traffic.control as f64 / sc.nodes as f64;
+    let app = AppName::new("shop").expect("valid");
+    let body = content(9, sc.size);
+    let t0 = sim.now;
+    sim.publish(
+        0,
+        signed_in("shop", 1, 2, &body, sc.chunk_size, 1, 200),
+        body,
+    );
+    let done = sim.run_until(t0 + sc.deadline, |s| converged(s, &app, 1));
+    RotationFigures {
+        nodes: sc.nodes,
+        root_to_100,
+        control_bytes_per_node,
+        head_to_100: done.then(|| sim.now.saturating_duration_since(t0)),
+    }
 }

@@ -132,3 +132,15 @@ fn reference_wan_bytes_within_1_3x_of_the_lower_bound() {
     let ratio = fig.bytes_vs_bound().expect("converged");
     assert!(ratio <= 1.3, "bytes to 100% ≤ 1.3× the lower bound\n{fig}");
 }
+
+#[test]
+fn a_root_rotation_and_a_new_epoch_head_reach_a_wan_fleet() {
+    let seed = seed(31);
+    let fig = scenario::run_rotation(&Scenario::wan(150, seed));
+    eprintln!("{fig}");
+    assert!(
+        fig.root_to_100.is_some_and(|t| t < Duration::from_secs(2)),
+        "{fig}"
+    );
+    assert!(fig.head_to_100.is_some(), "{fig}");
+}

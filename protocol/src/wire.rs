@@ -141,6 +141,18 @@ pub struct Announce {
     pub seq: u64,
     pub id: Digest,
     pub round: u16,
+    /// The epoch of the head (heads are ordered by (epoch, seq)).
+    pub epoch: u64,
+}
+
+impl Announce {
+    /// Where the announced head sits in its app's order.
+    pub fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Largest number of peers carried in one membership message.
@@ -279,13 +291,16 @@ pub enum BroadcastMsg {
     Graft { app: AppName, seq: u64, id: Digest },
     /// "Stop pushing heads to me eagerly; announcements are enough."
     Prune,
-    /// Anti-entropy: the seq this node holds per app. Sent on connect and periodically to a
-    /// random neighbour; the receiver pushes the heads the sender lacks, and answers with its
-    /// own summary (with `reply` set, which is never answered) when the sender holds
-    /// something newer.
+    /// Anti-entropy: the position (epoch, seq) this node holds per app and the version of
+    /// the fleet root it holds. Sent on connect and periodically to a random neighbour; the
+    /// receiver pushes the heads the sender lacks (and the roots after `root`, or asks for
+    /// the ones it lacks), and answers with its own summary (with `reply` set, which is never
+    /// answered) when the sender holds something newer.
     Summary {
-        heads: Vec<(AppName, u64)>,
+        heads: Vec<(AppName, Position)>,
         reply: bool,
+        /// The sender's fleet root version (0: no root).
+        root: u64,
     },
 }
 
@@ -578,8 +593,9 @@ mod tests {
         let sh = head("a", 3, &[1u8; 10_000]).sign(&key(1));
         let msgs = [
             BroadcastMsg::Summary {
-                heads: vec![(AppName::new("a").unwrap(), 3)],
+                heads: vec![(AppName::new("a").unwrap(), Position { epoch: 2, seq: 3 })],
                 reply: false,
+                root: 4,
             }
             .into(),
             BroadcastMsg::Gossip {

@@ -29,6 +29,11 @@ impl<P: Peer> Membership<P> {
         } else {
             None
         };
+        if let Some(reason) = self.revoked.get(&node) {
+            let reason = reason.clone();
+            self.out.push_back(MOut::Disconnect(p, reason));
+            return;
+        }
         if self.is_banned(node) {
             let reason = "dropped earlier for serving bad data".to_string();
             self.out.push_back(MOut::Disconnect(p, reason));

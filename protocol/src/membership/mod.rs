@@ -153,6 +153,9 @@ pub struct Membership<P: Peer> {
     cooling: BTreeMap<NodeId, Instant>,
     /// Nodes dropped for serving bad data (oldest first, bounded): never taken back.
     banned: VecDeque<PeerInfo>,
+    /// Nodes the fleet root revokes, with the reason: never dialled, taken into a view or
+    /// kept connected.
+    revoked: BTreeMap<NodeId, String>,
     next_shuffle: Option<Instant>,
     next_join: Option<Instant>,
     join_backoff: Duration,
@@ -176,6 +179,7 @@ impl<P: Peer> Membership<P> {
             dialing: BTreeMap::new(),
             cooling: BTreeMap::new(),
             banned: VecDeque::new(),
+            revoked: BTreeMap::new(),
             next_shuffle: None,
             next_join: None,
             join_backoff: Duration::from_secs(1),
@@ -311,6 +315,39 @@ impl<P: Peer> Membership<P> {
     }
 
     fn is_banned(&self, node: NodeId) -> bool {
-        self.banned.iter().any(|b| b.node == node)
+        self.banned.iter().any(|b| b.node == node) || self.revoked.contains_key(&node)
+    }
+
+    /// The fleet root revokes `node`: it leaves the passive view, every link to it is closed
+    /// with `reason`, and it is never taken back (a link it opens later is closed at once).
+    /// Returns false if it was revoked already.
+    pub fn revoke(&mut self, node: NodeId, reason: String) -> bool {
+        if self.revoked.contains_key(&node) {
+            return false;
+        }
+        self.passive.retain(|i| i.node != node);
+        let links: Vec<P> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.node == node)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in links {
+            self.out.push_back(MOut::Disconnect(p, reason.clone()));
+        }
+        self.revoked.insert(node, reason);
+        true
+    }
+
+    /// Whether link `p` runs to a revoked node (its close is under way).
+    pub fn is_revoked_link(&self, p: P) -> bool {
+        self.links
+            .get(&p)
+            .is_some_and(|l| self.revoked.contains_key(&l.node))
+    }
+
+    /// Whether the passive view holds `node` (tests).
+    pub fn in_passive(&self, node: NodeId) -> bool {
+        self.passive.iter().any(|i| i.node == node)
     }
 }

@@ -11,14 +11,16 @@ use std::collections::BTreeMap;
 
 use crate::head::SignedHead;
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{AppStatus, MAX_REASON, NodeId, Outcome, Report};
+use crate::wire::{AppStatus, MAX_REASON, NodeId, Outcome, Position, Report};
 
-use super::AppRecord;
 use super::io::{Activation, Event, Outbox, Output, Serving};
+use super::{AppRecord, position};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub(super) enum Stage {
     Fetching,
+    /// Content ready, activation held back until the node is fresh-checked (`fresh.rs`).
+    Held,
     Activating,
 }
 
@@ -29,6 +31,10 @@ pub(super) struct Pending {
     pub stage: Stage,
     /// A newer head that arrived while this one was activating.
     pub next: Option<SignedHead>,
+    /// Not activated until the node is fresh-checked.
+    pub hold: bool,
+    /// The verified content, kept while held.
+    content: Option<Vec<u8>>,
 }
 
 /// What became of a pending head when a newer one arrived.
@@ -96,9 +102,11 @@ impl Activations {
         self.pending.get(app)
     }
 
-    /// The seq of `app`'s record in force (0: none).
-    pub fn applied(&self, app: &AppName) -> u64 {
-        self.apps.get(app).map_or(0, |r| r.head.head.seq)
+    /// The position of `app`'s record in force (0, 0: none).
+    pub fn applied(&self, app: &AppName) -> Position {
+        self.apps
+            .get(app)
+            .map_or_else(Position::default, |r| position(&r.head))
     }
 
     /// A digest other than `digest` that `app`'s record history (or its head in force) holds
@@ -158,20 +166,63 @@ impl Activations {
     }
 
     /// `sh` starts: fetching its content, or (`cached`) activating it from the store at once.
-    pub fn begin<P>(&mut self, sh: SignedHead, cached: bool, out: &mut Outbox<P>) {
+    /// `hold`: not activated until [`Activations::release_held`].
+    pub fn begin<P>(&mut self, sh: SignedHead, cached: bool, hold: bool, out: &mut Outbox<P>) {
         let app = sh.head.app.clone();
-        let stage = if cached {
-            self.emit_activate(sh.clone(), None, out);
-            Stage::Activating
-        } else {
-            Stage::Fetching
+        let stage = match (cached, hold) {
+            (true, false) => {
+                self.emit_activate(sh.clone(), None, out);
+                Stage::Activating
+            }
+            (true, true) => Stage::Held,
+            (false, _) => Stage::Fetching,
         };
         let p = Pending {
             head: sh,
             stage,
             next: None,
+            hold,
+            content: None,
         };
         self.pending.insert(app, p);
+    }
+
+    /// The node is fresh-checked: every held head activates (those still fetching will once
+    /// their content is ready).
+    pub fn release_held<P>(&mut self, out: &mut Outbox<P>) {
+        let apps: Vec<AppName> = self.pending.keys().cloned().collect();
+        for app in apps {
+            self.unhold(&app, out);
+        }
+    }
+
+    /// `app`'s pending head is held no longer (an operator pushed it, or the node is
+    /// fresh-checked): activate it if its content is ready.
+    pub fn unhold<P>(&mut self, app: &AppName, out: &mut Outbox<P>) {
+        let Some(p) = self.pending.get_mut(app).filter(|p| p.hold) else {
+            return;
+        };
+        p.hold = false;
+        if p.stage == Stage::Held {
+            p.stage = Stage::Activating;
+            let (head, content) = (p.head.clone(), p.content.take());
+            self.emit_activate(head, content, out);
+        }
+    }
+
+    /// Pending heads signed under an epoch older than `epoch` (their release keys were
+    /// rotated) that have not started activating are dropped. Returns their content digests.
+    pub fn drop_older_epoch(&mut self, epoch: u64) -> Vec<Digest> {
+        let old: Vec<AppName> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.head.head.epoch < epoch && p.stage != Stage::Activating)
+            .map(|(a, _)| a.clone())
+            .collect();
+        old.into_iter()
+            .filter_map(|a| self.pending.remove(&a))
+            .map(|p| p.head.head.release.digest)
+            .collect()
     }
 
     /// Apps whose pending head waits for content `digest`.
@@ -186,6 +237,11 @@ impl Activations {
     /// The content of `app`'s pending head arrived and verified: activate it.
     pub fn content_ready<P>(&mut self, app: &AppName, content: Vec<u8>, out: &mut Outbox<P>) {
         let p = self.pending.get_mut(app).expect("fetching");
+        if p.hold {
+            p.stage = Stage::Held;
+            p.content = Some(content);
+            return;
+        }
         p.stage = Stage::Activating;
         let head = p.head.clone();
         self.emit_activate(head, Some(content), out);

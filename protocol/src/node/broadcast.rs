@@ -3,7 +3,7 @@
 //! A head is pushed eagerly (`Gossip`) along a spanning tree of the active view and announced
 //! lazily (`IHave`) on the other links. A duplicate prunes the link it came on out of the tree;
 //! an announced head that does not arrive within `ihave_timeout` is grafted from the next
-//! announcer. Periodically (and on every new neighbour) a node swaps a `Summary` (app → seq)
+//! announcer. Periodically (and on every new neighbour) a node swaps a `Summary` (app → (epoch, seq))
 //! with a random neighbour and pushes the heads the other lacks, so a node that was away
 //! catches up without a new release.
 //!
@@ -19,10 +19,10 @@ use crate::membership::Membership;
 use crate::peer::Peer;
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
-use crate::wire::{Announce, BroadcastMsg};
+use crate::wire::{Announce, BroadcastMsg, Position};
 
-use super::AppRecord;
 use super::io::Outbox;
+use super::{AppRecord, position};
 
 /// Announcements accepted from one `IHave`.
 pub(super) const MAX_ANNOUNCES: usize = 64;
@@ -43,8 +43,9 @@ pub(super) struct HeadEntry {
 }
 
 impl HeadEntry {
-    pub fn seq(&self) -> u64 {
-        self.head.head.seq
+    /// Where the head sits in its app's order (epoch, seq).
+    pub fn pos(&self) -> Position {
+        position(&self.head)
     }
 }
 
@@ -120,21 +121,25 @@ impl<P: Peer> Broadcast<P> {
         &self.eager
     }
 
-    /// The highest seq accepted for `app`: the newest head here, or `applied` (the seq of
-    /// the record in force).
-    pub fn held(&self, app: &AppName, applied: u64) -> u64 {
-        applied.max(self.heads.get(app).map_or(0, |h| h.seq()))
+    /// The highest position accepted for `app`: the newest head here, or `applied` (the
+    /// position of the record in force).
+    pub fn held(&self, app: &AppName, applied: Position) -> Position {
+        applied.max(
+            self.heads
+                .get(app)
+                .map_or_else(Position::default, |h| h.pos()),
+        )
     }
 
-    /// The highest seq per app over the records in force and the heads held.
-    pub fn seen_seqs(&self, records: &BTreeMap<AppName, AppRecord>) -> Vec<(AppName, u64)> {
-        let mut v: BTreeMap<AppName, u64> = records
+    /// The highest position per app over the records in force and the heads held.
+    pub fn seen_seqs(&self, records: &BTreeMap<AppName, AppRecord>) -> Vec<(AppName, Position)> {
+        let mut v: BTreeMap<AppName, Position> = records
             .iter()
-            .map(|(a, r)| (a.clone(), r.head.head.seq))
+            .map(|(a, r)| (a.clone(), position(&r.head)))
             .collect();
         for (a, h) in &self.heads {
             let e = v.entry(a.clone()).or_default();
-            *e = (*e).max(h.seq());
+            *e = (*e).max(h.pos());
         }
         v.into_iter().collect()
     }
@@ -228,7 +233,7 @@ impl<P: Peer> Broadcast<P> {
         now: Instant,
         from: P,
         anns: Vec<Announce>,
-        applied: impl Fn(&AppName) -> u64,
+        applied: impl Fn(&AppName) -> Position,
     ) -> Vec<(AppName, u16)> {
         let mut offers = Vec::new();
         for a in anns.into_iter().take(MAX_ANNOUNCES) {
@@ -236,7 +241,7 @@ impl<P: Peer> Broadcast<P> {
                 offers.push((a.app, a.round));
                 continue;
             }
-            if a.seq <= self.held(&a.app, applied(&a.app)) {
+            if a.position() <= self.held(&a.app, applied(&a.app)) {
                 continue;
             }
             let at = now + self.ihave_timeout;
@@ -296,6 +301,7 @@ impl<P: Peer> Broadcast<P> {
             seq: sh.head.seq,
             id: sh.id(),
             round,
+            epoch: sh.head.epoch,
         };
         for &p in self.lazy.iter().filter(|p| **p != from) {
             out.send(p, BroadcastMsg::IHave(vec![ann.clone()]));
@@ -307,11 +313,11 @@ impl<P: Peer> Broadcast<P> {
     pub fn split_evidence(
         &self,
         now: Instant,
-        theirs: &BTreeMap<AppName, u64>,
+        theirs: &BTreeMap<AppName, Position>,
         records: &BTreeMap<AppName, AppRecord>,
     ) -> bool {
         records.iter().any(|(a, r)| {
-            theirs.get(a).is_none_or(|s| *s < r.head.head.seq)
+            theirs.get(a).is_none_or(|s| *s < position(&r.head))
                 && self
                     .accepted_at
                     .get(a)
@@ -323,18 +329,19 @@ impl<P: Peer> Broadcast<P> {
     pub fn push_newer(
         &self,
         to: P,
-        theirs: &BTreeMap<AppName, u64>,
+        theirs: &BTreeMap<AppName, Position>,
         records: &BTreeMap<AppName, AppRecord>,
         out: &mut Outbox<P>,
     ) {
         for (a, r) in records {
-            if theirs.get(a).is_some_and(|s| *s >= r.head.head.seq) {
+            let pos = position(&r.head);
+            if theirs.get(a).is_some_and(|s| *s >= pos) {
                 continue;
             }
             let round = self
                 .heads
                 .get(a)
-                .filter(|h| h.seq() == r.head.head.seq)
+                .filter(|h| h.pos() == pos)
                 .map_or(0, |h| h.round);
             let msg = BroadcastMsg::Gossip {
                 head: Box::new(r.head.clone()),

@@ -413,7 +413,7 @@ where
     let (acts, app, seq) = (l.activation, &focus.app, focus.seq);
     let held = (l.held)(app);
     let reason = || brief(acts.last_error(app).unwrap_or("no reason given"));
-    if acts.applied(app) == seq {
+    if acts.applied(app).seq == seq {
         let s = acts.serving(app)?;
         return Some(match (&s.release, s.local_override) {
             (Some(r), true) => format!("local override: serves {}", r.version),
@@ -434,6 +434,7 @@ where
     Some(match acts.pending(app) {
         Some(p) if p.head.head.seq == seq => match p.stage {
             Stage::Activating => format!("activating seq {seq}"),
+            Stage::Held => format!("holds seq {seq}, checking with its peers before activating"),
             Stage::Fetching => match (l.progress)(&p.head.head.release.digest) {
                 Some((have, n)) => format!("fetching seq {seq} ({have} of {n} chunks)"),
                 None => format!("fetching seq {seq}"),

@@ -12,11 +12,11 @@ use std::time::Instant;
 use crate::head::{HeadError, SignedHead};
 use crate::peer::Peer;
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{Message, Outcome, Tally, TallyMsg};
+use crate::wire::{Message, Outcome, Position, Tally, TallyMsg};
 
-use super::Node;
 use super::activation::{Superseded, truncate};
 use super::io::{ActivationError, Event};
+use super::{Node, position};
 
 impl<P: Peer> Node<P> {
     /// A head from `from`: `round` is `None` for a direct push (a publisher), else the
@@ -24,8 +24,15 @@ impl<P: Peer> Node<P> {
     pub(super) fn on_head(&mut self, now: Instant, from: P, sh: SignedHead, round: Option<u16>) {
         let app = sh.head.app.clone();
         let seq = sh.head.seq;
+        let pos = position(&sh);
         let gossip = round.is_some();
+        self.fresh.on_head(from, &app);
+        let operator = self.peer_trust.is_operator(from);
         if self.broadcast.is_current(&app, &sh.id()) {
+            if operator {
+                // An operator pushed the head this node holds back: it is meant for now.
+                self.activation.unhold(&app, &mut self.out);
+            }
             // A duplicate: the tree does not need this link for heads.
             if let Some(r) = round {
                 self.tally.note_offer(&app, from, r);
@@ -34,7 +41,7 @@ impl<P: Peer> Node<P> {
             return;
         }
         let held = self.held(&app);
-        if gossip && seq <= held {
+        if gossip && pos <= held {
             // Old news travelling a redundant path; not worth a signature check.
             self.broadcast.prune(from, &mut self.out);
             return;
@@ -42,14 +49,18 @@ impl<P: Peer> Node<P> {
         if let Err(e) = sh.verify(&self.cfg.trust) {
             return self.reject(from, &sh, e);
         }
-        if seq <= held {
-            let err = if seq == held {
+        // Signed by the fleet's release keys: expiry is never judged before this time again.
+        self.cfg.trust.observe(sh.head.issued_at_ms);
+        if pos <= held {
+            // Verified under the newest root, so its epoch is the newest: an older position
+            // held is in the same epoch (a held head of a newer epoch cannot exist).
+            let err = if pos == held {
                 HeadError::Conflict { app, seq }
             } else {
                 HeadError::Stale {
                     app,
                     seq,
-                    current: held,
+                    current: held.seq,
                 }
             };
             return self.reject(from, &sh, err);
@@ -72,10 +83,32 @@ impl<P: Peer> Node<P> {
             Superseded::Dropped(digest) => self.drop_transfer_if_unused(&digest),
             Superseded::Nothing => {}
         }
-        self.start(now, Some(from), sh);
+        // Before the node has checked with its peers, a head a peer hands it for an app it has
+        // no record of waits (it may be old); an operator's push is meant for now.
+        let hold = !operator
+            && !self.fresh.is_fresh()
+            && self.activation.applied(&app) == Position::default();
+        self.start(now, Some(from), sh, hold);
         if let Some(prev) = prev {
             // The content of a superseded head that failed to activate is no longer served.
             self.drop_transfer_if_unused(&prev.head.head.release.digest);
+        }
+        self.check_fresh(now);
+    }
+
+    /// Whether the node is fresh-checked now; if it just became so, held heads activate.
+    pub(super) fn check_fresh(&mut self, now: Instant) {
+        let (b, a) = (&self.broadcast, &self.activation);
+        if self.fresh.check(now, |app| b.held(app, a.applied(app))) {
+            self.activation.release_held(&mut self.out);
+        }
+    }
+
+    /// Pending heads of an epoch the newest root closed are not activated.
+    pub(super) fn drop_old_epoch(&mut self) {
+        let epoch = self.cfg.trust.epoch();
+        for d in self.activation.drop_older_epoch(epoch) {
+            self.drop_transfer_if_unused(&d);
         }
     }
 
@@ -132,7 +165,8 @@ impl<P: Peer> Node<P> {
 
     /// An accepted head starts: activated at once from the store, or fetched (announcing to
     /// the neighbours and `from` what this node holds of it).
-    pub(super) fn start(&mut self, now: Instant, from: Option<P>, sh: SignedHead) {
+    /// `hold`: fetched but not activated until the node is fresh-checked.
+    pub(super) fn start(&mut self, now: Instant, from: Option<P>, sh: SignedHead, hold: bool) {
         let digest = sh.head.release.digest;
         let cached = self.content.is_stored(&digest);
         self.out.event(Event::Accepted {
@@ -142,7 +176,7 @@ impl<P: Peer> Node<P> {
             cached,
         });
         let release = sh.head.release.clone();
-        self.activation.begin(sh, cached, &mut self.out);
+        self.activation.begin(sh, cached, hold, &mut self.out);
         if cached {
             return;
         }
@@ -208,7 +242,7 @@ impl<P: Peer> Node<P> {
         self.tally
             .set_own(now, &app, seq, own, report, &mut self.out);
         if let Some(next) = p.next {
-            self.start(now, None, next);
+            self.start(now, None, next, false);
         }
     }
 
@@ -219,7 +253,7 @@ impl<P: Peer> Node<P> {
         self.drop_transfer_if_unused(&p.head.head.release.digest);
         self.failed_here(now, &p.head, reason);
         if let Some(next) = p.next {
-            self.start(now, None, next);
+            self.start(now, None, next, false);
         }
     }
 
@@ -251,7 +285,7 @@ impl<P: Peer> Node<P> {
 
     /// Drops a transfer nobody needs any more: no pending head fetches it, and it is not the
     /// complete content of an app's newest head that could not be activated.
-    fn drop_transfer_if_unused(&mut self, digest: &Digest) {
+    pub(super) fn drop_transfer_if_unused(&mut self, digest: &Digest) {
         let pending = self.activation.needs(digest);
         let newest = self.broadcast.is_newest_content(digest);
         if self.content.drop_if_unused(digest, pending, newest) {

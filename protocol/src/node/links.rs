@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::membership::MOut;
 use crate::peer::Peer;
 use crate::release::AppName;
-use crate::wire::BroadcastMsg;
+use crate::wire::{BroadcastMsg, Position};
 
 use super::Node;
 use super::broadcast::MAX_SUMMARY;
@@ -80,14 +80,16 @@ impl<P: Peer> Node<P> {
         self.content.pump_all(now, &mut self.rng, &mut self.out);
     }
 
-    /// The highest seq accepted for `app` (activated, activating or fetching).
-    pub(super) fn held(&self, app: &AppName) -> u64 {
+    /// The highest position accepted for `app` (activated, activating or fetching).
+    pub(super) fn held(&self, app: &AppName) -> Position {
         self.broadcast.held(app, self.activation.applied(app))
     }
 
     pub(super) fn send_summary(&mut self, to: P, reply: bool) {
         let heads = self.broadcast.seen_seqs(self.activation.records());
-        self.out.send(to, BroadcastMsg::Summary { heads, reply });
+        let root = self.cfg.trust.version();
+        self.out
+            .send(to, BroadcastMsg::Summary { heads, reply, root });
     }
 
     /// A neighbour's summary: bridge a split overlay, push it the heads it lacks, ask back for
@@ -96,10 +98,17 @@ impl<P: Peer> Node<P> {
         &mut self,
         now: Instant,
         from: P,
-        heads: Vec<(AppName, u64)>,
+        heads: Vec<(AppName, Position)>,
         reply: bool,
+        root: u64,
     ) {
-        let theirs: BTreeMap<AppName, u64> = heads.into_iter().take(MAX_SUMMARY).collect();
+        self.on_summary_root(from, root);
+        let theirs: BTreeMap<AppName, Position> = heads.into_iter().take(MAX_SUMMARY).collect();
+        if !self.peer_trust.is_operator(from) {
+            let (b, a) = (&self.broadcast, &self.activation);
+            self.fresh
+                .on_summary(from, &theirs, |app| b.held(app, a.applied(app)));
+        }
         let records = self.activation.records();
         // A probed node that still lacks a head this node has held for a while is not reached
         // by the overlay's broadcast: the overlay is split (a healed partition). Bridge it.
@@ -112,5 +121,6 @@ impl<P: Peer> Node<P> {
             self.send_summary(from, true);
         }
         self.tally.send_counts(from, &theirs, &mut self.out);
+        self.check_fresh(now);
     }
 }

@@ -24,10 +24,16 @@
 //!   shell's outcomes.
 //! - **Census** (`census.rs`): counting the live fleet on demand, an echo wave over the active
 //!   view, with each node's own contribution drawn from activation, broadcast and content.
+//! - **Trust** (`trust.rs`): the role of each link (node or operator), the fleet root chain
+//!   through the mesh (pushed on adoption, repaired by the root version in summaries),
+//!   revocation (links closed, membership forgets the node).
+//! - **Freshness** (`fresh.rs`): a node that starts without a record of an app holds back the
+//!   activation of a head a peer hands it until it has heard its neighbours' summaries.
 //!
-//! **Invariants:** the seq held for an app never decreases; nothing reaches `Activate` that is
-//! not signed by a trusted key and fully verified; at most one activation per app is in flight;
-//! a head is relayed only after it verified.
+//! **Invariants:** the position (epoch, seq) held for an app never decreases; nothing reaches
+//! `Activate` that is not signed by a threshold of the release keys of the newest root's epoch
+//! and fully verified; at most one activation per app is in flight; a head is relayed only
+//! after it verified; expiry is never judged before the newest verified signed time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -42,13 +48,14 @@ use crate::swarm::SwarmConfig;
 use crate::trust::Trust;
 use crate::wire::{
     AppStatus, BroadcastMsg, CensusMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus,
-    Tally, TallyMsg,
+    Position, Tally, TallyMsg,
 };
 
 mod activation;
 mod broadcast;
 mod census;
 mod content;
+mod fresh;
 mod heads;
 mod io;
 mod links;
@@ -56,6 +63,7 @@ mod serve;
 mod tally;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 pub use crate::peer::Peer;
 pub use io::{Activation, ActivationError, Event, Input, Output, Serving};
@@ -64,9 +72,11 @@ use activation::Activations;
 use broadcast::Broadcast;
 use census::{Censuses, Local};
 use content::{Content, Received};
+use fresh::Freshness;
 use io::Outbox;
 use serve::ServeQueue;
 use tally::Tallies;
+use trust::PeerTrust;
 
 /// Node tuning. [`NodeConfig::new`] gives the defaults.
 #[derive(Clone, Debug)]
@@ -86,6 +96,11 @@ pub struct NodeConfig {
     pub tally_interval: Duration,
     /// History entries kept per app.
     pub history_limit: usize,
+    /// A node that started without a record of an app activates a head a peer handed it only
+    /// once it heard the anti-entropy summaries of this many distinct neighbours…
+    pub freshness_peers: usize,
+    /// …or of at least one once this long has passed since start.
+    pub freshness_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -107,7 +122,17 @@ impl NodeConfig {
             anti_entropy_interval: Duration::from_secs(10),
             tally_interval: Duration::from_millis(25),
             history_limit: 32,
+            freshness_peers: 2,
+            freshness_timeout: Duration::from_secs(3),
         }
+    }
+}
+
+/// Where `sh` sits in its app's order: (epoch, seq).
+pub(crate) fn position(sh: &SignedHead) -> Position {
+    Position {
+        epoch: sh.head.epoch,
+        seq: sh.head.seq,
     }
 }
 
@@ -168,6 +193,8 @@ pub struct Node<P: Peer> {
     serve: ServeQueue<P>,
     activation: Activations,
     census: Censuses<P>,
+    peer_trust: PeerTrust<P>,
+    fresh: Freshness<P>,
     out: Outbox<P>,
 }
 
@@ -176,7 +203,7 @@ impl<P: Peer> Node<P> {
     /// complete, verified content `blobs`. It starts joining the mesh through its contacts.
     pub fn new(
         now: Instant,
-        cfg: NodeConfig,
+        mut cfg: NodeConfig,
         records: impl IntoIterator<Item = AppRecord>,
         blobs: impl IntoIterator<Item = Digest>,
     ) -> Self {
@@ -203,7 +230,10 @@ impl<P: Peer> Node<P> {
         for r in apps.values() {
             broadcast.restore(r.head.clone());
             tally.restore(&r.head);
+            // Verified by the caller: its signed time is a floor for expiry.
+            cfg.trust.observe(r.head.head.issued_at_ms);
         }
+        let fresh = Freshness::new(now, cfg.freshness_peers, cfg.freshness_timeout);
         let mut node = Node {
             rng,
             members,
@@ -213,9 +243,12 @@ impl<P: Peer> Node<P> {
             serve: ServeQueue::new(),
             activation: Activations::new(cfg.node, cfg.history_limit, apps),
             census: Censuses::new(now),
+            peer_trust: PeerTrust::new(),
+            fresh,
             out: Outbox::default(),
             cfg,
         };
+        node.apply_revocations();
         node.drain_members(now);
         node
     }
@@ -238,6 +271,27 @@ impl<P: Peer> Node<P> {
     /// This node's subtree totals for `app`'s newest head.
     pub fn tally(&self, app: &AppName) -> Option<Tally> {
         self.tally.total(app)
+    }
+
+    /// The newest head accepted for `app` (activated, activating, fetching or failed).
+    pub fn newest_head(&self, app: &AppName) -> Option<&SignedHead> {
+        self.broadcast.head(app).map(|h| &h.head)
+    }
+
+    /// The highest position (epoch, seq) accepted for `app`.
+    pub fn position(&self, app: &AppName) -> Position {
+        self.held(app)
+    }
+
+    /// Whether the passive view (the nodes membership may dial) holds `node`.
+    pub fn in_passive_view(&self, node: NodeId) -> bool {
+        self.members.in_passive(node)
+    }
+
+    /// Whether the node has checked with its peers that nothing newer exists (see
+    /// [`NodeConfig::freshness_peers`]).
+    pub fn is_fresh(&self) -> bool {
+        self.fresh.is_fresh()
     }
 
     /// The hop count of the newest head of `app` (0 where it entered the mesh).
@@ -272,12 +326,7 @@ impl<P: Peer> Node<P> {
             passive_view: self.members.passive_len() as u32,
             tallies: self.tally.totals(),
             fleet_tallies: self.tally.fleet_totals(),
-            seqs: self
-                .broadcast
-                .seen_seqs(self.activation.records())
-                .into_iter()
-                .map(|(a, seq)| (a, crate::wire::Position { epoch: 0, seq }))
-                .collect(),
+            seqs: self.broadcast.seen_seqs(self.activation.records()),
             trust: self.cfg.trust.status(),
             runtime: Vec::new(),
             now_ms: 0,
@@ -292,20 +341,25 @@ impl<P: Peer> Node<P> {
                 node,
                 addr,
                 outbound,
-                role: _,
+                role,
             } => {
+                self.peer_trust.up(peer, role);
                 self.members
                     .peer_up(now, &mut self.rng, peer, node, addr, outbound);
                 self.drain_members(now);
             }
-            Input::PeerDown(p) => self.on_peer_down(now, p),
+            Input::PeerDown(p) => {
+                self.on_peer_down(now, p);
+                self.peer_trust.down(p);
+            }
             Input::DialFailed(addr) => {
                 self.members.dial_failed(now, &mut self.rng, addr);
                 self.drain_members(now);
             }
             Input::Message(p, msg) => {
-                // A message from a peer that is not (or no longer) a link is dropped.
-                if self.members.is_linked(p) {
+                // A message from a peer that is not (or no longer) a link is dropped, and so is
+                // one from a revoked node whose link is closing.
+                if self.members.is_linked(p) && !self.members.is_revoked_link(p) {
                     self.on_message(now, p, msg);
                 }
                 self.drain_members(now);
@@ -338,6 +392,7 @@ impl<P: Peer> Node<P> {
             .chain(self.tally.poll_timeout())
             .chain(self.serve.poll_timeout())
             .chain(self.census.poll_timeout())
+            .chain(self.fresh.poll_timeout())
             .min()
     }
 
@@ -360,11 +415,15 @@ impl<P: Peer> Node<P> {
         self.tally
             .on_timeout(now, &self.members, eager, &mut self.out);
         self.census.on_timeout(now, &mut self.out);
+        self.check_fresh(now);
     }
 
     /// A message from link `from`, to the layer it is for.
     fn on_message(&mut self, now: Instant, from: P, msg: Message) {
+        let operator = self.peer_trust.is_operator(from);
         match msg {
+            // An operator never joins the overlay, and only enrolled nodes count in tallies.
+            Message::Membership(_) | Message::Tally(_) if operator => {}
             Message::Membership(m) => self.members.on_message(now, &mut self.rng, from, m),
             Message::Broadcast(m) => self.on_broadcast(now, from, m),
             Message::Content(m) => self.on_content(now, from, m),
@@ -381,50 +440,7 @@ impl<P: Peer> Node<P> {
             }
             Message::Status(_) => {}
             Message::Census(m) => self.on_census(now, from, m),
-            Message::Trust(m) => self.on_trust(from, m),
-        }
-    }
-
-    /// Roots from `from`: adopt what follows the chain, persist it first (`Output::Roots`),
-    /// then pass the new versions on to every other neighbour; a `Want` is answered with the
-    /// versions the asker lacks.
-    fn on_trust(&mut self, from: P, msg: crate::wire::TrustMsg) {
-        use crate::wire::TrustMsg;
-        match msg {
-            TrustMsg::Want { after } => {
-                let roots = self.cfg.trust.roots_after(after);
-                if !roots.is_empty() {
-                    self.out.send(from, Message::Trust(TrustMsg::Roots(roots)));
-                }
-            }
-            TrustMsg::Roots(roots) => {
-                let (adopted, err) = self.cfg.trust.update(roots);
-                if let Some(e) = err {
-                    self.out.event(Event::RootRefused {
-                        reason: e.to_string(),
-                    });
-                }
-                if adopted.is_empty() {
-                    return;
-                }
-                let floor_ms = self.cfg.trust.floor_ms();
-                for r in &adopted {
-                    self.out.event(Event::RootAdopted {
-                        version: r.root.version,
-                        epoch: r.root.epoch,
-                    });
-                }
-                self.out.push(Output::Roots {
-                    roots: adopted.clone(),
-                    floor_ms,
-                });
-                for &p in self.members.active() {
-                    if p != from {
-                        self.out
-                            .send(p, Message::Trust(TrustMsg::Roots(adopted.clone())));
-                    }
-                }
-            }
+            Message::Trust(m) => self.on_trust(now, from, m),
         }
     }
 
@@ -452,7 +468,7 @@ impl<P: Peer> Node<P> {
             me: self.cfg.node,
             addr: self.members.config().advertise,
             activation: acts,
-            held: |a: &AppName| broadcast.held(a, acts.applied(a)),
+            held: |a: &AppName| broadcast.held(a, acts.applied(a)).seq,
             progress: |d: &Digest| content.progress(d),
         };
         let client = !self.members.is_active(from);
@@ -473,7 +489,9 @@ impl<P: Peer> Node<P> {
 
     fn on_broadcast(&mut self, now: Instant, from: P, msg: BroadcastMsg) {
         match msg {
-            BroadcastMsg::Summary { heads, reply } => self.on_summary(now, from, heads, reply),
+            BroadcastMsg::Summary { heads, reply, root } => {
+                self.on_summary(now, from, heads, reply, root)
+            }
             BroadcastMsg::Head(sh) => self.on_head(now, from, *sh, None),
             BroadcastMsg::Gossip { head, round } => self.on_head(now, from, *head, Some(round)),
             BroadcastMsg::IHave(anns) => {

@@ -21,7 +21,7 @@ use crate::membership::Membership;
 use crate::peer::Peer;
 use crate::release::{AppName, Digest};
 use crate::wire::{
-    Announce, BroadcastMsg, MAX_TALLY_SAMPLES, Message, NodeId, Report, Tally, TallyMsg,
+    Announce, BroadcastMsg, MAX_TALLY_SAMPLES, Message, NodeId, Position, Report, Tally, TallyMsg,
 };
 
 use super::io::Outbox;
@@ -43,6 +43,7 @@ pub(super) const POISON_HOLD: Duration = Duration::from_millis(1000);
 pub(super) struct HeadTally<P> {
     app: AppName,
     seq: u64,
+    epoch: u64,
     id: Digest,
     /// Hops from where the head entered the mesh.
     round: u16,
@@ -75,6 +76,7 @@ impl<P> HeadTally<P> {
         HeadTally {
             app: head.head.app.clone(),
             seq: head.head.seq,
+            epoch: head.head.epoch,
             id: head.id(),
             round,
             rank: round,
@@ -268,9 +270,13 @@ impl<P: Peer> Tallies<P> {
 
     /// The fleet counts of the heads `theirs` (a neighbour's summary) says it holds too: a
     /// node the count did not reach down the tree learns it here.
-    pub fn send_counts(&self, to: P, theirs: &BTreeMap<AppName, u64>, out: &mut Outbox<P>) {
+    pub fn send_counts(&self, to: P, theirs: &BTreeMap<AppName, Position>, out: &mut Outbox<P>) {
         for h in self.heads.values() {
-            if theirs.get(&h.app) != Some(&h.seq) {
+            let pos = Position {
+                epoch: h.epoch,
+                seq: h.seq,
+            };
+            if theirs.get(&h.app) != Some(&pos) {
                 continue;
             }
             if let Some(tally) = h.fleet.clone() {
@@ -290,6 +296,7 @@ impl<P: Peer> Tallies<P> {
                 seq: h.seq,
                 id: h.id,
                 round: h.rank,
+                epoch: h.epoch,
             })
             .collect()
     }
@@ -467,6 +474,7 @@ impl<P: Peer> Tallies<P> {
                             seq: h.seq,
                             id: h.id,
                             round: rank,
+                            epoch: h.epoch,
                         });
                     }
                 }

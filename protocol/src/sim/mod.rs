@@ -15,10 +15,11 @@
 //! timeout); messages on a broken connection are lost.
 //!
 //! Safety is checked on every step, and a violation panics: on every activation the head must
-//! verify against the fleet's trust policy, the content must be exactly the signed release's
-//! bytes, and the node's seq for the app must grow (across crashes too: records persist); every
-//! head a node accepts must be newer than what it accepted since it started and than what its
-//! disk holds.
+//! verify against the node's own trust (the chain it holds: a threshold of its epoch's release
+//! keys), the content must be exactly the signed release's bytes, and the node's position
+//! (epoch, seq) for the app must grow (across crashes too: records persist); every head a node accepts must be newer than what it accepted since it started
+//! and than what its disk holds. The roots a node adopts are written to its disk
+//! ([`Persisted::roots`]) and a restarted node rebuilds its trust from them.
 //!
 //! Faults can be injected per node ([`Faults`]): a lying node corrupts every chunk it serves, a
 //! silent one never answers chunk requests.
@@ -28,13 +29,17 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output};
+use crate::node::{ActivationError, AppRecord, Event, Input, Node, NodeConfig, Output, position};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
-use crate::wire::{Census, ContentMsg, Message, NodeId, Payload, Tally, TallyMsg};
+use crate::wire::{Census, ContentMsg, Message, NodeId, Payload, Position, Tally, TallyMsg};
 
+#[cfg(test)]
+mod census_tests;
 mod net;
 mod shell;
+#[cfg(test)]
+mod trust_tests;
 
 /// A simulated node id.
 pub type Id = usize;
@@ -112,6 +117,10 @@ impl Link {
 pub struct Persisted {
     pub records: BTreeMap<AppName, AppRecord>,
     pub blobs: BTreeSet<Digest>,
+    /// Fleet roots adopted after the anchor in the node's config ([`Output::Roots`]), oldest
+    /// first, and the newest signed time seen.
+    pub roots: Vec<crate::trust::SignedRoot>,
+    pub floor_ms: u64,
 }
 
 /// Misbehaviour injected into a simulated node (its protocol logic stays honest; the simulator
@@ -140,8 +149,8 @@ pub struct SimNode {
     pub chunks_served: u64,
     /// Chunk requests a silent node left unanswered.
     pub requests_ignored: u64,
-    /// The highest seq accepted per app since the node (re)started, for the seq check.
-    accepted_seq: BTreeMap<AppName, u64>,
+    /// The highest position accepted per app since the node (re)started, for the seq check.
+    accepted_seq: BTreeMap<AppName, Position>,
     upload_free: Instant,
     timer_at: Option<Instant>,
     conns: BTreeSet<Conn>,
@@ -155,6 +164,23 @@ impl SimNode {
     /// The seq active for `app`.
     pub fn seq(&self, app: &AppName) -> Option<u64> {
         self.disk.records.get(app).map(|r| r.head.head.seq)
+    }
+
+    /// The position (epoch, seq) active for `app`.
+    pub fn position(&self, app: &AppName) -> Option<Position> {
+        self.disk.records.get(app).map(|r| position(&r.head))
+    }
+
+    /// The fleet root version the node holds (its disk's when it is down).
+    pub fn root_version(&self) -> u64 {
+        match &self.node {
+            Some(n) => n.trust().version(),
+            None => self
+                .disk
+                .roots
+                .last()
+                .map_or(self.cfg.trust.version(), |r| r.root.version),
+        }
     }
 }
 
@@ -223,7 +249,6 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<(Instant, u64, Id)>>,
     payloads: BTreeMap<u64, Delivery>,
     next: u64,
-    trust: Option<crate::trust::Trust>,
     chunk_sizes: BTreeMap<Digest, usize>,
 }
 
@@ -274,7 +299,6 @@ impl Sim {
             queue: BinaryHeap::new(),
             payloads: BTreeMap::new(),
             next: 0,
-            trust: None,
             chunk_sizes: BTreeMap::new(),
         }
     }
@@ -282,7 +306,6 @@ impl Sim {
     /// Adds and starts node `id` with `cfg` (its contacts are in `cfg.membership.contacts`).
     pub fn add(&mut self, id: Id, mut cfg: NodeConfig) {
         cfg.membership.advertise = Some(addr_of(id));
-        self.trust.get_or_insert_with(|| cfg.trust.clone());
         let node = Node::new(self.now, cfg.clone(), [], []);
         self.nodes.insert(
             id,
@@ -437,7 +460,12 @@ impl Sim {
                     self.send_from(id, to, msg.into());
                 }
                 Output::Activate(a) => self.activate(id, *a),
-                Output::Roots { .. } => {}
+                Output::Roots { roots, floor_ms } => {
+                    // Durable before anything that follows (the agent writes its store).
+                    let d = &mut self.nodes.get_mut(&id).expect("exists").disk;
+                    d.roots.extend(roots);
+                    d.floor_ms = d.floor_ms.max(floor_ms);
+                }
                 // A simulated compile is not interrupted: it completes and reports as usual.
                 Output::CancelActivation { .. } => {}
                 Output::Dial(addr) => self.dial(id, addr),
@@ -469,19 +497,27 @@ impl Sim {
                     let n = self.nodes.get_mut(&id).expect("exists");
                     match &e {
                         Event::Accepted { app, seq, .. } => {
-                            // Seq never decreases: each accepted head is newer than anything
-                            // this incarnation accepted and than what its disk holds.
+                            // The position never decreases: each accepted head is newer than
+                            // anything this incarnation accepted and than what its disk holds.
+                            // (The event names the seq; the epoch is the newest head's.)
+                            let epoch = n
+                                .node
+                                .as_ref()
+                                .and_then(|node| node.newest_head(app))
+                                .filter(|h| h.head.seq == *seq)
+                                .map_or(0, |h| h.head.epoch);
+                            let pos = Position { epoch, seq: *seq };
                             let floor = n
                                 .accepted_seq
                                 .get(app)
                                 .copied()
-                                .max(n.disk.records.get(app).map(|r| r.head.head.seq));
+                                .max(n.disk.records.get(app).map(|r| position(&r.head)));
                             assert!(
-                                floor.is_none_or(|f| f < *seq),
-                                "safety (seed {}): node {id} accepted {app} seq {seq} after {floor:?}",
+                                floor.is_none_or(|f| f < pos),
+                                "safety (seed {}): node {id} accepted {app} {pos} after {floor:?}",
                                 self.cfg.seed
                             );
-                            n.accepted_seq.insert(app.clone(), *seq);
+                            n.accepted_seq.insert(app.clone(), pos);
                             n.accepted_at.entry((app.clone(), *seq)).or_insert(now);
                         }
                         Event::Activated { app, seq, .. } => {

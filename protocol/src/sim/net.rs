@@ -197,6 +197,13 @@ impl Sim {
         }
         let mut cfg = n.cfg.clone();
         cfg.seed = cfg.seed.wrapping_add(0x1234_5678);
+        // The trust the node rebuilds from its disk: the anchor, then the chain it adopted.
+        let (_, err) = cfg.trust.update(n.disk.roots.iter().cloned());
+        assert!(
+            err.is_none(),
+            "the disk's chain follows the anchor: {err:?}"
+        );
+        cfg.trust.observe(n.disk.floor_ms);
         n.cfg.seed = cfg.seed;
         let records: Vec<AppRecord> = n.disk.records.values().cloned().collect();
         n.node = Some(Node::new(now, cfg, records, n.disk.blobs.iter().copied()));

@@ -2,9 +2,9 @@
 //! collects tallies, asks for a census and keeps the answer), a node's store reads and
 //! activations, and injected faults.
 //!
-//! **Invariant (safety, checked on every activation):** the head verifies against the fleet's
-//! trust policy, the content is exactly the signed release's bytes, and the seq of the app
-//! grows.
+//! **Invariant (safety, checked on every activation):** the head verifies against the node's
+//! own trust, the content is exactly the signed release's bytes, and the position (epoch, seq)
+//! of the app grows.
 
 use std::time::Duration;
 
@@ -36,6 +36,16 @@ impl Sim {
             want: false,
         };
         self.transmit(PUBLISHER, conn, have.into());
+        self.now -= lat;
+    }
+
+    /// The publisher connects to `entry` and pushes fleet roots (`fleetcast fleet push`): the
+    /// node adopts what follows its chain and passes it on.
+    pub fn push_roots(&mut self, entry: Id, roots: Vec<crate::trust::SignedRoot>) {
+        let (conn, lat) = self.publisher_link(entry);
+        self.now += lat; // the push follows the handshake
+        let push = crate::wire::TrustMsg::Roots(roots);
+        self.transmit(PUBLISHER, conn, Message::Trust(push));
         self.now -= lat;
     }
 
@@ -178,11 +188,15 @@ impl Sim {
 
     pub(super) fn activate(&mut self, id: Id, a: crate::node::Activation) {
         let h = &a.head.head;
-        let trust = self.trust.clone().expect("a node was added");
+        // Against the node's own trust (its chain as it stands): signed by a threshold of the
+        // release role of the head's epoch, and of the newest epoch or one the node held when
+        // it took the head in.
+        let trust = self.nodes[&id].node.as_ref().expect("live").trust();
         assert!(
-            a.head.verify(&trust).is_ok(),
-            "safety (seed {}): node {id} asked to activate a head that does not verify",
-            self.cfg.seed
+            trust.verify_stored_head(&a.head).is_ok(),
+            "safety (seed {}): node {id} asked to activate a head that does not verify: {:?}",
+            self.cfg.seed,
+            trust.verify_stored_head(&a.head)
         );
         let canonical = self.publisher.content.get(&h.release.digest).cloned();
         let n = self.nodes.get_mut(&id).expect("node exists");
@@ -205,7 +219,7 @@ impl Sim {
             _ => {
                 if let Some(r) = n.disk.records.get(&h.app) {
                     assert!(
-                        r.head.head.seq < h.seq,
+                        r.head.head.order() < h.order(),
                         "safety (seed {}): node {id} seq went backwards for {}",
                         self.cfg.seed,
                         h.app

@@ -30,7 +30,7 @@ fn a_release_is_in_force_only_once_activated() {
     assert_eq!(net.seq(0), None, "not in force before the shell says so");
     assert_eq!(
         net.nodes[0].status().seqs,
-        vec![(app(), 1)],
+        vec![(app(), at(1))],
         "but the seq is held"
     );
     net.input(
@@ -81,7 +81,7 @@ fn a_refused_activation_keeps_the_seq_and_counts_failed() {
     ));
     assert_eq!(reports(&net.take(p)), vec![Outcome::Failed(text)]);
     assert_eq!(net.nodes[0].tally(&app()).unwrap().failed, 1);
-    assert_eq!(net.nodes[0].status().seqs, vec![(app(), 1)]);
+    assert_eq!(net.nodes[0].status().seqs, vec![(app(), at(1))]);
     net.say(p, pc, BroadcastMsg::Head(Box::new(sh.clone())));
     net.run();
     assert_eq!(

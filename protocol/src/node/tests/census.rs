@@ -89,7 +89,7 @@ fn chain(n: usize) -> Net {
 
 /// A fake that joins `node`'s active view (a neighbour the test speaks for).
 fn neighbour(net: &mut Net, node: usize) -> (usize, Conn) {
-    let (f, c) = net.fake(node);
+    let (f, c) = net.fake_as(node, PeerRole::Node);
     net.say(f, c, MembershipMsg::Join { addr: None });
     net.run();
     net.take(f);

@@ -14,6 +14,7 @@ fn versioned(seq: u64, version: &str, body: &[u8], kind: HeadKind) -> SignedHead
         release: Release::build(app(), version.parse().unwrap(), body, 8 * 1024).unwrap(),
         kind,
         issued_at_ms: seq,
+        epoch: 0,
     }
     .sign(&scenario::publisher_key())
 }
@@ -65,7 +66,7 @@ fn a_version_reused_for_other_bytes_is_refused() {
     assert_eq!(net.seq(0), Some(1), "nothing changed");
     assert_eq!(
         net.nodes[0].status().seqs,
-        vec![(app(), 1)],
+        vec![(app(), at(1))],
         "seq 2 not held"
     );
     assert_eq!(net.activations.len(), 1);

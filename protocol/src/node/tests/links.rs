@@ -15,7 +15,7 @@ fn a_new_neighbour_hears_the_summary_and_catches_up() {
     net.run();
     net.add(1, vec![0], [], []);
     net.run();
-    let summary = |m: &Message| matches!(m, Message::Broadcast(BroadcastMsg::Summary { heads, reply: false }) if heads == &vec![(app(), 1)]);
+    let summary = |m: &Message| matches!(m, Message::Broadcast(BroadcastMsg::Summary { heads, reply: false, .. }) if heads == &vec![(app(), at(1))]);
     assert_eq!(net.count(0, 1, summary), 1);
     let ihave = |m: &Message| matches!(m, Message::Broadcast(BroadcastMsg::IHave(a)) if a.len() == 1 && a[0].seq == 1 && a[0].round == 0);
     assert_eq!(net.count(0, 1, ihave), 1);

@@ -16,16 +16,19 @@ use super::*;
 use crate::head::HeadKind;
 use crate::scenario::{self, signed};
 use crate::sim::{addr_of, node_id};
-use crate::wire::{ContentMsg, Payload};
+use crate::trust::PeerRole;
+use crate::wire::{ContentMsg, Payload, Position};
 
 mod activation;
 mod broadcast;
 mod census;
 mod content;
+mod fresh;
 mod heads;
 mod links;
 mod serve;
 mod tally;
+mod trust;
 
 pub(super) type Conn = u64;
 
@@ -43,6 +46,9 @@ pub(super) enum Ev {
     Msg(Conn, Message),
     Input(Input<Conn>),
 }
+
+/// Changes node `i`'s config before it starts.
+pub(super) type Tweak = Box<dyn Fn(usize, &mut NodeConfig)>;
 
 /// Decides whether a message in flight is lost: (from, to, message).
 pub(super) type DropRule = Box<dyn FnMut(usize, usize, &Message) -> bool>;
@@ -63,6 +69,8 @@ pub(super) struct Net {
     /// Other outputs worth checking: disconnects (node, reason), cancels, events.
     pub disconnects: Vec<(usize, String)>,
     pub cancels: Vec<(usize, u64)>,
+    /// Roots each node asked to persist: (node, roots, floor_ms).
+    pub roots: Vec<(usize, Vec<crate::trust::SignedRoot>, u64)>,
     pub events: Vec<(usize, Event)>,
     /// Content by digest, for the publisher and `ServeChunk`.
     pub content: BTreeMap<Digest, Vec<u8>>,
@@ -72,6 +80,10 @@ pub(super) struct Net {
     pub drop: DropRule,
     /// Fakes that answer chunk requests from `content` (the publisher).
     serving_fakes: BTreeSet<usize>,
+    /// Applied to every node's config before it starts (see [`Net::new_with`]).
+    pub tweak: Tweak,
+    /// What each fake was admitted as (an operator unless said otherwise).
+    pub roles: BTreeMap<usize, PeerRole>,
     next_fake: usize,
 }
 
@@ -94,7 +106,17 @@ pub(super) fn chunk_of(body: &[u8], sh: &SignedHead, index: u32) -> Payload {
 impl Net {
     /// `n` nodes; `contacts(i)` are the nodes node `i` joins through (it starts at once).
     pub fn new(n: usize, contacts: impl Fn(usize) -> Vec<usize>) -> Self {
+        Net::new_with(n, contacts, |_, _| {})
+    }
+
+    /// [`Net::new`] with every node's config changed by `tweak` (also for nodes added later).
+    pub fn new_with(
+        n: usize,
+        contacts: impl Fn(usize) -> Vec<usize>,
+        tweak: impl Fn(usize, &mut NodeConfig) + 'static,
+    ) -> Self {
         let mut net = Net {
+            tweak: Box::new(tweak),
             now: Instant::now(),
             nodes: Vec::new(),
             conns: BTreeMap::new(),
@@ -105,11 +127,13 @@ impl Net {
             activations: Vec::new(),
             disconnects: Vec::new(),
             cancels: Vec::new(),
+            roots: Vec::new(),
             events: Vec::new(),
             content: BTreeMap::new(),
             auto_activate: true,
             drop: Box::new(|_, _, _| false),
             serving_fakes: BTreeSet::new(),
+            roles: BTreeMap::new(),
             next_fake: FAKE,
         };
         for i in 0..n {
@@ -125,6 +149,8 @@ impl Net {
         cfg.membership.advertise = Some(addr_of(i));
         cfg.membership.join_contacts = contacts.len().max(1);
         cfg.membership.probe_chance = 0.0;
+        // One neighbour's summary is enough here; the freshness tests set their own.
+        cfg.freshness_peers = 1;
         cfg
     }
 
@@ -137,7 +163,8 @@ impl Net {
         blobs: impl IntoIterator<Item = Digest>,
     ) {
         assert_eq!(i, self.nodes.len());
-        let cfg = Net::config(i, &contacts);
+        let mut cfg = Net::config(i, &contacts);
+        (self.tweak)(i, &mut cfg);
         self.nodes.push(Node::new(self.now, cfg, records, blobs));
         self.drain(i);
     }
@@ -177,8 +204,14 @@ impl Net {
     /// A scripted peer connected to `node` (a client link: not in the overlay). Returns the
     /// fake's endpoint and the connection.
     pub fn fake(&mut self, node: usize) -> (usize, Conn) {
+        self.fake_as(node, PeerRole::Operator)
+    }
+
+    /// A scripted peer admitted as `role`.
+    pub fn fake_as(&mut self, node: usize, role: PeerRole) -> (usize, Conn) {
         let f = self.next_fake;
         self.next_fake += 1;
+        self.roles.insert(f, role);
         let conn = self.open(f, node);
         self.run();
         (f, conn)
@@ -315,6 +348,7 @@ impl Net {
                     self.nodes[i].handle(self.now, Input::PeerDown(peer));
                 }
                 Output::CancelActivation { seq, .. } => self.cancels.push((i, seq)),
+                Output::Roots { roots, floor_ms } => self.roots.push((i, roots, floor_ms)),
                 Output::Event(e) => self.events.push((i, e)),
             }
         }
@@ -338,6 +372,11 @@ impl Net {
                 },
                 addr: addr_of(peer),
                 outbound,
+                role: if peer >= FAKE {
+                    self.roles[&peer]
+                } else {
+                    PeerRole::Node
+                },
             },
             Ev::Down(conn) => Input::PeerDown(conn),
             Ev::Msg(conn, msg) => {
@@ -409,6 +448,11 @@ impl Net {
     pub fn seq(&self, i: usize) -> Option<u64> {
         self.nodes[i].app(&app()).map(|r| r.head.head.seq)
     }
+}
+
+/// Position `seq` in epoch 0 (no fleet root).
+pub(super) fn at(seq: u64) -> Position {
+    Position { epoch: 0, seq }
 }
 
 pub(super) fn is_gossip(m: &Message) -> bool {

@@ -57,7 +57,7 @@ fn older_tally_versions_are_ignored() {
     let sh = head(1, &body);
     net.publish(0, &sh, &body);
     net.run();
-    let (c, cc) = net.fake(0);
+    let (c, cc) = net.fake_as(0, PeerRole::Node);
     net.say(c, cc, subtree(&app(), 1, 2, 5));
     net.run();
     assert_eq!(net.nodes[0].tally(&app()).unwrap().active, 3);
@@ -74,7 +74,7 @@ fn older_tally_versions_are_ignored() {
 
     // Down the tree: a node below the root keeps the newest fleet count only.
     let mut net = Net::new(1, |_| vec![]);
-    let (up, uc) = net.fake(0);
+    let (up, uc) = net.fake_as(0, PeerRole::Node);
     net.content.insert(sh.head.release.digest, body.clone());
     let gossip = BroadcastMsg::Gossip {
         head: Box::new(sh.clone()),
@@ -106,8 +106,15 @@ fn tally_sends_are_paced_by_a_token_bucket() {
     let mut net = Net::new(1, |_| vec![]);
     let body = scenario::content(3, 8 * 1024);
     let sh = head(1, &body);
-    let (up, uc) = net.fake(0);
+    let (up, uc) = net.fake_as(0, PeerRole::Node);
     net.content.insert(sh.head.release.digest, body.clone());
+    // Its summary: the node has checked with a peer, so what the peer hands it activates.
+    let summary = BroadcastMsg::Summary {
+        heads: vec![],
+        reply: false,
+        root: 0,
+    };
+    net.say(up, uc, summary);
     let gossip = BroadcastMsg::Gossip {
         head: Box::new(sh.clone()),
         round: 3,
@@ -136,7 +143,7 @@ fn tally_sends_are_paced_by_a_token_bucket() {
         },
     );
     net.advance(Duration::ZERO);
-    let children: Vec<(usize, Conn)> = (0..8).map(|_| net.fake(0)).collect();
+    let children: Vec<(usize, Conn)> = (0..8).map(|_| net.fake_as(0, PeerRole::Node)).collect();
     for (c, cc) in &children {
         net.say(*c, *cc, subtree(&app(), 1, 1, 1));
         net.advance(Duration::ZERO);
