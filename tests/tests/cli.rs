@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::cli::{Run, fleetcast};
 use common::{Fleet, guest};

@@ -164,7 +164,7 @@ async fn a_third_killed_during_a_rollout_comes_back_and_converges() {
     let deadline = Instant::now() + WAIT;
     loop {
         let st = mesh.agent(0).status().await.unwrap();
-        if st.seqs.iter().any(|(a, s)| a.as_str() == APP && *s >= 2) {
+        if st.seqs.iter().any(|(a, s)| a.as_str() == APP && s.seq >= 2) {
             break;
         }
         assert!(Instant::now() < deadline, "agent 0 never accepted v2");

@@ -19,6 +19,7 @@ fn head(key: &std::path::Path, seq: u64, version: &str, content: &[u8]) -> Signe
         release: Release::build(app, version.parse().unwrap(), content, 16 * 1024).unwrap(),
         kind: HeadKind::Release,
         issued_at_ms: 0,
+        epoch: 0,
     }
     .sign(&fleetcast_net::keys::read_secret(key).unwrap())
 }
@@ -143,7 +144,7 @@ async fn content_that_is_not_a_component_is_refused_after_verification() {
         assert!(
             st.seqs
                 .iter()
-                .any(|(a, s)| a.as_str() == "hello" && *s == seq)
+                .any(|(a, s)| a.as_str() == "hello" && s.seq == seq)
         );
     }
     // The CLI reads the seq the failures hold and signs above it: the next release goes in.

@@ -94,7 +94,11 @@ impl Trusted {
     }
 
     fn key(&self, name: &str) -> String {
-        self.dir.join("keys").join(format!("{name}.key")).display().to_string()
+        self.dir
+            .join("keys")
+            .join(format!("{name}.key"))
+            .display()
+            .to_string()
     }
 
     fn peer(&self) -> String {
@@ -126,10 +130,16 @@ impl Trusted {
     }
 
     async fn push_roots(&self) {
-        let (d, peer, key) = (self.dir.display().to_string(), self.peer(), self.key("release-2"));
-        fleetcast(&["fleet", "push", "--fleet", &d, "--peer", &peer, "--key", &key])
-            .await
-            .expect(0);
+        let (d, peer, key) = (
+            self.dir.display().to_string(),
+            self.peer(),
+            self.key("release-2"),
+        );
+        fleetcast(&[
+            "fleet", "push", "--fleet", &d, "--peer", &peer, "--key", &key,
+        ])
+        .await
+        .expect(0);
     }
 
     /// Waits until every running agent holds root `version`.
@@ -173,7 +183,11 @@ async fn push_raw(
     s.push_head(h).unwrap();
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let news = s.next_news(deadline).await.unwrap().expect("a report in time");
+        let news = s
+            .next_news(deadline)
+            .await
+            .unwrap()
+            .expect("a report in time");
         if let News::Report(r) = news
             && r.seq == h.head.seq
             && r.node == agent
@@ -204,9 +218,14 @@ async fn seq_of(a: &AgentHandle) -> (u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
     let t = Trusted::start(3).await;
-    t.release("hello-v1.wasm", "1.0.0", &["release-1", "release-2"], &["--wait", "--expect", "3"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "1.0.0",
+        &["release-1", "release-2"],
+        &["--wait", "--expect", "3"],
+    )
+    .await
+    .expect(0);
 
     // Two release keys leak (or a script goes wrong): a head at seq 2^64-2 is valid, and the
     // fleet takes it; one more release signs 2^64-1.
@@ -221,12 +240,19 @@ async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
     .await
     .expect(0);
     let (peer, k1) = (t.peer(), t.key("release-1"));
-    fleetcast(&["push", &ff, "--peer", &peer, "--key", &k1, "--wait", "--expect", "3"])
-        .await
-        .expect(0);
-    t.release("hello-v1.wasm", "2.0.1", &["release-1", "release-2"], &["--wait"])
-        .await
-        .expect(0);
+    fleetcast(&[
+        "push", &ff, "--peer", &peer, "--key", &k1, "--wait", "--expect", "3",
+    ])
+    .await
+    .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "2.0.1",
+        &["release-1", "release-2"],
+        &["--wait"],
+    )
+    .await
+    .expect(0);
     for a in t.fleet.agents.iter().flatten() {
         assert_eq!(seq_of(a).await, (1, u64::MAX));
     }
@@ -235,16 +261,25 @@ async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
         .release("hello-v2.wasm", "2.0.2", &["release-1", "release-2"], &[])
         .await;
     assert_ne!(r.code, 0, "{r:#?}");
-    assert!(r.stderr.contains("seq exhausted") && r.stderr.contains("fleet rotate"), "{r:#?}");
+    assert!(
+        r.stderr.contains("seq exhausted") && r.stderr.contains("fleet rotate"),
+        "{r:#?}"
+    );
     assert!(!r.stderr.contains("panicked"), "{r:#?}");
 
     // Recovery: rotate the leaked key out. The release role changed, so epoch 2 starts, and
     // its seqs start at 1. No node is touched: the root spreads through the mesh.
-    t.rotate_and_push(&["fleet", "rotate", "--replace", "release-1"]).await;
+    t.rotate_and_push(&["fleet", "rotate", "--replace", "release-1"])
+        .await;
     t.wait_root(2).await;
-    t.release("hello-v2.wasm", "3.0.0", &["release-2", "release-3"], &["--wait", "--expect", "3"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v2.wasm",
+        "3.0.0",
+        &["release-2", "release-3"],
+        &["--wait", "--expect", "3"],
+    )
+    .await
+    .expect(0);
     for a in t.fleet.agents.iter().flatten() {
         assert_eq!(seq_of(a).await, (2, 1));
         assert_eq!(a.status().await.unwrap().trust.epoch, 2);
@@ -252,19 +287,28 @@ async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
     // The fast-forwarded head of the old epoch is refused, however high its seq.
     let r = fleetcast(&["push", &ff, "--peer", &peer, "--key", &t.key("release-2")]).await;
     r.expect(1);
-    assert!(r.stderr.contains("epoch 1") && r.stderr.contains("rotated"), "{r:#?}");
+    assert!(
+        r.stderr.contains("epoch 1") && r.stderr.contains("rotated"),
+        "{r:#?}"
+    );
     assert_eq!(seq_of(t.fleet.agent(0)).await, (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_signed_with_a_revoked_release_key_is_refused() {
     let t = Trusted::start(2).await;
-    t.release("hello-v1.wasm", "1.0.0", &["release-1", "release-2"], &["--wait", "--expect", "2"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "1.0.0",
+        &["release-1", "release-2"],
+        &["--wait", "--expect", "2"],
+    )
+    .await
+    .expect(0);
     let old = t.dir.join("keys/old/release-1.v1.key");
     std::fs::copy(t.dir.join("keys/release-1.key"), t.dir.join("leaked.key")).unwrap();
-    t.rotate_and_push(&["fleet", "rotate", "--replace", "release-1"]).await;
+    t.rotate_and_push(&["fleet", "rotate", "--replace", "release-1"])
+        .await;
     t.wait_root(2).await;
     assert!(old.exists(), "the rotated-out key is kept aside");
 
@@ -278,7 +322,10 @@ async fn a_head_signed_with_a_revoked_release_key_is_refused() {
     let Outcome::Rejected(reason) = out else {
         panic!("accepted: {out:?}")
     };
-    assert!(reason.contains("1 distinct release key") && reason.contains("needs 2"), "{reason}");
+    assert!(
+        reason.contains("1 distinct release key") && reason.contains("needs 2"),
+        "{reason}"
+    );
     // The leaked key cannot connect as an operator either.
     let r = fleetcast(&["status", "--peer", &t.peer(), "--key", &t.key("leaked")]).await;
     r.expect(1);
@@ -291,11 +338,18 @@ async fn a_head_signed_with_a_revoked_release_key_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_with_one_signature_under_a_2_of_3_policy_is_refused() {
     let t = Trusted::start(2).await;
-    t.release("hello-v1.wasm", "1.0.0", &["release-1", "release-2"], &["--wait", "--expect", "2"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "1.0.0",
+        &["release-1", "release-2"],
+        &["--wait", "--expect", "2"],
+    )
+    .await
+    .expect(0);
     // The CLI refuses to send it…
-    let r = t.release("hello-v2.wasm", "2.0.0", &["release-1"], &[]).await;
+    let r = t
+        .release("hello-v2.wasm", "2.0.0", &["release-1"], &[])
+        .await;
     r.expect(2);
     assert!(r.stderr.contains("fleetcast sign"), "{r:#?}");
     // …and an agent handed it anyway refuses it; nothing of it is stored.
@@ -323,9 +377,19 @@ async fn a_head_with_one_signature_under_a_2_of_3_policy_is_refused() {
     fleetcast(&["sign", &file, "--key", &t.key("release-3"), "--fleet", &d])
         .await
         .expect(0);
-    fleetcast(&["push", &file, "--peer", &t.peer(), "--key", &t.key("release-3"), "--wait", "--expect", "2"])
-        .await
-        .expect(0);
+    fleetcast(&[
+        "push",
+        &file,
+        "--peer",
+        &t.peer(),
+        "--key",
+        &t.key("release-3"),
+        "--wait",
+        "--expect",
+        "2",
+    ])
+    .await
+    .expect(0);
     for a in t.fleet.agents.iter().flatten() {
         assert_eq!(serves(a).await, "2.0.0");
     }
@@ -351,26 +415,43 @@ async fn an_unenrolled_node_and_a_stranger_operator_are_refused_at_the_handshake
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, NetError::Refused { .. }), "{msg}");
-    assert!(msg.contains("presented no certificate") && msg.contains("fleetcast node enroll"), "{msg}");
-    let err = dial_as_stranger(agent.quic_addr(), Hello::Operator).await.unwrap_err();
+    assert!(
+        msg.contains("presented no certificate") && msg.contains("fleetcast node enroll"),
+        "{msg}"
+    );
+    let err = dial_as_stranger(agent.quic_addr(), Hello::Operator)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("not a release key"), "{err}");
     // `fleetcast status` from a stranger is refused with the reason, exit 1; with a release
     // key it answers.
     let r = fleetcast(&["status", "--peer", &t.peer()]).await;
     r.expect(1);
-    assert!(r.stderr.contains("not a release key") && r.stderr.contains("--key"), "{r:#?}");
+    assert!(
+        r.stderr.contains("not a release key") && r.stderr.contains("--key"),
+        "{r:#?}"
+    );
     fleetcast(&["status", "--peer", &t.peer(), "--key", &t.key("release-3")])
         .await
         .expect(0);
-    assert_eq!(agent.status().await.unwrap().links, before, "no link was kept");
+    assert_eq!(
+        agent.status().await.unwrap().links,
+        before,
+        "no link was kept"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_tally_counts_for_nothing() {
     let t = Trusted::start(2).await;
-    t.release("hello-v1.wasm", "1.0.0", &["release-1", "release-2"], &["--wait", "--expect", "2"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "1.0.0",
+        &["release-1", "release-2"],
+        &["--wait", "--expect", "2"],
+    )
+    .await
+    .expect(0);
     let agent = t.fleet.agent(0);
     let (_, seq) = seq_of(agent).await;
     let forged = Message::Tally(TallyMsg::Subtree(Tally {
@@ -396,8 +477,15 @@ async fn a_forged_tally_counts_for_nothing() {
     net.send(conn, &Message::StatusRequest).unwrap();
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        let ev = tokio::time::timeout_at(deadline, events.recv()).await.unwrap().unwrap();
-        if let NetEvent::Message { msg: Message::Status(_), .. } = ev {
+        let ev = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if let NetEvent::Message {
+            msg: Message::Status(_),
+            ..
+        } = ev
+        {
             break;
         }
     }
@@ -410,7 +498,12 @@ async fn a_forged_tally_counts_for_nothing() {
     }
     // And the CLI's N of M stays honest: 3 agents are not to be had.
     let r = t
-        .release("hello-v2.wasm", "2.0.0", &["release-1", "release-2"], &["--expect", "3", "--timeout", "5"])
+        .release(
+            "hello-v2.wasm",
+            "2.0.0",
+            &["release-1", "release-2"],
+            &["--expect", "3", "--timeout", "5"],
+        )
         .await;
     r.expect(4);
 }
@@ -418,15 +511,28 @@ async fn a_forged_tally_counts_for_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_node_is_cut_off_and_gets_no_more_releases() {
     let t = Trusted::start(3).await;
-    t.release("hello-v1.wasm", "1.0.0", &["release-1", "release-2"], &["--wait", "--expect", "3"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v1.wasm",
+        "1.0.0",
+        &["release-1", "release-2"],
+        &["--wait", "--expect", "3"],
+    )
+    .await
+    .expect(0);
     let revoked = t.fleet.agent(2).node_id();
     let d = t.dir.display().to_string();
     let (r1, r3) = (t.key("root-1"), t.key("root-3"));
     fleetcast(&[
-        "node", "revoke", "--fleet", &d, "--node", &revoked.to_string(), "--root-key", &r1,
-        "--root-key", &r3,
+        "node",
+        "revoke",
+        "--fleet",
+        &d,
+        "--node",
+        &revoked.to_string(),
+        "--root-key",
+        &r1,
+        "--root-key",
+        &r3,
     ])
     .await
     .expect(0);
@@ -441,14 +547,22 @@ async fn a_revoked_node_is_cut_off_and_gets_no_more_releases() {
             if st.trust.version >= 2 && !linked {
                 break;
             }
-            assert!(Instant::now() < deadline, "agent {i} still linked to the revoked node");
+            assert!(
+                Instant::now() < deadline,
+                "agent {i} still linked to the revoked node"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     // A new release reaches the fleet but not the revoked node, which keeps what it ran.
-    t.release("hello-v2.wasm", "2.0.0", &["release-1", "release-2"], &["--wait"])
-        .await
-        .expect(0);
+    t.release(
+        "hello-v2.wasm",
+        "2.0.0",
+        &["release-1", "release-2"],
+        &["--wait"],
+    )
+    .await
+    .expect(0);
     assert_eq!(serves(t.fleet.agent(0)).await, "2.0.0");
     assert_eq!(serves(t.fleet.agent(1)).await, "2.0.0");
     assert_eq!(serves(t.fleet.agent(2)).await, "1.0.0");

@@ -15,6 +15,31 @@ use crate::wire::{MembershipMsg, NodeId, PeerInfo};
 use super::{Intent, Link, MOut, Membership, Role, SIMULTANEOUS_DIAL};
 
 impl<P: Peer> Membership<P> {
+    /// An operator's link (a CLI): a client, never part of the overlay, and never a duplicate
+    /// of another link (one operator key may run several commands at once).
+    pub fn operator_up(&mut self, now: Instant, p: P, node: NodeId, addr: SocketAddr) {
+        if let Some(reason) = self.revoked.get(&node) {
+            let reason = reason.clone();
+            self.out.push_back(MOut::Disconnect(p, reason));
+            return;
+        }
+        if self.is_banned(node) {
+            let reason = "dropped earlier for serving bad data".to_string();
+            self.out.push_back(MOut::Disconnect(p, reason));
+            return;
+        }
+        self.links.insert(
+            p,
+            Link {
+                node,
+                addr,
+                outbound: false,
+                role: Role::Client,
+                since: now,
+            },
+        );
+    }
+
     pub fn peer_up(
         &mut self,
         now: Instant,

@@ -45,7 +45,7 @@ use crate::membership::{Membership, MembershipConfig};
 use crate::release::{AppName, Digest};
 use crate::rng::Rng;
 use crate::swarm::SwarmConfig;
-use crate::trust::Trust;
+use crate::trust::{PeerRole, Trust};
 use crate::wire::{
     AppStatus, BroadcastMsg, CensusMsg, ContentMsg, HistoryEntry, Message, NodeId, NodeStatus,
     Position, Tally, TallyMsg,
@@ -344,8 +344,13 @@ impl<P: Peer> Node<P> {
                 role,
             } => {
                 self.peer_trust.up(peer, role);
-                self.members
-                    .peer_up(now, &mut self.rng, peer, node, addr, outbound);
+                match role {
+                    PeerRole::Operator => self.members.operator_up(now, peer, node, addr),
+                    PeerRole::Node => {
+                        self.members
+                            .peer_up(now, &mut self.rng, peer, node, addr, outbound)
+                    }
+                }
                 self.drain_members(now);
             }
             Input::PeerDown(p) => {

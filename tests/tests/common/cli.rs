@@ -111,4 +111,3 @@ pub async fn fleetcast(args: &[&str]) -> Run {
         took: t.elapsed(),
     }
 }
-

@@ -349,3 +349,27 @@ fn a_head_of_a_closed_epoch_still_fetching_is_not_activated() {
     assert!(net.activations.is_empty(), "epoch 1 is closed");
     assert_eq!(net.seq(0), None);
 }
+
+#[test]
+fn one_operator_key_may_hold_several_links_at_once() {
+    // The CLI's identity is its release key: `status` while `release --wait` follows must not
+    // knock the other off as a duplicate link.
+    let mut net = Net::new(1, |_| vec![]);
+    let (op, first) = net.fake(0);
+    let second = net.reconnect(op, 0);
+    net.run();
+    assert!(
+        net.conns[&first].2 && net.conns[&second].2,
+        "both links stay up"
+    );
+    net.take(op);
+    net.say(op, first, Message::StatusRequest);
+    net.say(op, second, Message::StatusRequest);
+    net.run();
+    let answers = net
+        .take(op)
+        .iter()
+        .filter(|m| matches!(m, Message::Status(_)))
+        .count();
+    assert_eq!(answers, 2, "each link is answered");
+}
