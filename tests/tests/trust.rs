@@ -235,7 +235,17 @@ async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
         "hello-v2.wasm",
         "2.0.0",
         &["release-1", "release-2"],
-        &["--sign-only", "--seq", &seq, "--epoch", "1", "--out", &ff],
+        &[
+            "--sign-only",
+            "--seq",
+            &seq,
+            "--epoch",
+            "1",
+            "--fleet-name",
+            "test",
+            "--out",
+            &ff,
+        ],
     )
     .await
     .expect(0);
@@ -285,13 +295,31 @@ async fn a_fast_forwarded_app_is_recovered_by_rotating_the_release_key() {
         assert_eq!(a.status().await.unwrap().trust.epoch, 2);
     }
     // The fast-forwarded head of the old epoch is refused, however high its seq.
+    // The CLI will not send it…
     let r = fleetcast(&["push", &ff, "--peer", &peer, "--key", &t.key("release-2")]).await;
-    r.expect(1);
+    r.expect(2);
     assert!(
-        r.stderr.contains("epoch 1") && r.stderr.contains("rotated"),
+        r.stderr.contains("epoch 1") && r.stderr.contains("epoch 2"),
         "{r:#?}"
     );
-    assert_eq!(seq_of(t.fleet.agent(0)).await, (2, 1));
+    // …and an agent handed it anyway refuses it.
+    let file = fleetcast::headfile::HeadFile::read(Path::new(&ff)).unwrap();
+    let content = std::fs::read(guest("hello-v2.wasm")).unwrap();
+    let agent = t.fleet.agent(0);
+    let op = secret(&t.key("release-2"));
+    let out = push_raw(
+        agent.quic_addr(),
+        &op,
+        agent.node_id(),
+        &file.head,
+        &content,
+    )
+    .await;
+    assert!(
+        matches!(&out, Outcome::Rejected(r) if r.contains("epoch 1") && r.contains("rotated")),
+        "{out:?}"
+    );
+    assert_eq!(seq_of(agent).await, (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,7 +334,8 @@ async fn a_head_signed_with_a_revoked_release_key_is_refused() {
     .await
     .expect(0);
     let old = t.dir.join("keys/old/release-1.v1.key");
-    std::fs::copy(t.dir.join("keys/release-1.key"), t.dir.join("leaked.key")).unwrap();
+    let leaked = t.dir.join("leaked.key").display().to_string();
+    std::fs::copy(t.dir.join("keys/release-1.key"), &leaked).unwrap();
     t.rotate_and_push(&["fleet", "rotate", "--replace", "release-1"])
         .await;
     t.wait_root(2).await;
@@ -314,7 +343,7 @@ async fn a_head_signed_with_a_revoked_release_key_is_refused() {
 
     // The leaked key and one good key, at the new epoch: only one counts.
     let content = std::fs::read(guest("hello-v2.wasm")).unwrap();
-    let mut sh = head(2, 1, "2.0.0", &content).sign(&secret(&t.key("leaked")));
+    let mut sh = head(2, 1, "2.0.0", &content).sign(&secret(&leaked));
     sh.add_signature(&secret(&t.key("release-2")));
     let agent = t.fleet.agent(0);
     let op = secret(&t.key("release-2"));
@@ -327,7 +356,7 @@ async fn a_head_signed_with_a_revoked_release_key_is_refused() {
         "{reason}"
     );
     // The leaked key cannot connect as an operator either.
-    let r = fleetcast(&["status", "--peer", &t.peer(), "--key", &t.key("leaked")]).await;
+    let r = fleetcast(&["status", "--peer", &t.peer(), "--key", &leaked]).await;
     r.expect(1);
     assert!(r.stderr.contains("not a release key"), "{r:#?}");
     for a in t.fleet.agents.iter().flatten() {
