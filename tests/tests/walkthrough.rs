@@ -95,8 +95,9 @@ fn the_readme_keys_and_trust_block_runs_as_written() {
             "hello from fleetcast 2.0.0",
             // Step 4: the rotated-out key's head is refused, then the new keys' goes through.
             "refused: exit",
-            // Step 5: the revoked node is cut off, and says so.
-            "revoked by root version 3",
+            // Step 5: the revoked node is cut off: the release after it does not reach it.
+            "edge2 still serves: hello from fleetcast 1.0.0",
+            "revoked nodes:",
         ],
     );
 }
