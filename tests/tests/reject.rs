@@ -75,7 +75,7 @@ async fn head_signed_by_an_untrusted_key_is_refused() {
         .unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("does not trust") && msg.contains("trusted_keys"),
+        msg.contains("not release keys") && msg.contains("trusted_keys"),
         "{msg}"
     );
     let v2 = Digest::of(&std::fs::read(guest("hello-v2.wasm")).unwrap());
