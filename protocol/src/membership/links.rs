@@ -15,17 +15,21 @@ use crate::wire::{MembershipMsg, NodeId, PeerInfo};
 use super::{Intent, Link, MOut, Membership, Role, SIMULTANEOUS_DIAL};
 
 impl<P: Peer> Membership<P> {
+    /// A new link to a revoked or banned node is closed at once, with the reason: true if so.
+    fn refuse_link(&mut self, p: P, node: NodeId) -> bool {
+        let reason = match self.revoked.get(&node) {
+            Some(reason) => reason.clone(),
+            None if self.is_banned(node) => "dropped earlier for serving bad data".to_string(),
+            None => return false,
+        };
+        self.out.push_back(MOut::Disconnect(p, reason));
+        true
+    }
+
     /// An operator's link (a CLI): a client, never part of the overlay, and never a duplicate
     /// of another link (one operator key may run several commands at once).
     pub fn operator_up(&mut self, now: Instant, p: P, node: NodeId, addr: SocketAddr) {
-        if let Some(reason) = self.revoked.get(&node) {
-            let reason = reason.clone();
-            self.out.push_back(MOut::Disconnect(p, reason));
-            return;
-        }
-        if self.is_banned(node) {
-            let reason = "dropped earlier for serving bad data".to_string();
-            self.out.push_back(MOut::Disconnect(p, reason));
+        if self.refuse_link(p, node) {
             return;
         }
         self.links.insert(
@@ -54,14 +58,7 @@ impl<P: Peer> Membership<P> {
         } else {
             None
         };
-        if let Some(reason) = self.revoked.get(&node) {
-            let reason = reason.clone();
-            self.out.push_back(MOut::Disconnect(p, reason));
-            return;
-        }
-        if self.is_banned(node) {
-            let reason = "dropped earlier for serving bad data".to_string();
-            self.out.push_back(MOut::Disconnect(p, reason));
+        if self.refuse_link(p, node) {
             return;
         }
         // Two links to one node. If the old one is young, both sides dialled at once: the link
