@@ -27,11 +27,16 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use crate::release::{AppName, Digest, Release, ReleaseError};
+use crate::rollout::{Plan, PlanError};
 use crate::trust::{Role, Trust, count_signatures};
 
 /// Domain separation for head signatures: a head signature can never be mistaken for a
 /// signature over anything else.
 pub const HEAD_DOMAIN: &[u8] = b"fleetcast/head/v3\0";
+
+/// The domain of heads that carry a rollout plan ([`crate::rollout::Plan`]): the whole head,
+/// plan included. Heads without a plan keep the v3 (or v2) bytes, so stored heads verify.
+pub const HEAD_DOMAIN_V4: &[u8] = b"fleetcast/head/v4\0";
 
 /// The domain of epoch-0 heads (no fleet root: `trusted_keys`), signed as before epochs
 /// existed, so heads stored by an older agent still verify.
@@ -73,6 +78,59 @@ pub struct Head {
     /// The epoch of the fleet root this head is signed under (0: no root). Heads are ordered
     /// by (epoch, seq): a new epoch starts when a root changes the release role.
     pub epoch: u64,
+    /// A staged rollout: which wave of the fleet runs the release now (`None`: every node).
+    pub plan: Option<Plan>,
+}
+
+/// The encoding of a head without a plan (domain v3), as it was before plans.
+#[derive(Serialize)]
+struct HeadV3<'a> {
+    fleet: &'a str,
+    app: &'a AppName,
+    seq: u64,
+    release: &'a Release,
+    kind: HeadKind,
+    issued_at_ms: u64,
+    epoch: u64,
+}
+
+/// A head as stores of format 4 hold it (before plans): read by the store's migration.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HeadV4Stored {
+    pub fleet: String,
+    pub app: AppName,
+    pub seq: u64,
+    pub release: Release,
+    pub kind: HeadKind,
+    pub issued_at_ms: u64,
+    pub epoch: u64,
+}
+
+/// A signed head as stores of format 4 hold it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SignedHeadV4Stored {
+    pub head: HeadV4Stored,
+    pub signatures: Vec<HeadSignature>,
+}
+
+impl From<SignedHeadV4Stored> for SignedHead {
+    /// The same statement without a plan: its signing bytes are the format-4 ones.
+    fn from(l: SignedHeadV4Stored) -> SignedHead {
+        let h = l.head;
+        SignedHead {
+            head: Head {
+                fleet: h.fleet,
+                app: h.app,
+                seq: h.seq,
+                release: h.release,
+                kind: h.kind,
+                issued_at_ms: h.issued_at_ms,
+                epoch: h.epoch,
+                plan: None,
+            },
+            signatures: l.signatures,
+        }
+    }
 }
 
 /// The encoding of an epoch-0 head: the head as it was before epochs (domain v2).
@@ -118,6 +176,7 @@ impl From<LegacySignedHead> for SignedHead {
                 kind: h.kind,
                 issued_at_ms: h.issued_at_ms,
                 epoch: 0,
+                plan: None,
             },
             signatures: l.signatures,
         }
@@ -209,9 +268,30 @@ impl Head {
             out.extend(postcard::to_stdvec(&v2).expect("a head always encodes"));
             return out;
         }
+        if self.plan.is_some() {
+            let mut out = HEAD_DOMAIN_V4.to_vec();
+            out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
+            return out;
+        }
+        let v3 = HeadV3 {
+            fleet: &self.fleet,
+            app: &self.app,
+            seq: self.seq,
+            release: &self.release,
+            kind: self.kind,
+            issued_at_ms: self.issued_at_ms,
+            epoch: self.epoch,
+        };
         let mut out = HEAD_DOMAIN.to_vec();
-        out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
+        out.extend(postcard::to_stdvec(&v3).expect("a head always encodes"));
         out
+    }
+
+    /// Whether the head's wave includes `node` (every node when it has no plan).
+    pub fn includes(&self, node: &crate::wire::NodeId) -> bool {
+        self.plan
+            .as_ref()
+            .is_none_or(|p| crate::rollout::includes(&self.release.digest, node, p.fraction()))
     }
 
     /// Where the head sits in its app's order: (epoch, seq).
@@ -268,6 +348,9 @@ impl SignedHead {
             });
         }
         head.release.check_shape()?;
+        if let Some(plan) = &head.plan {
+            plan.check()?;
+        }
         if self.signatures.is_empty() {
             return Err(HeadError::Unsigned);
         }
@@ -308,6 +391,8 @@ pub enum HeadError {
     AppMismatch { head: AppName, release: AppName },
     #[error("head is malformed: {0}")]
     Malformed(#[from] ReleaseError),
+    #[error("head carries a malformed rollout plan: {0}")]
+    BadPlan(#[from] PlanError),
     #[error("head carries no signature: sign it with `fleetcast release --key`")]
     Unsigned,
     #[error("head carries {0} signatures, more than the {MAX_SIGNATURES} allowed")]
@@ -376,7 +461,9 @@ impl HeadError {
     pub fn kind(&self) -> &'static str {
         match self {
             HeadError::WrongFleet { .. } => "wrong-fleet",
-            HeadError::AppMismatch { .. } | HeadError::Malformed(_) => "malformed",
+            HeadError::AppMismatch { .. } | HeadError::Malformed(_) | HeadError::BadPlan(_) => {
+                "malformed"
+            }
             HeadError::Unsigned | HeadError::TooManySignatures(_) => "unsigned",
             HeadError::Untrusted { .. } => "untrusted",
             HeadError::BelowThreshold { .. } => "threshold",
@@ -417,6 +504,7 @@ pub(crate) mod tests {
             kind: HeadKind::Release,
             issued_at_ms: 1,
             epoch: 0,
+            plan: None,
         }
     }
 

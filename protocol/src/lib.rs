@@ -28,6 +28,7 @@ pub mod node;
 pub mod peer;
 pub mod release;
 pub mod rng;
+pub mod rollout;
 pub mod scenario;
 pub mod sim;
 pub mod swarm;

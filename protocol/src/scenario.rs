@@ -238,6 +238,7 @@ pub fn signed(app: &str, seq: u64, content: &[u8], chunk: u32, kind: HeadKind) -
         kind,
         issued_at_ms: seq,
         epoch: 0,
+        plan: None,
     }
     .sign(&publisher_key())
 }
@@ -507,6 +508,7 @@ pub fn signed_in(
         kind: HeadKind::Release,
         issued_at_ms,
         epoch,
+        plan: None,
     }
     .sign(&release_key(key))
 }

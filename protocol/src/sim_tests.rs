@@ -135,6 +135,7 @@ fn a_head_signed_by_an_untrusted_key_is_refused_and_not_relayed() {
         kind: HeadKind::Release,
         issued_at_ms: 1,
         epoch: 0,
+        plan: None,
     }
     .sign(&rogue);
     // Pushed by a "publisher" with the rogue key, and gossiped by a node inside the mesh.

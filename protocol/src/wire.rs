@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::head::{HeadKind, SignedHead};
 use crate::release::{AppName, Digest, Release};
+use crate::rollout::{Health, Plan};
 use crate::trust::TrustStatus;
 
 mod trust;
@@ -176,6 +177,20 @@ pub struct Tally {
     pub rejected: u32,
     /// A few of the non-active reports, with their reasons (bounded by [`MAX_TALLY_SAMPLES`]).
     pub samples: Vec<Report>,
+    /// Nodes that hold the head and counted themselves (in its wave or not): the fleet's size
+    /// as this head knows it.
+    pub nodes: u32,
+    /// Nodes the head's wave includes ([`crate::rollout::includes`]; every node without a plan).
+    pub in_wave: u32,
+    /// Nodes in the wave still fetching or activating.
+    pub pending: u32,
+    /// Nodes outside the wave that hold the release fetched, verified and compiled, ready to
+    /// swap.
+    pub prefetched: u32,
+    /// Requests served by the head's release on the nodes in the wave that run it.
+    pub health_new: Health,
+    /// Requests served, on those same nodes, by the release it replaced there.
+    pub health_old: Health,
     /// Increases with every tally its sender sends. Messages travel on separate streams and may
     /// arrive out of order: a receiver ignores a tally older than the last one it kept from
     /// the same peer.
@@ -188,6 +203,12 @@ impl Tally {
         self.active = self.active.saturating_add(other.active);
         self.failed = self.failed.saturating_add(other.failed);
         self.rejected = self.rejected.saturating_add(other.rejected);
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.in_wave = self.in_wave.saturating_add(other.in_wave);
+        self.pending = self.pending.saturating_add(other.pending);
+        self.prefetched = self.prefetched.saturating_add(other.prefetched);
+        self.health_new.add(&other.health_new);
+        self.health_old.add(&other.health_old);
         for s in &other.samples {
             if self.samples.len() >= MAX_TALLY_SAMPLES {
                 break;
@@ -417,6 +438,9 @@ pub enum Outcome {
     Failed(String),
     /// The head was older than (or equal to) what the node holds; only the sender hears this.
     Stale { current: u64 },
+    /// The head's wave leaves this node out: the release is stored and compiled, ready to
+    /// swap; the release before keeps serving.
+    Prefetched,
 }
 
 impl fmt::Display for Outcome {
@@ -426,6 +450,7 @@ impl fmt::Display for Outcome {
             Outcome::Rejected(r) => write!(f, "rejected: {r}"),
             Outcome::Failed(r) => write!(f, "failed: {r}"),
             Outcome::Stale { current } => write!(f, "stale: the node already holds seq {current}"),
+            Outcome::Prefetched => f.write_str("prefetched (outside the wave)"),
         }
     }
 }
@@ -537,6 +562,22 @@ pub struct AppStatus {
     pub serving: Option<Release>,
     /// `serving` was chosen by an operator on the node (`fleetcast-agent rollback`).
     pub local_override: bool,
+    /// The rollout plan of the head in force, if it is a staged release.
+    pub plan: Option<Plan>,
+    /// A newer head whose wave leaves this node out: its release is prefetched here, `active`
+    /// keeps serving.
+    pub staged: Option<Staged>,
+}
+
+/// A head held but not run here: its wave leaves this node out ([`AppStatus::staged`]).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Staged {
+    pub seq: u64,
+    pub epoch: u64,
+    pub kind: HeadKind,
+    pub release: Release,
+    pub plan: Option<Plan>,
+    pub issued_at_ms: u64,
 }
 
 /// One activation in an app's history.

@@ -243,6 +243,7 @@ pub(crate) mod tests {
             kind: HeadKind::Release,
             issued_at_ms: 1,
             epoch,
+            plan: None,
         }
     }
 

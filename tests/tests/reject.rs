@@ -20,6 +20,7 @@ fn head(key: &std::path::Path, seq: u64, version: &str, content: &[u8]) -> Signe
         kind: HeadKind::Release,
         issued_at_ms: 0,
         epoch: 0,
+        plan: None,
     }
     .sign(&fleetcast_net::keys::read_secret(key).unwrap())
 }

@@ -207,6 +207,7 @@ fn head(epoch: u64, seq: u64, version: &str, content: &[u8]) -> Head {
         kind: HeadKind::Release,
         issued_at_ms: fleetcast::fleetdir::now_ms(),
         epoch,
+        plan: None,
     }
 }
 

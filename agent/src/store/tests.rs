@@ -159,6 +159,7 @@ fn records_survive_reopen() {
         kind: HeadKind::Release,
         issued_at_ms: 0,
         epoch: 0,
+        plan: None,
     }
     .sign(&key);
     let rec = AppRecord::advance(None, &head, 8);
@@ -312,6 +313,7 @@ fn a_format_3_store_is_migrated_and_its_heads_still_verify() {
             kind: HeadKind::Release,
             issued_at_ms: 1_700_000_000_000 + seq,
             epoch: 0,
+            plan: None,
         }
         .sign(&key);
         recs.push(AppRecord::advance(None, &head, 8));

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::head::SignedHead;
 use crate::release::{AppName, Digest, Release};
-use crate::wire::{AppStatus, MAX_REASON, NodeId, Outcome, Position, Report};
+use crate::wire::{AppStatus, MAX_REASON, NodeId, Outcome, Position, Report, Staged};
 
-use super::io::{Activation, Event, Outbox, Output, Serving};
+use super::io::{Activation, Event, Outbox, Output, Prefetch, Serving};
 use super::{AppRecord, position};
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -33,6 +33,9 @@ pub(super) struct Pending {
     pub next: Option<SignedHead>,
     /// Not activated until the node is fresh-checked.
     pub hold: bool,
+    /// The head's wave leaves this node out: its release is prefetched (stored and compiled),
+    /// not swapped in. `Stage::Activating` is then the shell's prefetch in flight.
+    pub prefetch: bool,
     /// The verified content, kept while held.
     content: Option<Vec<u8>>,
 }
@@ -61,6 +64,10 @@ pub(super) struct Activations {
     pending: BTreeMap<AppName, Pending>,
     /// The latest report per app: this node's own outcome, or a direct answer heard.
     reports: BTreeMap<AppName, Report>,
+    /// Per app, the newest head whose wave leaves this node out, its release prefetched: it
+    /// holds the app's seq, the record in force keeps serving. Not persisted (anti-entropy
+    /// hands it over again after a restart).
+    staged: BTreeMap<AppName, SignedHead>,
 }
 
 impl Activations {
@@ -74,6 +81,7 @@ impl Activations {
             overrides: BTreeMap::new(),
             pending: BTreeMap::new(),
             reports: BTreeMap::new(),
+            staged: BTreeMap::new(),
         };
         let restored: Vec<SignedHead> = a.apps.values().map(|r| r.head.clone()).collect();
         for h in restored {
@@ -95,6 +103,11 @@ impl Activations {
     /// Why `app`'s most recent head was not activated, or was reverted.
     pub fn last_error(&self, app: &AppName) -> Option<&str> {
         self.errors.get(app).map(String::as_str)
+    }
+
+    /// The newest head of `app` whose wave leaves this node out, its release prefetched.
+    pub fn staged(&self, app: &AppName) -> Option<&SignedHead> {
+        self.staged.get(app)
     }
 
     /// The head `app` is moving to (fetching or activating), if any.
@@ -148,6 +161,7 @@ impl Activations {
     /// cancel an activation in flight: a compile still queued or running is wasted work now.
     pub fn supersede<P>(&mut self, sh: &SignedHead, out: &mut Outbox<P>) -> Superseded {
         let app = sh.head.app.clone();
+        self.staged.remove(&app);
         let Some(p) = self.pending.get_mut(&app) else {
             return Superseded::Nothing;
         };
@@ -166,9 +180,34 @@ impl Activations {
     }
 
     /// `sh` starts: fetching its content, or (`cached`) activating it from the store at once.
-    /// `hold`: not activated until [`Activations::release_held`].
-    pub fn begin<P>(&mut self, sh: SignedHead, cached: bool, hold: bool, out: &mut Outbox<P>) {
+    /// `hold`: not activated until [`Activations::release_held`]. `in_wave: false`: the head's
+    /// wave leaves this node out, so its release is prefetched instead of activated; when it
+    /// is `cached` already there is nothing to do and it is staged at once (returns `true`).
+    pub fn begin<P>(
+        &mut self,
+        sh: SignedHead,
+        cached: bool,
+        hold: bool,
+        in_wave: bool,
+        out: &mut Outbox<P>,
+    ) -> bool {
         let app = sh.head.app.clone();
+        if !in_wave {
+            if cached {
+                self.stage_head(sh, out);
+                return true;
+            }
+            let p = Pending {
+                head: sh,
+                stage: Stage::Fetching,
+                next: None,
+                hold: false,
+                prefetch: true,
+                content: None,
+            };
+            self.pending.insert(app, p);
+            return false;
+        }
         let stage = match (cached, hold) {
             (true, false) => {
                 self.emit_activate(sh.clone(), None, out);
@@ -182,9 +221,24 @@ impl Activations {
             stage,
             next: None,
             hold,
+            prefetch: false,
             content: None,
         };
         self.pending.insert(app, p);
+        false
+    }
+
+    /// `sh`'s release is prefetched here: it holds the app's seq, the record keeps serving.
+    pub fn stage_head<P>(&mut self, sh: SignedHead, out: &mut Outbox<P>) {
+        let h = &sh.head;
+        out.event(Event::Prefetched {
+            app: h.app.clone(),
+            seq: h.seq,
+            version: h.release.version.clone(),
+        });
+        let report = self.own_report(&sh, Outcome::Prefetched);
+        self.reports.insert(h.app.clone(), report);
+        self.staged.insert(h.app.clone(), sh);
     }
 
     /// The node is fresh-checked: every held head activates (those still fetching will once
@@ -237,6 +291,15 @@ impl Activations {
     /// The content of `app`'s pending head arrived and verified: activate it.
     pub fn content_ready<P>(&mut self, app: &AppName, content: Vec<u8>, out: &mut Outbox<P>) {
         let p = self.pending.get_mut(app).expect("fetching");
+        if p.prefetch {
+            p.stage = Stage::Activating;
+            let head = p.head.clone();
+            out.push(Output::Prefetch(Box::new(Prefetch {
+                head,
+                content: Some(content),
+            })));
+            return;
+        }
         if p.hold {
             p.stage = Stage::Held;
             p.content = Some(content);
@@ -261,11 +324,11 @@ impl Activations {
         })));
     }
 
-    /// Whether `seq` of `app` is the activation in flight.
-    pub fn is_activating(&self, app: &AppName, seq: u64) -> bool {
-        self.pending
-            .get(app)
-            .is_some_and(|p| p.stage == Stage::Activating && p.head.head.seq == seq)
+    /// Whether `seq` of `app` is the activation in flight (`prefetch`: the prefetch).
+    pub fn is_activating(&self, app: &AppName, seq: u64, prefetch: bool) -> bool {
+        self.pending.get(app).is_some_and(|p| {
+            p.stage == Stage::Activating && p.head.head.seq == seq && p.prefetch == prefetch
+        })
     }
 
     /// Takes the pending head of `app` out (its activation ended, or failed).
@@ -351,7 +414,21 @@ impl Activations {
     pub fn app_statuses(&self) -> Vec<AppStatus> {
         self.apps
             .iter()
-            .map(|(name, r)| r.status(self.errors.get(name).cloned(), self.overrides.get(name)))
+            .map(|(name, r)| {
+                let mut st = r.status(self.errors.get(name).cloned(), self.overrides.get(name));
+                st.staged = self.staged.get(name).map(|sh| {
+                    let h = &sh.head;
+                    Staged {
+                        seq: h.seq,
+                        epoch: h.epoch,
+                        kind: h.kind,
+                        release: h.release.clone(),
+                        plan: h.plan.clone(),
+                        issued_at_ms: h.issued_at_ms,
+                    }
+                });
+                st
+            })
             .collect()
     }
 

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::head::{HeadError, SignedHead};
 use crate::peer::Peer;
 use crate::release::{AppName, Digest, Release};
+use crate::rollout::Health;
 use crate::wire::{Message, Outcome, Position, Tally, TallyMsg};
 
 use super::activation::{Superseded, truncate};
@@ -176,7 +177,29 @@ impl<P: Peer> Node<P> {
             cached,
         });
         let release = sh.head.release.clone();
-        self.activation.begin(sh, cached, hold, &mut self.out);
+        let in_wave = sh.head.includes(&self.cfg.node);
+        let base = self.own_tally(&sh);
+        if sh.head.plan.is_some() {
+            // Every node counts itself for a staged head, in its wave or not: the fleet's size.
+            let own = Tally {
+                pending: u32::from(in_wave),
+                ..base.clone()
+            };
+            self.tally.set_counts(now, &sh.head.app, sh.head.seq, own);
+        }
+        let (app, seq) = (sh.head.app.clone(), sh.head.seq);
+        if self
+            .activation
+            .begin(sh, cached, hold, in_wave, &mut self.out)
+        {
+            // Outside the wave and already stored: prefetched.
+            let own = Tally {
+                prefetched: 1,
+                ..base
+            };
+            self.tally.set_counts(now, &app, seq, own);
+            return;
+        }
         if cached {
             return;
         }
@@ -224,7 +247,7 @@ impl<P: Peer> Node<P> {
         seq: u64,
         result: Result<(), ActivationError>,
     ) {
-        if !self.activation.is_activating(&app, seq) {
+        if !self.activation.is_activating(&app, seq, false) {
             return;
         }
         if let Err(e) = result {
@@ -237,12 +260,65 @@ impl<P: Peer> Node<P> {
         let report = self.activation.activated(&p, &mut self.out);
         let own = Tally {
             active: 1,
-            ..Tally::default()
+            ..self.own_tally(&p.head)
         };
         self.tally
             .set_own(now, &app, seq, own, report, &mut self.out);
         if let Some(next) = p.next {
             self.start(now, None, next, false);
+        }
+    }
+
+    /// The shell finished prefetching `seq` of `app` (a head whose wave leaves this node out).
+    pub(super) fn on_prefetched(
+        &mut self,
+        now: Instant,
+        app: AppName,
+        seq: u64,
+        result: Result<(), ActivationError>,
+    ) {
+        if !self.activation.is_activating(&app, seq, true) {
+            return;
+        }
+        if let Err(e) = result {
+            let reason = format!("prefetch: {e}");
+            return self.on_activated_err(now, app, reason);
+        }
+        let p = self.activation.take(&app).expect("checked above");
+        let rel = &p.head.head.release;
+        self.content.stored(rel);
+        self.drop_transfer_if_unused(&rel.digest);
+        let own = Tally {
+            prefetched: 1,
+            ..self.own_tally(&p.head)
+        };
+        self.tally.set_counts(now, &app, seq, own);
+        self.activation.stage_head(p.head, &mut self.out);
+        if let Some(next) = p.next {
+            self.start(now, None, next, false);
+        }
+    }
+
+    /// Requests served here by `app`'s release `digest` (`new`) and the one before it (`old`):
+    /// counted for the head in force when it runs that release.
+    pub(super) fn on_health(
+        &mut self,
+        now: Instant,
+        app: &AppName,
+        digest: Digest,
+        new: Health,
+        old: Health,
+    ) {
+        self.tally.set_health(now, app, digest, new, old);
+    }
+
+    /// This node's own count for `sh`, before its outcome: it holds the head, and whether the
+    /// head's wave includes it.
+    fn own_tally(&self, sh: &SignedHead) -> Tally {
+        Tally {
+            nodes: 1,
+            in_wave: u32::from(sh.head.includes(&self.cfg.node)),
+            ..Tally::default()
         }
     }
 
@@ -276,7 +352,7 @@ impl<P: Peer> Node<P> {
         let own = Tally {
             failed: 1,
             samples: vec![report.clone()],
-            ..Tally::default()
+            ..self.own_tally(head)
         };
         let (app, seq) = (&head.head.app, head.head.seq);
         self.tally

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use crate::head::SignedHead;
 use crate::release::{AppName, Digest, Release};
+use crate::rollout::Health;
 use crate::trust::{PeerRole, SignedRoot};
 use crate::wire::{Message, NodeId, NodeStatus};
 
@@ -41,6 +42,22 @@ pub enum Input<P> {
         app: AppName,
         seq: u64,
         result: Result<(), ActivationError>,
+    },
+    /// The shell finished an [`Output::Prefetch`]: `Ok` once the release is stored and
+    /// compiled (ready to swap in), `Err` with the reason if it would not compile.
+    Prefetched {
+        app: AppName,
+        seq: u64,
+        result: Result<(), ActivationError>,
+    },
+    /// Requests served on this node by `app`'s release `digest` since it was activated
+    /// (`new`), and by the release it replaced, before the swap (`old`). Fed by the shell every
+    /// second or so while a rollout's wave runs here; counted up the tally tree.
+    Health {
+        app: AppName,
+        digest: Digest,
+        new: Health,
+        old: Health,
     },
     /// The release of `seq` served, then failed on this node (its trial: traps, timeouts,
     /// errors; or the agent restarted during the trial) and the shell went back to `serving`
@@ -100,6 +117,11 @@ pub enum Output<P> {
     /// Compile `head`'s release (from `content`, or from the store when `None`), persist the
     /// content and `record` durably, swap it in, then feed back [`Input::Activated`].
     Activate(Box<Activation>),
+    /// `head`'s wave does not include this node: compile its release (from `content`, or
+    /// from the store when `None`) and keep it stored and compiled, **without** swapping it in
+    /// (the release in force keeps serving), then feed back [`Input::Prefetched`]. Below the
+    /// serving traffic: one at a time, at a lower priority than requests.
+    Prefetch(Box<Prefetch>),
     /// Open a connection to `addr`; report [`Input::PeerUp`] (outbound) or
     /// [`Input::DialFailed`].
     Dial(SocketAddr),
@@ -132,6 +154,14 @@ pub struct Activation {
     pub record: AppRecord,
 }
 
+/// A prefetch request: the release of a head whose wave leaves this node out for now.
+#[derive(Debug)]
+pub struct Prefetch {
+    pub head: SignedHead,
+    /// The verified content, when it was just fetched; `None` when it is already stored.
+    pub content: Option<Vec<u8>>,
+}
+
 /// Notable happenings, for logs and tests.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -157,6 +187,13 @@ pub enum Event {
         app: AppName,
         seq: u64,
         reason: String,
+    },
+    /// A head's wave leaves this node out: its release is stored and compiled, the release in
+    /// force keeps serving.
+    Prefetched {
+        app: AppName,
+        seq: u64,
+        version: semver::Version,
     },
     /// A peer entered or left the active view.
     Neighbor { node: NodeId, up: bool },

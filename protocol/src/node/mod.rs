@@ -66,7 +66,7 @@ mod tests;
 mod trust;
 
 pub use crate::peer::Peer;
-pub use io::{Activation, ActivationError, Event, Input, Output, Serving};
+pub use io::{Activation, ActivationError, Event, Input, Output, Prefetch, Serving};
 
 use activation::Activations;
 use broadcast::Broadcast;
@@ -176,6 +176,8 @@ impl AppRecord {
             last_error,
             serving: serving.and_then(|s| s.release.clone()),
             local_override: serving.is_some_and(|s| s.local_override),
+            plan: h.plan.clone(),
+            staged: None,
         }
     }
 }
@@ -278,6 +280,12 @@ impl<P: Peer> Node<P> {
         self.broadcast.head(app).map(|h| &h.head)
     }
 
+    /// The newest head of `app` whose wave leaves this node out (its release prefetched, the
+    /// record in force serving), if any.
+    pub fn staged(&self, app: &AppName) -> Option<&SignedHead> {
+        self.activation.staged(app)
+    }
+
     /// The highest position (epoch, seq) accepted for `app`.
     pub fn position(&self, app: &AppName) -> Position {
         self.held(app)
@@ -370,6 +378,13 @@ impl<P: Peer> Node<P> {
                 self.drain_members(now);
             }
             Input::Activated { app, seq, result } => self.on_activated(now, app, seq, result),
+            Input::Prefetched { app, seq, result } => self.on_prefetched(now, app, seq, result),
+            Input::Health {
+                app,
+                digest,
+                new,
+                old,
+            } => self.on_health(now, &app, digest, new, old),
             Input::Reverted {
                 app,
                 seq,

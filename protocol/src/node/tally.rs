@@ -20,6 +20,7 @@ use crate::head::SignedHead;
 use crate::membership::Membership;
 use crate::peer::Peer;
 use crate::release::{AppName, Digest};
+use crate::rollout::Health;
 use crate::wire::{
     Announce, BroadcastMsg, MAX_TALLY_SAMPLES, Message, NodeId, Position, Report, Tally, TallyMsg,
 };
@@ -45,6 +46,8 @@ pub(super) struct HeadTally<P> {
     seq: u64,
     epoch: u64,
     id: Digest,
+    /// The head's release: health reports for it count here.
+    digest: Digest,
     /// Hops from where the head entered the mesh.
     round: u16,
     /// This node's place in the tally tree: `round` at first, the new parent's rank + 1 after
@@ -78,6 +81,7 @@ impl<P> HeadTally<P> {
             seq: head.head.seq,
             epoch: head.head.epoch,
             id: head.id(),
+            digest: head.head.release.digest,
             round,
             rank: round,
             poisoned_at: None,
@@ -146,6 +150,8 @@ impl<P: Peer> Tallies<P> {
         let mut st = HeadTally::new(head, 0, None);
         st.own = Some(Tally {
             active: 1,
+            nodes: 1,
+            in_wave: 1,
             ..Tally::default()
         });
         self.heads.insert(st.app.clone(), st);
@@ -214,12 +220,59 @@ impl<P: Peer> Tallies<P> {
         let Some(h) = self.heads.get_mut(app).filter(|h| h.seq == seq) else {
             return;
         };
+        let mut t = t;
+        if let Some(old) = &h.own {
+            t.health_new = old.health_new.clone();
+            t.health_old = old.health_old.clone();
+        }
         h.own = Some(t);
         h.dirty = true;
         let direct = (h.round == 0).then_some(h.upstream).flatten();
         self.arm(now);
         if let Some(up) = direct {
             out.send(up, Message::Report(report));
+        }
+    }
+
+    /// This node's own counts for `seq` of `app` changed (no report: nothing the publisher
+    /// waits for). The health counted so far is kept.
+    pub fn set_counts(&mut self, now: Instant, app: &AppName, seq: u64, mut t: Tally) {
+        let Some(h) = self.heads.get_mut(app).filter(|h| h.seq == seq) else {
+            return;
+        };
+        if let Some(old) = &h.own {
+            t.health_new = old.health_new.clone();
+            t.health_old = old.health_old.clone();
+        }
+        if h.own.as_ref() != Some(&t) {
+            h.own = Some(t);
+            h.dirty = true;
+            self.arm(now);
+        }
+    }
+
+    /// Requests served here by release `digest` of `app` since it serves (`new`) and by the
+    /// release before it (`old`): counted for `app`'s head when that is its release and this
+    /// node runs it.
+    pub fn set_health(
+        &mut self,
+        now: Instant,
+        app: &AppName,
+        digest: Digest,
+        new: Health,
+        old: Health,
+    ) {
+        let Some(h) = self.heads.get_mut(app).filter(|h| h.digest == digest) else {
+            return;
+        };
+        let Some(own) = h.own.as_mut().filter(|o| o.active == 1) else {
+            return;
+        };
+        if own.health_new != new || own.health_old != old {
+            own.health_new = new;
+            own.health_old = old;
+            h.dirty = true;
+            self.arm(now);
         }
     }
 

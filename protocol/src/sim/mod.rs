@@ -96,6 +96,7 @@ enum Delivery {
     },
     DialFailed(SocketAddr),
     Activated(AppName, u64, Result<(), ActivationError>),
+    Prefetched(AppName, u64, Result<(), ActivationError>),
     Timer,
 }
 
@@ -425,6 +426,7 @@ impl Sim {
             }
             Delivery::DialFailed(addr) => Input::DialFailed(addr),
             Delivery::Activated(app, seq, result) => Input::Activated { app, seq, result },
+            Delivery::Prefetched(app, seq, result) => Input::Prefetched { app, seq, result },
             Delivery::Timer => {
                 if n.timer_at.is_none_or(|t| t > now) {
                     return;
@@ -460,6 +462,7 @@ impl Sim {
                     self.send_from(id, to, msg.into());
                 }
                 Output::Activate(a) => self.activate(id, *a),
+                Output::Prefetch(p) => self.prefetch(id, *p),
                 Output::Roots { roots, floor_ms } => {
                     // Durable before anything that follows (the agent writes its store).
                     let d = &mut self.nodes.get_mut(&id).expect("exists").disk;

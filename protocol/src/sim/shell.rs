@@ -234,4 +234,37 @@ impl Sim {
         let at = self.now + self.cfg.activate_delay;
         self.schedule(at, id, d);
     }
+
+    /// A prefetch: the content is checked like an activation's and stored; nothing serves it.
+    pub(super) fn prefetch(&mut self, id: Id, p: crate::node::Prefetch) {
+        let h = &p.head.head;
+        let canonical = self.publisher.content.get(&h.release.digest).cloned();
+        let n = self.nodes.get_mut(&id).expect("node exists");
+        let content_ok = match &p.content {
+            Some(c) => canonical.as_ref().is_some_and(|k| k[..] == c[..]),
+            None => n.disk.blobs.contains(&h.release.digest),
+        };
+        assert!(
+            content_ok,
+            "safety (seed {}): node {id} asked to prefetch content that is not the signed release",
+            self.cfg.seed
+        );
+        let compiles = match (p.content.as_deref(), canonical.as_ref()) {
+            (Some(c), _) => (self.accepts)(c),
+            (None, Some(c)) => (self.accepts)(c),
+            (None, None) => true,
+        };
+        let result = if compiles {
+            n.disk.blobs.insert(h.release.digest);
+            Ok(())
+        } else {
+            Err(ActivationError::Refused {
+                stage: "compile".into(),
+                reason: "not a component".into(),
+            })
+        };
+        let d = Delivery::Prefetched(h.app.clone(), h.seq, result);
+        let at = self.now + self.cfg.activate_delay;
+        self.schedule(at, id, d);
+    }
 }

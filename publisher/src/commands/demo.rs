@@ -576,6 +576,7 @@ impl Demo {
                 kind: HeadKind::Rollback,
                 issued_at_ms: now_ms(),
                 epoch: pos.epoch,
+                plan: None,
             },
             &[old_release_1, release_2.clone()],
         );

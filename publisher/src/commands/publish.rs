@@ -216,6 +216,7 @@ pub fn build_head(fleet: String, plan: &Push, kind: HeadKind, pos: Position) -> 
         kind,
         issued_at_ms: crate::fleetdir::now_ms(),
         epoch: pos.epoch,
+        plan: None,
     }
 }
 
@@ -394,6 +395,7 @@ pub async fn already_active(
             kind: a.kind,
             issued_at_ms: a.issued_at_ms,
             epoch: a.epoch,
+            plan: None,
         },
         signatures: Vec::new(),
     };

@@ -51,6 +51,7 @@ fn act(r: &Release, seq: u64) -> Box<Activation> {
         kind: HeadKind::Release,
         issued_at_ms: 0,
         epoch: 0,
+        plan: None,
     }
     .sign(&key);
     let record = AppRecord::advance(None, &head, 8);

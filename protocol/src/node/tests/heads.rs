@@ -15,6 +15,7 @@ fn versioned(seq: u64, version: &str, body: &[u8], kind: HeadKind) -> SignedHead
         kind,
         issued_at_ms: seq,
         epoch: 0,
+        plan: None,
     }
     .sign(&scenario::publisher_key())
 }

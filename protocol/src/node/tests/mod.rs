@@ -66,6 +66,8 @@ pub(super) struct Net {
     pub inbox: Vec<(usize, Conn, Message)>,
     /// Activation requests: (node, activation).
     pub activations: Vec<(usize, Activation)>,
+    /// Prefetch requests: (node, prefetch).
+    pub prefetches: Vec<(usize, Prefetch)>,
     /// Other outputs worth checking: disconnects (node, reason), cancels, events.
     pub disconnects: Vec<(usize, String)>,
     pub cancels: Vec<(usize, u64)>,
@@ -125,6 +127,7 @@ impl Net {
             sent: Vec::new(),
             inbox: Vec::new(),
             activations: Vec::new(),
+            prefetches: Vec::new(),
             disconnects: Vec::new(),
             cancels: Vec::new(),
             roots: Vec::new(),
@@ -324,6 +327,21 @@ impl Net {
                         );
                     }
                     self.activations.push((i, *a));
+                }
+                Output::Prefetch(p) => {
+                    if self.auto_activate {
+                        let h = &p.head.head;
+                        let (app, seq) = (h.app.clone(), h.seq);
+                        self.input(
+                            i,
+                            Input::Prefetched {
+                                app,
+                                seq,
+                                result: Ok(()),
+                            },
+                        );
+                    }
+                    self.prefetches.push((i, *p));
                 }
                 Output::Dial(addr) => {
                     let j = (0..self.nodes.len()).find(|j| addr_of(*j) == addr);
