@@ -252,9 +252,16 @@ pub struct TrustPolicy {
 }
 
 impl Head {
-    /// The exact bytes a signature covers: [`HEAD_DOMAIN`] + the head, or for epoch 0
-    /// [`HEAD_DOMAIN_V2`] + the head without its epoch.
+    /// The exact bytes a signature covers: with a plan, [`HEAD_DOMAIN_V4`] + the whole head;
+    /// without, [`HEAD_DOMAIN`] + the head without its plan, or for epoch 0 [`HEAD_DOMAIN_V2`]
+    /// + the head without its epoch.
     pub fn signing_bytes(&self) -> Vec<u8> {
+        if self.plan.is_some() {
+            // The plan is signed with the rest, whatever the epoch.
+            let mut out = HEAD_DOMAIN_V4.to_vec();
+            out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
+            return out;
+        }
         if self.epoch == 0 {
             let v2 = HeadV2 {
                 fleet: &self.fleet,
@@ -266,11 +273,6 @@ impl Head {
             };
             let mut out = HEAD_DOMAIN_V2.to_vec();
             out.extend(postcard::to_stdvec(&v2).expect("a head always encodes"));
-            return out;
-        }
-        if self.plan.is_some() {
-            let mut out = HEAD_DOMAIN_V4.to_vec();
-            out.extend(postcard::to_stdvec(self).expect("a head always encodes"));
             return out;
         }
         let v3 = HeadV3 {
@@ -551,6 +553,49 @@ pub(crate) mod tests {
             )),
             Err(HeadError::BadSignature { .. })
         ));
+    }
+
+    /// A plan is signed with the head (domain v4): a relay cannot move a head to another wave
+    /// or loosen its gates. Heads without a plan keep their v3 bytes (what format-4 stores
+    /// hold), and a malformed plan is refused by name.
+    #[test]
+    fn a_plan_is_signed_with_the_head_and_heads_without_one_keep_their_bytes() {
+        use crate::rollout::{FULL, Gates, Plan};
+        let k = key(1);
+        let mut h = head("a", 1, b"c");
+        h.epoch = 2;
+        let v3 = h.signing_bytes();
+        assert!(v3.starts_with(HEAD_DOMAIN));
+        let stored = HeadV4Stored {
+            fleet: h.fleet.clone(),
+            app: h.app.clone(),
+            seq: h.seq,
+            release: h.release.clone(),
+            kind: h.kind,
+            issued_at_ms: h.issued_at_ms,
+            epoch: h.epoch,
+        };
+        let decoded: HeadV4Stored = postcard::from_bytes(&v3[HEAD_DOMAIN.len()..]).unwrap();
+        assert_eq!((decoded.seq, decoded.epoch), (stored.seq, stored.epoch));
+        h.epoch = 0;
+        h.plan = Some(Plan::new(vec![100, FULL], Gates::default()).unwrap());
+        assert!(h.signing_bytes().starts_with(HEAD_DOMAIN_V4));
+        let sh = h.clone().sign(&k);
+        sh.verify(&trust(&[&k])).unwrap();
+        let mut moved = sh.clone();
+        moved.head.plan.as_mut().unwrap().wave = 1;
+        assert!(matches!(
+            moved.verify(&trust(&[&k])),
+            Err(HeadError::BadSignature { .. })
+        ));
+        let mut loosened = sh.clone();
+        loosened.head.plan.as_mut().unwrap().gates.max_failed = 99;
+        assert!(loosened.verify(&trust(&[&k])).is_err());
+        let mut bad = h.clone();
+        bad.plan.as_mut().unwrap().waves = vec![100, 5000];
+        let err = bad.sign(&k).verify(&trust(&[&k])).unwrap_err();
+        assert_eq!(err.kind(), "malformed");
+        assert!(err.to_string().contains("must be 100%"), "{err}");
     }
 
     #[test]

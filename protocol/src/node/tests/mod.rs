@@ -26,6 +26,7 @@ mod content;
 mod fresh;
 mod heads;
 mod links;
+mod rollout;
 mod serve;
 mod tally;
 mod trust;
@@ -447,6 +448,11 @@ impl Net {
             .find(|(_, (a, b, up))| *up && ((*a, *b) == (i, j) || (*a, *b) == (j, i)))
             .expect("a connection")
             .0
+    }
+
+    /// Messages between anyone matching `f`.
+    pub fn count_all(&self, f: impl Fn(&Message) -> bool) -> usize {
+        self.sent.iter().filter(|(_, _, m)| f(m)).count()
     }
 
     /// Messages from `from` to `to` matching `f`.

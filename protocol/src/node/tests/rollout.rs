@@ -1,0 +1,273 @@
+//! Staged rollouts on the node: a head's wave decides whether a node activates its release or
+//! only prefetches it; the next wave swaps from what was prefetched; a halt (a rollback)
+//! brings the canaries back; every node counts itself and its health up the tree.
+
+use super::*;
+use crate::rollout::{FULL, Gates, Health, Plan, bucket};
+use crate::wire::{Outcome, Tally};
+
+/// `sh` with `plan`, signed again.
+fn with_plan(sh: &SignedHead, plan: Plan, seq: u64) -> SignedHead {
+    let mut h = sh.head.clone();
+    h.plan = Some(plan);
+    h.seq = seq;
+    h.sign(&scenario::publisher_key())
+}
+
+/// A first wave that includes exactly the nodes of `net` whose bucket for `sh` is below the
+/// median: (plan, the nodes included).
+fn split(net: &Net, sh: &SignedHead) -> (Plan, Vec<usize>) {
+    let digest = sh.head.release.digest;
+    let mut buckets: Vec<(u16, usize)> = (0..net.nodes.len())
+        .map(|i| (bucket(&digest, &net.nodes[i].status().node), i))
+        .collect();
+    buckets.sort();
+    let cut = buckets[buckets.len() / 2].0;
+    let included: Vec<usize> = {
+        let mut v: Vec<usize> = buckets
+            .iter()
+            .filter(|(b, _)| *b < cut)
+            .map(|(_, i)| *i)
+            .collect();
+        v.sort();
+        v
+    };
+    let plan = Plan::new(vec![cut, FULL], Gates::default()).unwrap();
+    (plan, included)
+}
+
+/// The newest subtree tally the fake `p` heard for `seq`.
+fn last_tally(net: &mut Net, p: usize, seq: u64) -> Tally {
+    net.take(p)
+        .into_iter()
+        .filter_map(|m| match m {
+            Message::Tally(TallyMsg::Subtree(t)) if t.seq == seq => Some(t),
+            _ => None,
+        })
+        .max_by_key(|t| t.version)
+        .expect("the root reports to the publisher")
+}
+
+fn activated(net: &Net, i: usize, seq: u64) -> bool {
+    net.activations
+        .iter()
+        .any(|(n, a)| *n == i && a.head.head.seq == seq)
+}
+
+fn prefetched(net: &Net, i: usize, seq: u64) -> bool {
+    net.prefetches
+        .iter()
+        .any(|(n, p)| *n == i && p.head.head.seq == seq)
+}
+
+/// v1 everywhere, then v2 staged: nodes in the first wave activate it, the others prefetch it
+/// (stored and compiled, not swapped in) and keep v1; all count themselves; the next wave's
+/// head activates v2 everywhere from what is stored (no content asked for); a halt brings
+/// the canaries back to v1.
+#[test]
+fn a_wave_activates_its_nodes_and_the_others_prefetch_then_swap() {
+    let mut net = Net::new(6, |i| (0..i).collect());
+    let (b1, b2) = (scenario::content(1, 40_000), scenario::content(2, 40_000));
+    let v1 = head(1, &b1);
+    net.publish(0, &v1, &b1);
+    net.run();
+    assert!((0..6).all(|i| net.seq(i) == Some(1)));
+
+    let v2 = signed("shop", 2, &b2, 8 * 1024, HeadKind::Release);
+    let (plan, canaries) = split(&net, &v2);
+    assert!(!canaries.is_empty() && canaries.len() < 6, "{canaries:?}");
+    let w1 = with_plan(&v2, plan.clone(), 2);
+    let (p, _) = net.publish(0, &w1, &b2);
+    net.run();
+    for i in 0..6 {
+        let canary = canaries.contains(&i);
+        assert_eq!(activated(&net, i, 2), canary, "node {i} activation");
+        assert_eq!(prefetched(&net, i, 2), !canary, "node {i} prefetch");
+        let st = net.nodes[i].status();
+        let shop = &st.apps[0];
+        if canary {
+            assert_eq!(shop.seq, 2, "node {i}");
+            assert_eq!(shop.plan.as_ref(), Some(&plan));
+            assert!(shop.staged.is_none());
+        } else {
+            assert_eq!(shop.seq, 1, "node {i} keeps v1 in force");
+            let staged = shop.staged.as_ref().expect("v2 staged");
+            assert_eq!((staged.seq, staged.release.digest), (2, Digest::of(&b2)));
+            assert_eq!(net.nodes[i].position(&app()), at(2), "node {i} holds seq 2");
+            assert!(
+                st.reports
+                    .iter()
+                    .any(|r| r.seq == 2 && r.outcome == Outcome::Prefetched),
+                "node {i}"
+            );
+        }
+    }
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p, 2);
+    let k = canaries.len() as u32;
+    assert_eq!(
+        (
+            t.nodes,
+            t.in_wave,
+            t.active,
+            t.prefetched,
+            t.pending,
+            t.failed
+        ),
+        (6, k, k, 6 - k, 0, 0),
+        "{t:?}"
+    );
+
+    // The last wave: the same release at 100%, from the store (no chunk asked for again).
+    let asked_before =
+        net.count_all(|m| matches!(m, Message::Content(ContentMsg::GetChunk { .. })));
+    let w2 = with_plan(&v2, plan.advanced().unwrap(), 3);
+    let (p2, _) = net.publish(0, &w2, &b2);
+    net.run();
+    for i in 0..6 {
+        let a = net
+            .activations
+            .iter()
+            .find(|(n, a)| *n == i && a.head.head.seq == 3)
+            .unwrap_or_else(|| panic!("node {i} activates the last wave"));
+        assert!(a.1.content.is_none(), "node {i} activates from its store");
+        assert_eq!(net.seq(i), Some(3));
+        assert!(net.nodes[i].status().apps[0].staged.is_none());
+    }
+    let asked_after = net.count_all(|m| matches!(m, Message::Content(ContentMsg::GetChunk { .. })));
+    assert_eq!(
+        asked_before, asked_after,
+        "no chunk was fetched for the last wave"
+    );
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p2, 3);
+    assert_eq!((t.nodes, t.in_wave, t.active), (6, 6, 6), "{t:?}");
+
+    // A halt instead (a rollback to v1): every node activates v1 from its store.
+    let mut halt = v1.head.clone();
+    halt.seq = 4;
+    halt.kind = HeadKind::Rollback;
+    let halt = halt.sign(&scenario::publisher_key());
+    net.publish(0, &halt, &b1);
+    net.run();
+    for i in 0..6 {
+        assert_eq!(net.seq(i), Some(4));
+        assert_eq!(
+            net.nodes[i].app(&app()).unwrap().head.head.release.digest,
+            Digest::of(&b1)
+        );
+    }
+}
+
+/// A node outside the wave whose prefetch fails (the release would not compile) counts as
+/// failed, so the failed gate halts the rollout before the release reaches it.
+#[test]
+fn a_prefetch_that_fails_counts_failed() {
+    let mut net = Net::new(4, |i| (0..i).collect());
+    net.auto_activate = true;
+    let (b1, b2) = (scenario::content(1, 20_000), scenario::content(2, 20_000));
+    net.publish(0, &head(1, &b1), &b1);
+    net.run();
+    let v2 = signed("shop", 2, &b2, 8 * 1024, HeadKind::Release);
+    let (plan, canaries) = split(&net, &v2);
+    net.auto_activate = false;
+    let w1 = with_plan(&v2, plan, 2);
+    let (p, _) = net.publish(0, &w1, &b2);
+    net.run();
+    let outsider = (0..4).find(|i| !canaries.contains(i)).unwrap();
+    for (i, a) in std::mem::take(&mut net.activations) {
+        let h = &a.head.head;
+        let (app, seq) = (h.app.clone(), h.seq);
+        net.input(
+            i,
+            Input::Activated {
+                app,
+                seq,
+                result: Ok(()),
+            },
+        );
+    }
+    for (i, pf) in std::mem::take(&mut net.prefetches) {
+        let h = &pf.head.head;
+        let result = if i == outsider {
+            Err(ActivationError::Refused {
+                stage: "compile".into(),
+                reason: "not a component".into(),
+            })
+        } else {
+            Ok(())
+        };
+        let (app, seq) = (h.app.clone(), h.seq);
+        net.input(i, Input::Prefetched { app, seq, result });
+    }
+    net.run();
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p, 2);
+    assert_eq!(t.failed, 1, "{t:?}");
+    assert_eq!(t.nodes, 4);
+    let st = net.nodes[outsider].status();
+    assert!(
+        st.apps[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("prefetch: compile")),
+        "{:?}",
+        st.apps[0].last_error
+    );
+    assert!(
+        st.apps[0].staged.is_none(),
+        "a failed prefetch is not staged"
+    );
+    assert_eq!(net.seq(outsider), Some(1), "v1 keeps serving");
+}
+
+/// Health the shell reports for the release a node runs is summed up the tree; reports for
+/// another release, or from a node that does not run the head's release, count for nothing.
+#[test]
+fn health_is_summed_up_the_tree_for_the_release_that_runs() {
+    let mut net = Net::new(3, |i| (0..i).collect());
+    let body = scenario::content(1, 20_000);
+    let sh = head(1, &body);
+    let (p, _) = net.publish(0, &sh, &body);
+    net.run();
+    let digest = sh.head.release.digest;
+    let mut new = Health::default();
+    for _ in 0..10 {
+        new.record(Duration::from_millis(3), false);
+    }
+    new.record(Duration::from_millis(3), true);
+    let mut old = Health::default();
+    old.record(Duration::from_millis(1), false);
+    for i in 0..3 {
+        let (new, old) = (new.clone(), old.clone());
+        net.input(
+            i,
+            Input::Health {
+                app: app(),
+                digest,
+                new,
+                old,
+            },
+        );
+    }
+    // Another release's numbers are not this head's.
+    let other = Digest::of(b"another release");
+    let mut noise = Health::default();
+    noise.record(Duration::from_millis(1), true);
+    net.input(
+        1,
+        Input::Health {
+            app: app(),
+            digest: other,
+            new: noise.clone(),
+            old: noise,
+        },
+    );
+    net.run();
+    net.advance(Duration::from_millis(500));
+    let t = last_tally(&mut net, p, 1);
+    assert_eq!(t.health_new.requests, 33, "{t:?}");
+    assert_eq!(t.health_new.errors, 3);
+    assert_eq!(t.health_old.requests, 3);
+    assert_eq!(t.health_new.p99_ms(), Some(5));
+}
