@@ -1,11 +1,13 @@
 //! The tally layer: fleet counts up the broadcast tree and the settled count back down.
 //!
-//! Each node sends its subtree's totals (active / failed / rejected per head) to its tally
-//! parent: the neighbour it got the head from at first; a node whose parent is gone re-parents
+//! Each node sends its subtree's totals (active / failed / rejected per head; for a staged
+//! head also nodes, in wave, pending, prefetched and the health of the new and old release) to
+//! its tally parent: the neighbour it got the head from at first; a node whose parent is gone re-parents
 //! to a neighbour of lower rank, and with none it announces itself [`POISONED`] so its subtree
 //! re-parents elsewhere, then ranks below any neighbour. The node a release entered through
-//! (the root) holds the fleet's totals; once they have been still for [`FLEET_SETTLE`] it
-//! sends them down the tree (`FleetTally`, versioned). Sends are paced by a token bucket
+//! (the root) holds the fleet's totals; once they have been still for [`FLEET_SETTLE`] (or
+//! [`FLEET_MAX_WAIT`] after they first changed, while health keeps them moving) it sends them
+//! down the tree (`FleetTally`, versioned). Sends are paced by a token bucket
 //! (up to [`TALLY_BURST`] at once, then one per `tally_interval`), so a release costs O(N)
 //! tally messages.
 //!
@@ -29,6 +31,8 @@ use super::io::Outbox;
 
 /// How long the root's count must be still before it is sent down the tree.
 pub(super) const FLEET_SETTLE: Duration = Duration::from_millis(500);
+/// Longest the root holds back a changing fleet count before sending it down the tree.
+pub(super) const FLEET_MAX_WAIT: Duration = Duration::from_secs(2);
 /// Tally sends a node may make back to back before pacing sets in.
 pub(super) const TALLY_BURST: f64 = 4.0;
 /// The tally rank of a node that lost its parent and has no neighbour ranked below it: its
@@ -68,6 +72,9 @@ pub(super) struct HeadTally<P> {
     fleet: Option<Tally>,
     /// At the root: when to send the settled count down the tree.
     fleet_due: Option<Instant>,
+    /// At the root: when the count first changed since it was last sent down (it goes down
+    /// at most [`FLEET_MAX_WAIT`] after that, even while it keeps changing).
+    fleet_changed: Option<Instant>,
     /// The root's number for `fleet` (it counts up with each count the root sends).
     fleet_version: u32,
     /// The head entered the mesh here (pushed by a publisher): this node counts the fleet.
@@ -92,6 +99,7 @@ impl<P> HeadTally<P> {
             dirty: false,
             fleet: None,
             fleet_due: None,
+            fleet_changed: None,
             fleet_version: 0,
             root: false,
         }
@@ -445,6 +453,7 @@ impl<P: Peer> Tallies<P> {
                 continue;
             }
             h.fleet_due = None;
+            h.fleet_changed = None;
             let total = h.total();
             if h.fleet.as_ref() != Some(&total) {
                 h.fleet = Some(total.clone());
@@ -547,7 +556,10 @@ impl<P: Peer> Tallies<P> {
             }
             if h.root {
                 // The root: the fleet's count is its own total; send it down once it settles.
-                h.fleet_due = Some(now + FLEET_SETTLE);
+                // Once still for FLEET_SETTLE; while health keeps it moving (a rollout's wave
+                // serving), at least every FLEET_MAX_WAIT, so every agent's status stays live.
+                let changed = *h.fleet_changed.get_or_insert(now);
+                h.fleet_due = Some((now + FLEET_SETTLE).min(changed + FLEET_MAX_WAIT));
             }
             match h.upstream {
                 Some(u) => {

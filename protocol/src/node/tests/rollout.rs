@@ -271,3 +271,46 @@ fn health_is_summed_up_the_tree_for_the_release_that_runs() {
     assert_eq!(t.health_old.requests, 3);
     assert_eq!(t.health_new.p99_ms(), Some(5));
 }
+
+/// While a wave serves, health changes every second, so the root's count is never still for
+/// `FLEET_SETTLE`: it still comes down the tree within `FLEET_MAX_WAIT`, so `rollout status`
+/// at any agent is live.
+#[test]
+fn a_count_that_keeps_changing_still_comes_down_the_tree() {
+    use crate::node::tally::{FLEET_MAX_WAIT, FLEET_SETTLE};
+    let mut net = Net::new(3, |i| (0..i).collect());
+    let body = scenario::content(1, 20_000);
+    let sh = head(1, &body);
+    net.publish(0, &sh, &body);
+    net.run();
+    net.advance(FLEET_SETTLE * 2);
+    let digest = sh.head.release.digest;
+    let mut new = Health::default();
+    let step = FLEET_SETTLE / 2;
+    let mut waited = Duration::ZERO;
+    let mut seen = 0;
+    while waited < FLEET_MAX_WAIT * 2 {
+        new.record(Duration::from_millis(2), false);
+        let (h, old) = (new.clone(), Health::default());
+        net.input(
+            2,
+            Input::Health {
+                app: app(),
+                digest,
+                new: h,
+                old,
+            },
+        );
+        net.advance(step);
+        waited += step;
+        let fleet = net.nodes[1].status().fleet_tallies;
+        seen = seen.max(fleet.first().map_or(0, |t| t.health_new.requests));
+        if waited >= FLEET_MAX_WAIT + step {
+            assert!(
+                seen > 0,
+                "after {waited:?} of changes node 1 still saw no request (seed-free, replay: \
+                 cargo test -p fleetcast-protocol a_count_that_keeps)"
+            );
+        }
+    }
+}
