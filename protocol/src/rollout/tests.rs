@@ -312,3 +312,23 @@ fn a_paused_plan_is_neither_advanced_nor_halted() {
     assert_eq!(d.on_tally(0, &t), Step::Wait);
     assert!(matches!(d.verdict(), Verdict::Halt { .. }));
 }
+
+#[test]
+fn a_wave_that_includes_nobody_of_a_counted_fleet_passes_at_once() {
+    let p = Plan::new(vec![100, FULL], Gates::default()).unwrap();
+    let empty = Tally {
+        nodes: 5,
+        ..Tally::default()
+    };
+    // Without a census there is no telling an empty wave from one not heard of yet.
+    assert_eq!(Driver::new(p.clone(), 0).on_tally(0, &empty), Step::Wait);
+    let partial = Tally {
+        nodes: 4,
+        ..Tally::default()
+    };
+    assert_eq!(Driver::new(p.clone(), 5).on_tally(0, &partial), Step::Wait);
+    match Driver::new(p, 5).on_tally(0, &empty) {
+        Step::Advance(next) => assert_eq!(next.wave, 1),
+        s => panic!("{s:?}"),
+    }
+}
