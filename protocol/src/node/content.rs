@@ -9,7 +9,7 @@
 //! transfer before anything else sees it, and a peer that served a bad one is reported back
 //! to be banned; a transfer is dropped only when no pending head needs it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use crate::peer::Peer;
@@ -44,16 +44,29 @@ pub(super) struct Content<P: Peer> {
     early_haves: BTreeMap<Digest, BTreeMap<P, (Vec<u8>, bool)>>,
     /// Complete, verified content held in the store, with its chunk count.
     blobs: BTreeMap<Digest, u32>,
+    /// Content the store holds that no record names (a release prefetched before a restart):
+    /// its chunk count is known once a head names it ([`Content::adopt`]).
+    loose: BTreeSet<Digest>,
 }
 
 impl<P: Peer> Content<P> {
-    pub fn new(swarm: SwarmConfig, blobs: BTreeMap<Digest, u32>) -> Self {
+    pub fn new(swarm: SwarmConfig, blobs: BTreeMap<Digest, u32>, loose: BTreeSet<Digest>) -> Self {
         Content {
             swarm,
             transfers: BTreeMap::new(),
             early_haves: BTreeMap::new(),
             blobs,
+            loose,
         }
+    }
+
+    /// Whether the store holds `release`'s content (stored, or held loose since the start:
+    /// then it is stored from now on).
+    pub fn adopt(&mut self, release: &Release) -> bool {
+        if self.loose.remove(&release.digest) {
+            self.stored(release);
+        }
+        self.is_stored(&release.digest)
     }
 
     /// Whether `digest` is stored complete.

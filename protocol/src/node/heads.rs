@@ -169,7 +169,7 @@ impl<P: Peer> Node<P> {
     /// `hold`: fetched but not activated until the node is fresh-checked.
     pub(super) fn start(&mut self, now: Instant, from: Option<P>, sh: SignedHead, hold: bool) {
         let digest = sh.head.release.digest;
-        let cached = self.content.is_stored(&digest);
+        let cached = self.content.adopt(&sh.head.release);
         self.out.event(Event::Accepted {
             app: sh.head.app.clone(),
             seq: sh.head.seq,

@@ -223,6 +223,10 @@ impl<P: Peer> Node<P> {
                 }
             }
         }
+        let loose: BTreeSet<Digest> = held
+            .into_iter()
+            .filter(|d| !blob_chunks.contains_key(d))
+            .collect();
         let mut rng = Rng::new(cfg.seed);
         let mut members = Membership::new(cfg.node, cfg.membership.clone());
         members.start(now, &mut rng);
@@ -241,7 +245,7 @@ impl<P: Peer> Node<P> {
             members,
             broadcast,
             tally,
-            content: Content::new(cfg.swarm, blob_chunks),
+            content: Content::new(cfg.swarm, blob_chunks, loose),
             serve: ServeQueue::new(),
             activation: Activations::new(cfg.node, cfg.history_limit, apps),
             census: Censuses::new(now),

@@ -314,3 +314,49 @@ fn a_count_that_keeps_changing_still_comes_down_the_tree() {
         }
     }
 }
+
+/// A node restarted after prefetching holds the content in its store but no record names it:
+/// when the staged head comes back (anti-entropy, or the next wave), it is used from the store,
+/// not fetched again.
+#[test]
+fn content_prefetched_before_a_restart_is_used_from_the_store() {
+    let mut net = Net::new(1, |_| vec![]);
+    let (b1, b2) = (scenario::content(1, 40_000), scenario::content(2, 40_000));
+    let v1 = head(1, &b1);
+    net.publish(0, &v1, &b1);
+    net.run();
+    let record = net.nodes[0].app(&app()).unwrap().clone();
+    let v2 = signed("shop", 2, &b2, 8 * 1024, HeadKind::Release);
+    let (d1, d2) = (Digest::of(&b1), Digest::of(&b2));
+    // Node 1: the same record, and v2's content held loose (prefetched before the restart).
+    net.add(1, vec![], [record], [d1, d2]);
+    net.run();
+    let me = net.nodes[1].status().node;
+    let plan = |frac| Plan::new(vec![frac, FULL], Gates::default()).unwrap();
+    let b = bucket(&d2, &me);
+    // A first wave that leaves node 1 out: staged at once, nothing fetched or compiled.
+    let out = with_plan(&v2, plan(b.max(1)), 2);
+    let asked =
+        |net: &Net| net.count_all(|m| matches!(m, Message::Content(ContentMsg::GetChunk { .. })));
+    let before = asked(&net);
+    if b > 0 {
+        net.publish(1, &out, &b2);
+        net.run();
+        assert!(
+            net.prefetches.iter().all(|(n, _)| *n != 1),
+            "not compiled again"
+        );
+        assert_eq!(net.nodes[1].staged(&app()).map(|h| h.head.seq), Some(2));
+    }
+    // The last wave: activated from the store.
+    let last = with_plan(&v2, plan(b.max(1)).advanced().unwrap(), 3);
+    net.publish(1, &last, &b2);
+    net.run();
+    let a = net
+        .activations
+        .iter()
+        .find(|(n, a)| *n == 1 && a.head.head.seq == 3)
+        .expect("node 1 activates the last wave");
+    assert!(a.1.content.is_none(), "from the store");
+    assert_eq!(asked(&net), before, "no chunk fetched");
+}
