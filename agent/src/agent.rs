@@ -379,6 +379,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         done_tx,
         dials: tokio::task::JoinSet::new(),
         supervisor_task: Some(supervisor_task),
+        runtime: runtime.clone(),
+        health: crate::health::HealthFeed::default(),
         metrics: mesh_metrics,
         admission,
         expiry,
@@ -421,6 +423,10 @@ struct Actor {
     /// it ends, so that once [`AgentHandle::shutdown`] returns the sled database is closed and
     /// the data directory can be opened again (a restart in the same process).
     supervisor_task: Option<JoinHandle<()>>,
+    /// The runtime, whose per-release counts feed the node's rollout health.
+    runtime: Arc<Runtime>,
+    /// What was last fed of each app's health.
+    health: crate::health::HealthFeed,
     /// What `/metrics` shows of the node: counted in [`Actor::drain`], read by the admin.
     metrics: Arc<MeshMetrics>,
     /// The policy the transport admits peers by: the node's trust, replaced on new roots.
@@ -453,7 +459,12 @@ impl Actor {
             let input = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
-                Some(input) = done_rx.recv() => input,
+                Some(input) = done_rx.recv() => {
+                    if let Input::Prefetched { app, result: Err(e), .. } = &input {
+                        self.metrics.prefetch_failed(app, e);
+                    }
+                    input
+                }
                 Some(_) = self.dials.join_next(), if !self.dials.is_empty() => continue,
                 Some(tx) = self.status_rx.recv() => {
                     let _ = tx.send(self.node.status());
@@ -471,6 +482,7 @@ impl Actor {
                     let unix_ms = crate::supervisor::unix_ms();
                     self.admission.set_now(unix_ms);
                     self.observe_trust();
+                    self.feed_health();
                     Input::Clock { unix_ms }
                 }
                 _ = recheck.tick() => {
@@ -536,6 +548,20 @@ impl Actor {
         });
     }
 
+    /// Once a second: each staged app's health, when it changed (see [`crate::health`]).
+    fn feed_health(&mut self) {
+        let node = &self.node;
+        let due = self.health.due(self.runtime.health(), |app, digest| {
+            node.app(app)
+                .filter(|h| h.plan.is_some() && h.release.digest == *digest)
+                .map(|h| h.seq)
+        });
+        let now = Instant::now();
+        for input in due {
+            self.node.handle(now, input);
+        }
+    }
+
     /// Judges every link again with the current admission policy (closing the refused ones).
     fn recheck(&self, why: &str) {
         let closed = self.net.recheck();
@@ -598,6 +624,7 @@ impl Actor {
                     }
                 }
                 Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
+                Output::Prefetch(p) => self.supervisor.send(Command::Prefetch(p)),
                 Output::CancelActivation { app, seq } => {
                     self.supervisor.send(Command::Cancel { app, seq })
                 }
@@ -663,6 +690,10 @@ fn log_event(e: &Event) {
         Event::ActivationFailed { app, seq, reason } => {
             tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")
         }
+        Event::Prefetched { app, seq, version } => tracing::info!(
+            %app, seq, %version,
+            "prefetched: this wave leaves this agent out; the release is stored and compiled, the one before keeps serving"
+        ),
         Event::Neighbor { node, up: true } => tracing::info!(peer = %node.short(), "neighbour up"),
         Event::Neighbor { node, up: false } => {
             tracing::info!(peer = %node.short(), "neighbour down")

@@ -55,7 +55,9 @@ pub use self::error::{RollbackError, Stopped};
 pub use self::pipeline::{PrepareError, prepare, smoke_check};
 pub use self::restore::{Restored, restore};
 pub use self::types::{NodeInput, Now, unix_ms};
-pub use self::view::{ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, TrialView};
+pub use self::view::{
+    ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, StagedView, TrialView,
+};
 
 use crate::runtime::Runtime;
 use crate::store::Store;

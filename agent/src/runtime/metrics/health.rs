@@ -1,0 +1,127 @@
+//! A release's health as a staged rollout counts it ([`Health`]: requests, 5xx, traps,
+//! timeouts, a latency histogram with the rollout's fixed buckets,
+//! [`fleetcast_protocol::rollout::LATENCY_BUCKETS_MS`]), and
+//! the per-app marks taken at each swap from which "since it was swapped in" and "what the
+//! release it replaced served" are read.
+//!
+//! **Invariants.** Only requests that say something about the release are counted (load
+//! shedding and oversized bodies are not, as for trials); every counted request lands in
+//! exactly one latency slot ([`latency_slot`]), so `latency` sums to `requests`. A mark's
+//! `old` is frozen at the swap; its `base` is the new release's counts at the swap, so the
+//! counts since then never include requests served before it (a release served earlier in
+//! this process under the same version starts again from the swap).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fleetcast_protocol::Digest;
+use fleetcast_protocol::rollout::{Health, LATENCY_SLOTS, latency_slot};
+
+use super::ReleaseMetrics;
+
+/// [`Health`] counted with atomics: one relaxed add per field per request, no lock.
+#[derive(Debug, Default)]
+pub struct HealthCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    traps: AtomicU64,
+    timeouts: AtomicU64,
+    latency: [AtomicU64; LATENCY_SLOTS],
+}
+
+/// What a request that reached the release did, as [`HealthCounters::record`] counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// The client got this status (a 5xx counts as an error).
+    Status(u16),
+    /// The guest trapped (an error).
+    Trap,
+    /// The request hit its deadline (an error).
+    Timeout,
+}
+
+impl HealthCounters {
+    /// One request that reached the release, answered after `latency`.
+    pub fn record(&self, served: Served, latency: Duration) {
+        let relaxed = Ordering::Relaxed;
+        self.requests.fetch_add(1, relaxed);
+        let error = match served {
+            Served::Status(s) => s >= 500,
+            Served::Trap => {
+                self.traps.fetch_add(1, relaxed);
+                true
+            }
+            Served::Timeout => {
+                self.timeouts.fetch_add(1, relaxed);
+                true
+            }
+        };
+        if error {
+            self.errors.fetch_add(1, relaxed);
+        }
+        self.latency[latency_slot(latency)].fetch_add(1, relaxed);
+    }
+
+    /// A copy of the counts.
+    pub fn snapshot(&self) -> Health {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut latency = [0; LATENCY_SLOTS];
+        for (l, c) in latency.iter_mut().zip(&self.latency) {
+            *l = load(c);
+        }
+        Health {
+            requests: load(&self.requests),
+            errors: load(&self.errors),
+            traps: load(&self.traps),
+            timeouts: load(&self.timeouts),
+            latency,
+        }
+    }
+}
+
+/// Taken when a release goes into an app's slot: which release, its counters, its counts at
+/// that moment, and what the release it replaced had served since its own swap.
+#[derive(Clone, Debug)]
+pub struct SwapMark {
+    pub digest: Digest,
+    pub metrics: Arc<ReleaseMetrics>,
+    /// The new release's counts at the swap.
+    pub base: Health,
+    /// The replaced release's counts from its swap to this one (zeros: nothing served before,
+    /// in this process).
+    pub old: Health,
+}
+
+impl SwapMark {
+    /// The mark after `digest` (counted in `metrics`) replaced what `prev` marked. The same
+    /// release put back in its slot (the same counters) keeps its mark.
+    pub fn after(prev: Option<&SwapMark>, digest: Digest, metrics: Arc<ReleaseMetrics>) -> Self {
+        if let Some(p) = prev.filter(|p| p.digest == digest && Arc::ptr_eq(&p.metrics, &metrics)) {
+            return p.clone();
+        }
+        SwapMark {
+            digest,
+            base: metrics.health(),
+            old: prev.map(SwapMark::since).unwrap_or_default(),
+            metrics,
+        }
+    }
+
+    /// What the marked release served since its swap.
+    pub fn since(&self) -> Health {
+        self.metrics.health().since(&self.base)
+    }
+}
+
+/// One app's health as [`crate::runtime::Runtime::health`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppHealth {
+    pub app: String,
+    /// The release serving.
+    pub digest: Digest,
+    /// What it served since it was swapped in here.
+    pub new: Health,
+    /// What the release it replaced served, until the swap.
+    pub old: Health,
+}
