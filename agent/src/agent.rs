@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetcast_protocol::Event;
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
 use fleetcast_protocol::trust::{Hello, SignedRoot};
 use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
@@ -36,6 +35,9 @@ use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
 use crate::trust::{ExpiryWatch, FleetAdmission};
+
+mod events;
+use events::log_event;
 
 /// How often the node is told the wall clock.
 const CLOCK_EVERY: Duration = Duration::from_secs(1);
@@ -553,6 +555,7 @@ impl Actor {
         let node = &self.node;
         let due = self.health.due(self.runtime.health(), |app, digest| {
             node.app(app)
+                .map(|r| &r.head.head)
                 .filter(|h| h.plan.is_some() && h.release.digest == *digest)
                 .map(|h| h.seq)
         });
@@ -670,39 +673,5 @@ fn chunk_index(msg: &Message) -> Option<u32> {
             | ContentMsg::HaveChunk { index, .. },
         ) => Some(*index),
         _ => None,
-    }
-}
-
-fn log_event(e: &Event) {
-    match e {
-        Event::Accepted {
-            app,
-            seq,
-            version,
-            cached,
-        } => {
-            tracing::info!(%app, seq, %version, cached, "head accepted")
-        }
-        Event::Rejected {
-            app, seq, reason, ..
-        } => tracing::warn!(%app, seq, %reason, "head rejected"),
-        Event::Activated { app, seq, version } => tracing::info!(%app, seq, %version, "active"),
-        Event::ActivationFailed { app, seq, reason } => {
-            tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")
-        }
-        Event::Prefetched { app, seq, version } => tracing::info!(
-            %app, seq, %version,
-            "prefetched: this wave leaves this agent out; the release is stored and compiled, the one before keeps serving"
-        ),
-        Event::Neighbor { node, up: true } => tracing::info!(peer = %node.short(), "neighbour up"),
-        Event::Neighbor { node, up: false } => {
-            tracing::info!(peer = %node.short(), "neighbour down")
-        }
-        Event::RootAdopted { version, epoch } => {
-            tracing::info!(version, epoch, "fleet root adopted")
-        }
-        Event::RootRefused { reason } => {
-            tracing::warn!(%reason, "fleet roots refused; the trusted root stays as it was")
-        }
     }
 }

@@ -161,6 +161,9 @@ impl MeshMetrics {
                 *refused.entry(*kind).or_default() += 1;
             }
             Event::Activated { app, .. } => self.heads().app(app).activated += 1,
+            // A prefetch that failed is told as an activation failure ("prefetch: …"); it is
+            // counted from its typed answer instead ([`MeshMetrics::prefetch_failed`]).
+            Event::ActivationFailed { reason, .. } if reason.starts_with("prefetch: ") => {}
             Event::ActivationFailed { app, .. } => self.heads().app(app).failed += 1,
             Event::Prefetched { app, .. } => self.heads().app(app).prefetched += 1,
             Event::Neighbor { .. } | Event::RootAdopted { .. } | Event::RootRefused { .. } => {}

@@ -125,3 +125,68 @@ pub struct AppHealth {
     /// What the release it replaced served, until the swap.
     pub old: Health,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetcast_protocol::rollout::LATENCY_BUCKETS_MS;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn requests_count_as_the_rollout_counts_them() {
+        let c = HealthCounters::default();
+        c.record(Served::Status(200), ms(3));
+        c.record(Served::Status(404), Duration::from_micros(900));
+        c.record(Served::Status(503), ms(30));
+        c.record(Served::Trap, ms(1500));
+        c.record(Served::Timeout, ms(5000));
+        let h = c.snapshot();
+        assert_eq!((h.requests, h.errors, h.traps, h.timeouts), (5, 3, 1, 1));
+        // The rollout's own buckets: ≤1, ≤2, ≤5 … ≤2000 ms, then slower.
+        assert_eq!(LATENCY_BUCKETS_MS[..3], [1, 2, 5]);
+        let mut want = [0u64; LATENCY_SLOTS];
+        for d in [ms(3), Duration::from_micros(900), ms(30), ms(1500), ms(5000)] {
+            want[latency_slot(d)] += 1;
+        }
+        assert_eq!(h.latency, want);
+        assert_eq!((h.latency[0], h.latency[2], h.latency[LATENCY_SLOTS - 1]), (1, 1, 1));
+        assert_eq!(h.latency.iter().sum::<u64>(), h.requests);
+        assert_eq!(h.error_rate_bp(), 6000);
+    }
+
+    fn served(m: &ReleaseMetrics, n: u64, status: u16) {
+        for _ in 0..n {
+            m.record_served(Served::Status(status), ms(4));
+        }
+    }
+
+    #[test]
+    fn new_counts_since_the_swap_and_old_is_frozen_at_it() {
+        let (d1, d2) = (Digest([1; 32]), Digest([2; 32]));
+        let (v1, v2) = (Arc::new(ReleaseMetrics::new()), Arc::new(ReleaseMetrics::new()));
+        // v1 served 10 before it was swapped in (an earlier stint in this process).
+        served(&v1, 10, 200);
+        let m1 = SwapMark::after(None, d1, v1.clone());
+        assert_eq!(m1.old, Health::default(), "nothing served before it");
+        served(&v1, 3, 500);
+        assert_eq!((m1.since().requests, m1.since().errors), (3, 3));
+        // v2, which served 2 earlier, replaces it.
+        served(&v2, 2, 200);
+        let m2 = SwapMark::after(Some(&m1), d2, v2.clone());
+        assert_eq!((m2.old.requests, m2.old.errors), (3, 3), "v1 since its swap");
+        assert_eq!(m2.since(), Health::default(), "v2 since its swap: nothing yet");
+        served(&v2, 4, 200);
+        served(&v1, 7, 200); // v1's stragglers finish after the swap: not in `old`
+        assert_eq!(m2.since().requests, 4);
+        assert_eq!(m2.old.requests, 3);
+        // The same release put back in its slot keeps its mark.
+        let again = SwapMark::after(Some(&m2), d2, v2.clone());
+        assert_eq!((again.since().requests, again.old.requests), (4, 3));
+        // Going back to v1 (a revert): v1 counts from the revert, v2's 4 are the old.
+        let back = SwapMark::after(Some(&again), d1, v1.clone());
+        assert_eq!((back.since().requests, back.old.requests), (0, 4));
+    }
+}
