@@ -101,10 +101,19 @@ mod tests {
         assert!(feed.due::<u8>(now(), head(9)).is_empty());
         // More requests: fed again.
         let more = vec![health("shop", 1, 4, 7)];
-        assert_eq!(fed(&feed.due(more.clone(), head(9))), vec![("shop".into(), 4)]);
+        assert_eq!(
+            fed(&feed.due(more.clone(), head(9))),
+            vec![("shop".into(), 4)]
+        );
         // The same counts under the next wave's head (seq 10): that head has none yet.
-        assert_eq!(fed(&feed.due(more.clone(), head(10))), vec![("shop".into(), 4)]);
+        assert_eq!(
+            fed(&feed.due(more.clone(), head(10))),
+            vec![("shop".into(), 4)]
+        );
         // Another release serves (a halt): not the staged one, nothing fed.
-        assert!(feed.due::<u8>(vec![health("shop", 3, 1, 4)], head(10)).is_empty());
+        assert!(
+            feed.due::<u8>(vec![health("shop", 3, 1, 4)], head(10))
+                .is_empty()
+        );
     }
 }

@@ -507,7 +507,13 @@ impl Scrape {
         for (app, h) in apps {
             let app = ("app", app.as_str());
             sample(out, name, &[app, ("result", "ok")], &[], h.prefetched)?;
-            sample(out, name, &[app, ("result", "failed")], &[], h.prefetch_failed)?;
+            sample(
+                out,
+                name,
+                &[app, ("result", "failed")],
+                &[],
+                h.prefetch_failed,
+            )?;
             sample(
                 out,
                 name,

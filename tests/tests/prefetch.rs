@@ -68,7 +68,13 @@ fn canary(fleet: &Fleet, release: &Release) -> (usize, u16) {
     (c, fraction)
 }
 
-fn signed(fleet: &Fleet, seq: u64, kind: HeadKind, release: &Release, plan: Option<Plan>) -> SignedHead {
+fn signed(
+    fleet: &Fleet,
+    seq: u64,
+    kind: HeadKind,
+    release: &Release,
+    plan: Option<Plan>,
+) -> SignedHead {
     Head {
         fleet: "test".into(),
         app: release.app.clone(),
@@ -110,7 +116,10 @@ async fn push_until(
             }
             Some(News::Report(r)) if r.seq == h.head.seq => println!("report: {r:?}"),
             Some(_) => {}
-            None => panic!("seq {}: the fleet's tally never got there: {last:?}", h.head.seq),
+            None => panic!(
+                "seq {}: the fleet's tally never got there: {last:?}",
+                h.head.seq
+            ),
         }
     }
 }
@@ -162,7 +171,10 @@ async fn first_wave(fleet: &Fleet, content: &[u8], v2: &Release) -> (usize, Plan
         let st = status(a).await;
         let app = &st.apps[0];
         if i == c {
-            assert_eq!((app.seq, app.active.version.to_string()), (2, "2.0.0".into()));
+            assert_eq!(
+                (app.seq, app.active.version.to_string()),
+                (2, "2.0.0".into())
+            );
             assert_eq!(app.plan.as_ref().map(|p| p.wave), Some(0));
             continue;
         }
@@ -181,8 +193,9 @@ async fn first_wave(fleet: &Fleet, content: &[u8], v2: &Release) -> (usize, Plan
         let view = views[0].clone().with_node(Some(app));
         println!("agent {i}: {}", view.summary);
         assert!(
-            view.summary.starts_with("hello: serving 1.0.0 (seq 1); 2.0.0 prefetched, seq 2, wave 1 of 2 (")
-                && view.summary.ends_with(") leaves this agent out"),
+            view.summary.starts_with(
+                "hello: serving 1.0.0 (seq 1); 2.0.0 prefetched, seq 2, wave 1 of 2 ("
+            ) && view.summary.ends_with(") leaves this agent out"),
             "{}",
             view.summary
         );
@@ -265,11 +278,25 @@ async fn a_halt_puts_the_canary_back_and_the_others_never_serve_the_new_release(
     for (i, a) in fleet.agents.iter().flatten().enumerate() {
         let st = status(a).await;
         let app = &st.apps[0];
-        assert_eq!((app.seq, app.active.version.to_string()), (3, "1.0.0".into()));
-        assert!(app.staged.is_none(), "agent {i}: the halt superseded the staged head");
-        let ran: Vec<String> = app.history.iter().map(|e| e.release.version.to_string()).collect();
+        assert_eq!(
+            (app.seq, app.active.version.to_string()),
+            (3, "1.0.0".into())
+        );
+        assert!(
+            app.staged.is_none(),
+            "agent {i}: the halt superseded the staged head"
+        );
+        let ran: Vec<String> = app
+            .history
+            .iter()
+            .map(|e| e.release.version.to_string())
+            .collect();
         if i == c {
-            assert_eq!(ran, ["1.0.0", "2.0.0", "1.0.0"], "the canary ran v2 and went back");
+            assert_eq!(
+                ran,
+                ["1.0.0", "2.0.0", "1.0.0"],
+                "the canary ran v2 and went back"
+            );
         } else {
             assert!(
                 !ran.contains(&"2.0.0".to_string()),

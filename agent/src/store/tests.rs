@@ -339,7 +339,10 @@ fn a_format_3_store_is_migrated_and_its_heads_still_verify() {
         db.flush().unwrap();
         // A format-3 record does not decode as a current one: the migration is needed.
         let raw = db.open_tree("apps").unwrap().get("a").unwrap().unwrap();
-        assert_ne!(postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(), Some(&recs[0]));
+        assert_ne!(
+            postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(),
+            Some(&recs[0])
+        );
     }
     let s = Store::open(dir.path()).unwrap();
     // 3 → 4 → 5 in one open.
@@ -453,7 +456,10 @@ fn a_format_4_store_is_migrated_and_its_heads_still_verify() {
         db.flush().unwrap();
         // A format-4 record does not decode as a format-5 one: the migration is needed.
         let raw = db.open_tree("apps").unwrap().get("a").unwrap().unwrap();
-        assert_ne!(postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(), Some(&recs[0]));
+        assert_ne!(
+            postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(),
+            Some(&recs[0])
+        );
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(
@@ -470,7 +476,10 @@ fn a_format_4_store_is_migrated_and_its_heads_still_verify() {
     trust.verify_stored_head(&got[0].head).unwrap();
     for (rec, want) in got.iter().zip(&recs) {
         assert!(rec.head.head.plan.is_none());
-        assert_eq!(rec.head.head.signing_bytes(), want.head.head.signing_bytes());
+        assert_eq!(
+            rec.head.head.signing_bytes(),
+            want.head.head.signing_bytes()
+        );
         assert_eq!(rec.history.len(), 2);
     }
     assert_eq!(s.states().unwrap().remove("a"), Some(state));

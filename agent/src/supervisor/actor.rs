@@ -403,12 +403,9 @@ impl Actor {
                 if result.is_ok() {
                     Failpoint::Persist.hit();
                 }
-                let fx = self.lc.recorded(
-                    Now::read(),
-                    &act,
-                    *state,
-                    result.map_err(|e| e.to_string()),
-                );
+                let fx =
+                    self.lc
+                        .recorded(Now::read(), &act, *state, result.map_err(|e| e.to_string()));
                 self.apply(fx);
             }
             Effect::Notify(input) => {

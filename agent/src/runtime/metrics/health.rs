@@ -148,11 +148,20 @@ mod tests {
         // The rollout's own buckets: ≤1, ≤2, ≤5 … ≤2000 ms, then slower.
         assert_eq!(LATENCY_BUCKETS_MS[..3], [1, 2, 5]);
         let mut want = [0u64; LATENCY_SLOTS];
-        for d in [ms(3), Duration::from_micros(900), ms(30), ms(1500), ms(5000)] {
+        for d in [
+            ms(3),
+            Duration::from_micros(900),
+            ms(30),
+            ms(1500),
+            ms(5000),
+        ] {
             want[latency_slot(d)] += 1;
         }
         assert_eq!(h.latency, want);
-        assert_eq!((h.latency[0], h.latency[2], h.latency[LATENCY_SLOTS - 1]), (1, 1, 1));
+        assert_eq!(
+            (h.latency[0], h.latency[2], h.latency[LATENCY_SLOTS - 1]),
+            (1, 1, 1)
+        );
         assert_eq!(h.latency.iter().sum::<u64>(), h.requests);
         assert_eq!(h.error_rate_bp(), 6000);
     }
@@ -166,7 +175,10 @@ mod tests {
     #[test]
     fn new_counts_since_the_swap_and_old_is_frozen_at_it() {
         let (d1, d2) = (Digest([1; 32]), Digest([2; 32]));
-        let (v1, v2) = (Arc::new(ReleaseMetrics::new()), Arc::new(ReleaseMetrics::new()));
+        let (v1, v2) = (
+            Arc::new(ReleaseMetrics::new()),
+            Arc::new(ReleaseMetrics::new()),
+        );
         // v1 served 10 before it was swapped in (an earlier stint in this process).
         served(&v1, 10, 200);
         let m1 = SwapMark::after(None, d1, v1.clone());
@@ -176,8 +188,16 @@ mod tests {
         // v2, which served 2 earlier, replaces it.
         served(&v2, 2, 200);
         let m2 = SwapMark::after(Some(&m1), d2, v2.clone());
-        assert_eq!((m2.old.requests, m2.old.errors), (3, 3), "v1 since its swap");
-        assert_eq!(m2.since(), Health::default(), "v2 since its swap: nothing yet");
+        assert_eq!(
+            (m2.old.requests, m2.old.errors),
+            (3, 3),
+            "v1 since its swap"
+        );
+        assert_eq!(
+            m2.since(),
+            Health::default(),
+            "v2 since its swap: nothing yet"
+        );
         served(&v2, 4, 200);
         served(&v1, 7, 200); // v1's stragglers finish after the swap: not in `old`
         assert_eq!(m2.since().requests, 4);

@@ -32,7 +32,11 @@ impl Lifecycle {
         let mut fx = Vec::new();
         if let Some(i) = self.queued.iter().position(|q| q.head.head.app == app) {
             let old = self.queued.remove(i).expect("found");
-            fx.push(answer(&app, old.head.head.seq, Err(ActivationError::Cancelled)));
+            fx.push(answer(
+                &app,
+                old.head.head.seq,
+                Err(ActivationError::Cancelled),
+            ));
         }
         self.queued.push_back(p);
         fx.extend(self.start_prefetch());
@@ -169,9 +173,12 @@ impl Lifecycle {
             return false;
         }
         let st = &life.state;
-        let committed = st.committed.as_ref().is_some_and(|c| c.release == h.release);
-        let on_trial = life.trial.is_some()
-            && st.trial.as_ref().is_some_and(|t| t.release == h.release);
+        let committed = st
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.release == h.release);
+        let on_trial =
+            life.trial.is_some() && st.trial.as_ref().is_some_and(|t| t.release == h.release);
         (committed && !s.counting) || (on_trial && s.counting)
     }
 

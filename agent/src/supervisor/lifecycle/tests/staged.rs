@@ -97,7 +97,12 @@ fn prefetches_run_one_at_a_time_and_only_after_activations() {
     let fx = lc.activate(act(&release("2.0.0"), 2));
     assert!(matches!(fx.last(), Some(Effect::StartCompile(_))), "{fx:?}");
     // The first prefetch ends: the next waits for that activation.
-    let fx = lc.prefetched(&AppName::new("shop").unwrap(), 4, &shop("1.0.0"), StepOutcome::Done);
+    let fx = lc.prefetched(
+        &AppName::new("shop").unwrap(),
+        4,
+        &shop("1.0.0"),
+        StepOutcome::Done,
+    );
     assert_eq!(prefetched_answer(&fx), Some((4, Ok(()))));
     assert_eq!(started_prefetch(&fx), None, "{fx:?}");
     assert_eq!(lc.prefetches_queued(), 1);
@@ -147,7 +152,10 @@ fn a_cancelled_prefetch_stops_when_cheap_and_is_answered_either_way() {
     // Running: the shell is asked to stop it; stopped before its compile, it answers Cancelled.
     let shop_app = shop.app.clone();
     let fx = lc.cancel(&shop_app, 3);
-    assert!(matches!(&fx[..], [Effect::CancelPrefetch { seq: 3, .. }]), "{fx:?}");
+    assert!(
+        matches!(&fx[..], [Effect::CancelPrefetch { seq: 3, .. }]),
+        "{fx:?}"
+    );
     assert!(lc.cancel(&shop_app, 3).is_empty(), "asked once");
     let fx = lc.prefetched(&shop_app, 3, &shop, StepOutcome::Cancelled);
     assert_eq!(
@@ -181,7 +189,10 @@ fn the_staged_release_is_kept_compiled_until_another_head_supersedes_it() {
     let _ = lc.prefetch(prefetch_of(&v2, 2));
     let _ = lc.prefetched(&app(), 2, &v2, StepOutcome::Done);
     let shop_v2 = with_app(&v2, "2.0.0");
-    for (r, seq) in [(shop_v2.clone(), 1), (with_app(&release("9.0.0"), "9.0.0"), 2)] {
+    for (r, seq) in [
+        (shop_v2.clone(), 1),
+        (with_app(&release("9.0.0"), "9.0.0"), 2),
+    ] {
         let fx = through_smoke(&mut lc, &mut disk, clock.at(seq), act(&r, seq));
         if let Some(c) = counting(&fx) {
             c.record(&RequestOutcome::Status(200));
@@ -189,7 +200,10 @@ fn the_staged_release_is_kept_compiled_until_another_head_supersedes_it() {
         }
         let fx = lc.judge_trials(clock.at(seq));
         assert!(
-            !has(&fx, |e| matches!(e, Effect::DropArtifact { digest } if *digest == v2.digest)),
+            !has(
+                &fx,
+                |e| matches!(e, Effect::DropArtifact { digest } if *digest == v2.digest)
+            ),
             "the staged release's artifact is kept: {fx:?}"
         );
     }
@@ -199,15 +213,24 @@ fn the_staged_release_is_kept_compiled_until_another_head_supersedes_it() {
     c.record(&RequestOutcome::Status(200));
     c.record(&RequestOutcome::Status(200));
     let fx = lc.judge_trials(clock.at(11));
-    assert!(has(&fx, |e| matches!(e, Effect::DropArtifact { digest } if *digest == v1.digest)));
-    assert!(!has(&fx, |e| matches!(e, Effect::DropArtifact { digest } if *digest == v2.digest)));
+    assert!(has(
+        &fx,
+        |e| matches!(e, Effect::DropArtifact { digest } if *digest == v1.digest)
+    ));
+    assert!(!has(
+        &fx,
+        |e| matches!(e, Effect::DropArtifact { digest } if *digest == v2.digest)
+    ));
     assert!(lc.app(&app()).unwrap().staged.is_none(), "it serves now");
     // A halt supersedes a staged release: its artifact goes (no app keeps it).
     let v3 = release("3.0.0");
     let _ = lc.prefetch(prefetch_of(&v3, 4));
     let _ = lc.prefetched(&app(), 4, &v3, StepOutcome::Done);
     let fx = lc.activate(act(&v2, 5));
-    assert!(has(&fx, |e| matches!(e, Effect::DropArtifact { digest } if *digest == v3.digest)));
+    assert!(has(
+        &fx,
+        |e| matches!(e, Effect::DropArtifact { digest } if *digest == v3.digest)
+    ));
 }
 
 /// The record and state a [`Effect::PersistSame`] writes, applied to `disk`.
@@ -236,7 +259,10 @@ fn a_new_wave_of_the_release_that_serves_only_advances_the_record() {
     let v1 = release("1.0.0");
     // The next wave's head (seq 2) of v1, which serves and is committed here.
     let fx = lc.activate(act(&v1, 2));
-    assert!(!has(&fx, |e| matches!(e, Effect::StartCompile(_))), "{fx:?}");
+    assert!(
+        !has(&fx, |e| matches!(e, Effect::StartCompile(_))),
+        "{fx:?}"
+    );
     let (a, state) = apply_same(&mut disk, &fx);
     assert_eq!(state.committed.as_ref().map(|c| c.seq), Some(2));
     assert_eq!(a.record.head.head.seq, 2);
@@ -255,8 +281,15 @@ fn a_new_wave_of_the_release_that_serves_only_advances_the_record() {
     assert!(life.trial.is_none(), "no new trial");
     // A restart from that disk serves v1 and holds seq 2 as committed, not failed.
     let plan = disk.restart(clock.at(5));
-    assert_eq!(plan.serve.map(|s| (s.seq, s.release)), Some((2, v1.clone())));
-    assert!(plan.state.failure.is_none() && !plan.changed, "{:?}", plan.state);
+    assert_eq!(
+        plan.serve.map(|s| (s.seq, s.release)),
+        Some((2, v1.clone()))
+    );
+    assert!(
+        plan.state.failure.is_none() && !plan.changed,
+        "{:?}",
+        plan.state
+    );
     // A write that fails refuses the head at persist; v1 keeps serving.
     let fx = lc.activate(act(&v1, 3));
     let (a, state) = apply_same(&mut Disk::default(), &fx);
@@ -269,7 +302,11 @@ fn a_new_wave_of_the_release_that_serves_only_advances_the_record() {
         }))
     );
     assert_eq!(
-        lc.app(&app()).unwrap().serving.as_ref().map(|s| s.release.seq),
+        lc.app(&app())
+            .unwrap()
+            .serving
+            .as_ref()
+            .map(|s| s.release.seq),
         Some(2)
     );
 }
@@ -287,7 +324,10 @@ fn a_new_wave_during_the_trial_keeps_the_trial_under_the_new_seq() {
     let (a, state) = apply_same(&mut disk, &fx);
     assert_eq!(state.trial.as_ref().map(|t| t.seq), Some(3));
     let _ = lc.recorded(clock.at(2), &a, state, Ok(()));
-    assert_eq!(lc.app(&app()).unwrap().trial.as_ref().map(|t| t.seq), Some(3));
+    assert_eq!(
+        lc.app(&app()).unwrap().trial.as_ref().map(|t| t.seq),
+        Some(3)
+    );
     // The same counters judge it: a trap reverts, and the node hears it for seq 3.
     c.record(&RequestOutcome::Trap("boom".into()));
     let fx = lc.judge_trials(clock.at(3));
