@@ -310,3 +310,50 @@ async fn a_halt_puts_the_canary_back_and_the_others_never_serve_the_new_release(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_does_not_compile_fails_its_prefetch_and_nothing_changes() {
+    let (fleet, _, _) = fleet_on_v1().await;
+    let junk = std::fs::read(guest("not-a-component.wasm")).unwrap();
+    let app = AppName::new("hello").unwrap();
+    let bad = Release::build(app, "2.0.0".parse().unwrap(), &junk, 16 * 1024).unwrap();
+    let (c, fraction) = canary(&fleet, &bad);
+    let plan = Plan::new(vec![fraction, FULL], Gates::default()).unwrap();
+    let h = signed(&fleet, 2, HeadKind::Release, &bad, Some(plan));
+    // The canary fails its activation, the others their prefetch: all count as failed.
+    let (_s, t) = push_until(&fleet, &h, Some(&junk), |t| t.failed == 3).await;
+    assert_eq!(
+        (t.nodes, t.in_wave, t.active, t.prefetched),
+        (3, 1, 0, 0),
+        "{t:?}"
+    );
+    for (i, a) in fleet.agents.iter().flatten().enumerate() {
+        assert_eq!(serves(a).await, "1.0.0", "agent {i}");
+        let compat = a.runtime().compat_hash();
+        assert!(!a.store().has_compiled(&bad.digest, &compat).unwrap());
+        if i == c {
+            continue;
+        }
+        let st = status(a).await;
+        let err = st.apps[0].last_error.clone().unwrap_or_default();
+        assert!(err.starts_with("prefetch: compile: "), "agent {i}: {err}");
+        let addr = a.admin_addr().unwrap();
+        let (_, metrics) = tokio::task::spawn_blocking(move || {
+            fleetcast_agent::cli::admin_request(addr, "GET", "/metrics").unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == r#"fleetcast_prefetches_total{app="hello",result="failed"} 1"#),
+            "agent {i}: {metrics}"
+        );
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == r#"fleetcast_activations_total{app="hello",result="failed"} 0"#),
+            "agent {i}: a failed prefetch is not a failed activation"
+        );
+    }
+}
