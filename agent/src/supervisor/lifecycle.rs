@@ -4,7 +4,8 @@
 //! ([`super::actor`]) carries out, in order.
 //!
 //! Method grammar: `activate`, `cancel`, `compiled`, `persisted`, `smoked`, `judge_trials`,
-//! `rolled_back`, `restore`, `clean_stop` and `serving_lost` are inputs; `poll_timeout`,
+//! `rolled_back`, `restore`, `clean_stop`, `serving_lost`, and for staged rollouts
+//! (`staged.rs`) `prefetch`, `prefetched`, `recorded` and `start_prefetch` are inputs; `poll_timeout`,
 //! `rollback_target` and the getters only read. An input whose effects ask for a result
 //! (`StartCompile` → [`Lifecycle::compiled`], `PersistRecord` → [`Lifecycle::persisted`],
 //! `StartSmoke` → [`Lifecycle::smoked`], a `Swap` that cannot load → [`Lifecycle::serving_lost`])
