@@ -173,7 +173,13 @@ impl Admin {
             .supervisor
             .status()
             .await
-            .map_err(|e| StatusError::Supervisor(e.into()))?;
+            .map_err(|e| StatusError::Supervisor(e.into()))?
+            .into_iter()
+            .map(|v| {
+                let st = node.apps.iter().find(|a| a.app.as_str() == v.app);
+                v.with_node(st)
+            })
+            .collect();
         Ok(StatusView {
             node: node.node.to_string(),
             fleet: node.fleet,

@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetcast_protocol::Event;
 use fleetcast_protocol::node::{Input, Node, NodeConfig, Output};
 use fleetcast_protocol::trust::{Hello, SignedRoot};
 use fleetcast_protocol::wire::{ContentMsg, Message, NodeId, NodeStatus};
@@ -36,6 +35,9 @@ use crate::runtime::{Runtime, RuntimeStatsSnapshot};
 use crate::store::Store;
 use crate::supervisor::{Command, SupervisorConfig, SupervisorHandle};
 use crate::trust::{ExpiryWatch, FleetAdmission};
+
+mod events;
+use events::log_event;
 
 /// How often the node is told the wall clock.
 const CLOCK_EVERY: Duration = Duration::from_secs(1);
@@ -379,6 +381,8 @@ pub async fn start_with(cfg: AgentConfig, shared: Shared) -> Result<AgentHandle>
         done_tx,
         dials: tokio::task::JoinSet::new(),
         supervisor_task: Some(supervisor_task),
+        runtime: runtime.clone(),
+        health: crate::health::HealthFeed::default(),
         metrics: mesh_metrics,
         admission,
         expiry,
@@ -421,6 +425,10 @@ struct Actor {
     /// it ends, so that once [`AgentHandle::shutdown`] returns the sled database is closed and
     /// the data directory can be opened again (a restart in the same process).
     supervisor_task: Option<JoinHandle<()>>,
+    /// The runtime, whose per-release counts feed the node's rollout health.
+    runtime: Arc<Runtime>,
+    /// What was last fed of each app's health.
+    health: crate::health::HealthFeed,
     /// What `/metrics` shows of the node: counted in [`Actor::drain`], read by the admin.
     metrics: Arc<MeshMetrics>,
     /// The policy the transport admits peers by: the node's trust, replaced on new roots.
@@ -453,7 +461,12 @@ impl Actor {
             let input = tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|s| *s) => break,
-                Some(input) = done_rx.recv() => input,
+                Some(input) = done_rx.recv() => {
+                    if let Input::Prefetched { app, result: Err(e), .. } = &input {
+                        self.metrics.prefetch_failed(app, e);
+                    }
+                    input
+                }
                 Some(_) = self.dials.join_next(), if !self.dials.is_empty() => continue,
                 Some(tx) = self.status_rx.recv() => {
                     let _ = tx.send(self.node.status());
@@ -471,6 +484,7 @@ impl Actor {
                     let unix_ms = crate::supervisor::unix_ms();
                     self.admission.set_now(unix_ms);
                     self.observe_trust();
+                    self.feed_health();
                     Input::Clock { unix_ms }
                 }
                 _ = recheck.tick() => {
@@ -536,6 +550,21 @@ impl Actor {
         });
     }
 
+    /// Once a second: each staged app's health, when it changed (see [`crate::health`]).
+    fn feed_health(&mut self) {
+        let node = &self.node;
+        let due = self.health.due(self.runtime.health(), |app, digest| {
+            node.app(app)
+                .map(|r| &r.head.head)
+                .filter(|h| h.plan.is_some() && h.release.digest == *digest)
+                .map(|h| h.seq)
+        });
+        let now = Instant::now();
+        for input in due {
+            self.node.handle(now, input);
+        }
+    }
+
     /// Judges every link again with the current admission policy (closing the refused ones).
     fn recheck(&self, why: &str) {
         let closed = self.net.recheck();
@@ -598,6 +627,7 @@ impl Actor {
                     }
                 }
                 Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
+                Output::Prefetch(p) => self.supervisor.send(Command::Prefetch(p)),
                 Output::CancelActivation { app, seq } => {
                     self.supervisor.send(Command::Cancel { app, seq })
                 }
@@ -643,35 +673,5 @@ fn chunk_index(msg: &Message) -> Option<u32> {
             | ContentMsg::HaveChunk { index, .. },
         ) => Some(*index),
         _ => None,
-    }
-}
-
-fn log_event(e: &Event) {
-    match e {
-        Event::Accepted {
-            app,
-            seq,
-            version,
-            cached,
-        } => {
-            tracing::info!(%app, seq, %version, cached, "head accepted")
-        }
-        Event::Rejected {
-            app, seq, reason, ..
-        } => tracing::warn!(%app, seq, %reason, "head rejected"),
-        Event::Activated { app, seq, version } => tracing::info!(%app, seq, %version, "active"),
-        Event::ActivationFailed { app, seq, reason } => {
-            tracing::warn!(%app, seq, %reason, "activation failed; previous release keeps serving")
-        }
-        Event::Neighbor { node, up: true } => tracing::info!(peer = %node.short(), "neighbour up"),
-        Event::Neighbor { node, up: false } => {
-            tracing::info!(peer = %node.short(), "neighbour down")
-        }
-        Event::RootAdopted { version, epoch } => {
-            tracing::info!(version, epoch, "fleet root adopted")
-        }
-        Event::RootRefused { reason } => {
-            tracing::warn!(%reason, "fleet roots refused; the trusted root stays as it was")
-        }
     }
 }

@@ -263,6 +263,9 @@ impl Cli {
                 if let Some(line) = trust_line(&body) {
                     eprintln!("{line}");
                 }
+                for line in app_lines(&body) {
+                    eprintln!("{line}");
+                }
                 println!("{}", body.trim_end());
                 Ok(())
             }
@@ -307,6 +310,21 @@ pub fn trust_line(status_json: &str) -> Option<String> {
         "fleet {}: root version {} epoch {}, expires {expires}; heads need {} of {} release keys, {} revoked{warn}",
         t.fleet, t.version, t.epoch, t.release_threshold, t.release_keys, t.revoked
     ))
+}
+
+/// One line per app of the status: what serves and what is staged for a later wave.
+pub fn app_lines(status_json: &str) -> Vec<String> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(status_json) else {
+        return Vec::new();
+    };
+    v.get("apps")
+        .and_then(|a| a.as_array())
+        .map(|apps| {
+            apps.iter()
+                .filter_map(|a| a.get("summary")?.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One HTTP/1.1 request to the local admin endpoint (plain std: no runtime needed).

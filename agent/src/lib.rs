@@ -6,13 +6,15 @@
 //! [`runtime`] the wasmtime engine and the per-app swap slots, and [`http`] serves requests
 //! ([`routes`] decides which app, [`serve`] is the accept loop it shares with [`admin`]).
 //! [`mesh_metrics`] holds what the node actor counts for `/metrics`; [`trust`] is the IO of the
-//! fleet root, the node certificate and the admission policy.
+//! fleet root, the node certificate and the admission policy; [`health`] feeds the node the
+//! serving releases' health for staged rollouts.
 //! `main.rs` only parses flags ([`cli`]).
 
 pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod mesh_metrics;
 pub mod routes;

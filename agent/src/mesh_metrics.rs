@@ -95,6 +95,10 @@ pub struct AppHeads {
     pub refused: BTreeMap<&'static str, u64>,
     pub activated: u64,
     pub failed: u64,
+    /// Releases prefetched (compiled and stored for a later wave), refused, cancelled.
+    pub prefetched: u64,
+    pub prefetch_failed: u64,
+    pub prefetch_cancelled: u64,
 }
 
 impl MeshMetrics {
@@ -157,8 +161,22 @@ impl MeshMetrics {
                 *refused.entry(*kind).or_default() += 1;
             }
             Event::Activated { app, .. } => self.heads().app(app).activated += 1,
+            // A prefetch that failed is told as an activation failure ("prefetch: …"); it is
+            // counted from its typed answer instead ([`MeshMetrics::prefetch_failed`]).
+            Event::ActivationFailed { reason, .. } if reason.starts_with("prefetch: ") => {}
             Event::ActivationFailed { app, .. } => self.heads().app(app).failed += 1,
+            Event::Prefetched { app, .. } => self.heads().app(app).prefetched += 1,
             Event::Neighbor { .. } | Event::RootAdopted { .. } | Event::RootRefused { .. } => {}
+        }
+    }
+
+    /// The prefetch of a release of `app` did not complete (`e`: refused or cancelled).
+    pub fn prefetch_failed(&self, app: &AppName, e: &fleetcast_protocol::ActivationError) {
+        let mut heads = self.heads();
+        let h = heads.app(app);
+        match e {
+            fleetcast_protocol::ActivationError::Cancelled => h.prefetch_cancelled += 1,
+            fleetcast_protocol::ActivationError::Refused { .. } => h.prefetch_failed += 1,
         }
     }
 
@@ -478,6 +496,31 @@ impl Scrape {
             let app = ("app", app.as_str());
             sample(out, name, &[app, ("result", "ok")], &[], h.activated)?;
             sample(out, name, &[app, ("result", "failed")], &[], h.failed)?;
+        }
+        let name = "fleetcast_prefetches_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Releases of a staged rollout prefetched on this agent while a wave leaves it out, by result: ok (stored and compiled, ready to swap in), failed (it would not compile), cancelled (a newer head came first).",
+        )?;
+        for (app, h) in apps {
+            let app = ("app", app.as_str());
+            sample(out, name, &[app, ("result", "ok")], &[], h.prefetched)?;
+            sample(
+                out,
+                name,
+                &[app, ("result", "failed")],
+                &[],
+                h.prefetch_failed,
+            )?;
+            sample(
+                out,
+                name,
+                &[app, ("result", "cancelled")],
+                &[],
+                h.prefetch_cancelled,
+            )?;
         }
         Ok(())
     }

@@ -24,10 +24,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use fleetcast_protocol::head::LegacySignedHead;
 use fleetcast_protocol::trust::{MAX_CHAIN, SignedRoot};
-use fleetcast_protocol::wire::HistoryEntry;
-use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError, SignedHead};
+use fleetcast_protocol::{AppName, AppRecord, Digest, Release, ReleaseError};
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -182,31 +180,6 @@ pub struct ServingState {
     pub activating: Option<ReleaseRef>,
 }
 
-/// [`ServingState`] as store format 2 wrote it (no `activating`), for the migration.
-#[derive(Deserialize)]
-struct ServingStateV2 {
-    committed: Option<ReleaseRef>,
-    trial: Option<ReleaseRef>,
-    trial_clean_stop: bool,
-    failure: Option<FailureRecord>,
-    local_override: Option<ReleaseRef>,
-    cached: Vec<Release>,
-}
-
-impl From<ServingStateV2> for ServingState {
-    fn from(v: ServingStateV2) -> Self {
-        ServingState {
-            committed: v.committed,
-            trial: v.trial,
-            trial_clean_stop: v.trial_clean_stop,
-            failure: v.failure,
-            local_override: v.local_override,
-            cached: v.cached,
-            activating: None,
-        }
-    }
-}
-
 /// Decoded releases kept in memory for [`Store::read_chunk`] (per store).
 const RELEASE_CACHE_ENTRIES: usize = 32;
 
@@ -285,116 +258,10 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 /// Format 2: releases carry a run policy, apps a serving state. Format 3: the serving state
 /// names the release being activated (written with its record in one transaction). Format 4:
 /// heads carry the epoch of the fleet root they are signed under, and the `trust` tree holds
-/// the root chain. Format 2 and 3 stores are migrated in place when opened.
-pub const STORE_FORMAT: u32 = 4;
+/// the root chain. Format 5: heads carry a rollout plan. Format 2, 3 and 4 stores are migrated
+/// in place when opened, one format at a time ([`migrate`]).
+pub const STORE_FORMAT: u32 = 5;
 const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
-
-/// A new store gets [`STORE_FORMAT`]; a format 2 store is migrated; any other is refused with
-/// what to do, rather than misread.
-fn check_format(db: &sled::Db, path: &Path) -> Result<()> {
-    let found = db
-        .get(FORMAT_KEY)?
-        .map(|v| v.as_ref().try_into().map(u32::from_be_bytes).unwrap_or(0));
-    match found {
-        Some(STORE_FORMAT) => Ok(()),
-        None if db.open_tree("apps")?.is_empty() && db.open_tree("releases")?.is_empty() => {
-            db.insert(FORMAT_KEY, &STORE_FORMAT.to_be_bytes())?;
-            Ok(())
-        }
-        Some(2) => {
-            migrate_from_2(db)?;
-            migrate_from_3(db)
-        }
-        Some(3) => migrate_from_3(db),
-        found => Err(StoreError::Format {
-            path: path.to_path_buf(),
-            found: found.unwrap_or(1),
-        }),
-    }
-}
-
-/// An [`AppRecord`] as store formats 2 and 3 wrote it: its head has no epoch.
-#[derive(Deserialize)]
-struct AppRecordV3 {
-    head: LegacySignedHead,
-    history: Vec<HistoryEntry>,
-}
-
-impl From<AppRecordV3> for AppRecord {
-    fn from(v: AppRecordV3) -> AppRecord {
-        AppRecord {
-            head: SignedHead::from(v.head),
-            history: v.history,
-        }
-    }
-}
-
-/// Format 3 → 4: every record's head is re-encoded with epoch 0 (whose signing bytes are the
-/// old ones, so its signatures still verify). One transaction with the new format marker,
-/// flushed: a crash leaves the store in format 3 or 4, never in between.
-fn migrate_from_3(db: &sled::Db) -> Result<()> {
-    let apps = db.open_tree("apps")?;
-    let mut records = Vec::new();
-    for kv in apps.iter() {
-        let (k, v) = kv?;
-        let old: AppRecordV3 = postcard::from_bytes(&v).map_err(|e| {
-            damaged(
-                format!("stored record of app {:?}", String::from_utf8_lossy(&k)),
-                e,
-            )
-        })?;
-        records.push((k, postcard::to_stdvec(&AppRecord::from(old))?));
-    }
-    let meta: &sled::Tree = db;
-    (&apps, meta)
-        .transaction(|(apps, meta)| {
-            for (k, v) in &records {
-                apps.insert(k, v.as_slice())?;
-            }
-            meta.insert(FORMAT_KEY, &4u32.to_be_bytes())?;
-            Ok::<_, ConflictableTransactionError<()>>(())
-        })
-        .map_err(tx_error)?;
-    db.flush().map_err(StoreError::Flush)?;
-    tracing::info!(
-        apps = records.len(),
-        "store migrated from format 3 to 4 (heads carry an epoch; epoch 0 for these)"
-    );
-    Ok(())
-}
-
-/// Format 2 → 3: every serving state gains `activating: None`. One transaction with the new
-/// format marker, flushed: a crash leaves the store in format 2 or 3, never in between.
-fn migrate_from_2(db: &sled::Db) -> Result<()> {
-    let serving = db.open_tree("serving")?;
-    let mut states = Vec::new();
-    for kv in serving.iter() {
-        let (k, v) = kv?;
-        let old: ServingStateV2 = postcard::from_bytes(&v).map_err(|e| {
-            damaged(
-                format!(
-                    "stored serving state of app {:?}",
-                    String::from_utf8_lossy(&k)
-                ),
-                e,
-            )
-        })?;
-        states.push((k, postcard::to_stdvec(&ServingState::from(old))?));
-    }
-    let meta: &sled::Tree = db;
-    (&serving, meta)
-        .transaction(|(serving, meta)| {
-            for (k, v) in &states {
-                serving.insert(k, v.as_slice())?;
-            }
-            meta.insert(FORMAT_KEY, &3u32.to_be_bytes())?;
-            Ok::<_, ConflictableTransactionError<()>>(())
-        })
-        .map_err(tx_error)?;
-    db.flush().map_err(StoreError::Flush)?;
-    tracing::info!(apps = states.len(), "store migrated from format 2 to 3");
-    Ok(())
-}
 
 fn tx_error(e: TransactionError<()>) -> StoreError {
     match e {
@@ -446,7 +313,7 @@ impl Store {
                 path: path.clone(),
                 error,
             })?;
-        check_format(&db, &path)?;
+        migrate::check_format(&db, &path)?;
         Ok(Store {
             blobs: db.open_tree("blobs")?,
             releases: db.open_tree("releases")?,
@@ -715,5 +582,6 @@ impl Store {
     }
 }
 
+mod migrate;
 #[cfg(test)]
 mod tests;

@@ -19,15 +19,21 @@ use fleetcast_protocol::release::MAX_CHUNK_SIZE;
 use fleetcast_protocol::trust::Hello;
 use fleetcast_protocol::wire::Message;
 
-/// QUIC ALPN of the protocol version this build speaks (version 5: the fleet root, node
-/// certificates and the admission `Hello`, heads with an epoch; version 4: the census and the
-/// runtime's view in the status; version 3: messages nested per layer; version 2 added the
+/// QUIC ALPN of the protocol version this build speaks (version 6: staged rollouts, heads with
+/// a rollout plan, tallies with the fleet's size, waves and health; version 5: the fleet root,
+/// node certificates and the admission `Hello`, heads with an epoch; version 4: the census and
+/// the runtime's view in the status; version 3: messages nested per layer; version 2 added the
 /// release's run policy).
-pub const ALPN: &[u8] = b"fleetcast/5";
+pub const ALPN: &[u8] = b"fleetcast/6";
 
 /// Earlier versions, recognised only so that a peer speaking one is refused with a reason that
 /// says to upgrade (instead of a bare TLS "no application protocol" alert).
-pub const ALPN_PREVIOUS: &[&[u8]] = &[b"fleetcast/4", b"fleetcast/3", b"fleetcast/2"];
+pub const ALPN_PREVIOUS: &[&[u8]] = &[
+    b"fleetcast/5",
+    b"fleetcast/4",
+    b"fleetcast/3",
+    b"fleetcast/2",
+];
 
 /// Application close code: the peer speaks an older protocol version.
 pub const CLOSE_VERSION: u32 = 3;
@@ -144,7 +150,7 @@ pub(crate) fn refuse_version(alpn: Option<&[u8]>) -> Option<String> {
     }
 }
 
-/// `fleetcast/5` for display.
+/// `fleetcast/6` for display.
 pub(crate) fn version_name(alpn: &[u8]) -> String {
     String::from_utf8_lossy(alpn).into_owned()
 }
@@ -221,11 +227,12 @@ mod tests {
     #[test]
     fn versions() {
         assert_eq!(refuse_version(Some(ALPN)), None);
-        assert_eq!(ALPN, b"fleetcast/5");
+        assert_eq!(ALPN, b"fleetcast/6");
+        assert!(ALPN_PREVIOUS.contains(&&b"fleetcast/5"[..]));
         assert!(ALPN_PREVIOUS.contains(&&b"fleetcast/4"[..]));
-        let why = refuse_version(Some(b"fleetcast/4")).unwrap();
+        let why = refuse_version(Some(b"fleetcast/5")).unwrap();
         assert!(
-            why.contains("fleetcast/4") && why.contains("fleetcast/5"),
+            why.contains("fleetcast/5") && why.contains("fleetcast/6"),
             "{why}"
         );
         assert!(why.contains("upgrade"), "{why}");

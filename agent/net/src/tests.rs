@@ -487,7 +487,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
     let (a, mut a_rx) = listen(NetConfig::default());
     let old = quinn::Endpoint::client(localhost()).unwrap();
     let conn = old
-        .connect_with(old_client(b"fleetcast/4"), a.local_addr(), tls::SERVER_NAME)
+        .connect_with(old_client(b"fleetcast/5"), a.local_addr(), tls::SERVER_NAME)
         .unwrap()
         .await
         .expect("the handshake itself succeeds, so the reason can be delivered");
@@ -498,7 +498,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
     assert_eq!(close.error_code, VarInt::from_u32(codec::CLOSE_VERSION));
     let reason = String::from_utf8_lossy(&close.reason);
     assert!(
-        reason.contains("fleetcast/4") && reason.contains("fleetcast/5"),
+        reason.contains("fleetcast/5") && reason.contains("fleetcast/6"),
         "{reason}"
     );
     assert!(reason.contains("upgrade"), "{reason}");
@@ -511,7 +511,7 @@ async fn an_older_version_dialling_in_is_told_to_upgrade() {
 #[tokio::test]
 async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
     let mut tls = tls::rustls_server_config(&Identity::generate()).unwrap();
-    tls.alpn_protocols = vec![b"fleetcast/4".to_vec()];
+    tls.alpn_protocols = vec![b"fleetcast/5".to_vec()];
     let tls = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
     let old = quinn::Endpoint::server(
         quinn::ServerConfig::with_crypto(std::sync::Arc::new(tls)),
@@ -528,7 +528,7 @@ async fn dialling_an_older_version_fails_with_a_reason_that_says_to_upgrade() {
     let text = err.to_string();
     assert!(matches!(err, NetError::Version { .. }), "{text}");
     assert!(
-        text.contains("fleetcast/4") && text.contains("upgrade"),
+        text.contains("fleetcast/5") && text.contains("upgrade"),
         "{text}"
     );
     let closed = timeout(DEADLINE, server).await.unwrap().unwrap();

@@ -377,6 +377,7 @@ fn every_family_has_help_with_its_unit_and_a_type() {
             "fleetcast_heads_accepted_total",
             "fleetcast_heads_refused_total",
             "fleetcast_activations_total",
+            "fleetcast_prefetches_total",
             "fleetcast_root_version",
             "fleetcast_root_epoch",
             "fleetcast_root_expires_timestamp_seconds",
@@ -394,7 +395,15 @@ fn every_family_has_help_with_its_unit_and_a_type() {
             .find_map(|l| l.strip_prefix(&format!("# HELP {name} ")))
             .unwrap_or_else(|| panic!("no HELP for {name}"));
         // The unit is named: what is counted, or what the value is.
-        let units = ["Bytes", "Frames", "Chunks", "Peers", "Heads", "Activations"];
+        let units = [
+            "Bytes",
+            "Frames",
+            "Chunks",
+            "Peers",
+            "Heads",
+            "Activations",
+            "Releases",
+        ];
         let units = units
             .into_iter()
             .chain(["Open QUIC connections", "Content"]);
@@ -422,5 +431,54 @@ fn the_agent_scrape_is_one_valid_exposition() {
     let mut text = String::new();
     runtime.write_prometheus(&mut text).unwrap();
     full_scrape().write_prometheus(&mut text).unwrap();
+    check_exposition(&text);
+}
+
+#[test]
+fn prefetches_are_counted_by_result() {
+    let m = MeshMetrics::default();
+    let hello = app("hello");
+    m.event(&accepted("hello", 2), |_| false);
+    m.event(
+        &Event::Prefetched {
+            app: hello.clone(),
+            seq: 2,
+            version: "2.0.0".parse().unwrap(),
+        },
+        |_| false,
+    );
+    m.prefetch_failed(
+        &hello,
+        &fleetcast_protocol::ActivationError::Refused {
+            stage: "compile".into(),
+            reason: "not a component".into(),
+        },
+    );
+    m.prefetch_failed(&hello, &fleetcast_protocol::ActivationError::Cancelled);
+    m.prefetch_failed(&hello, &fleetcast_protocol::ActivationError::Cancelled);
+    // The node also tells a failed prefetch as an activation failure: not counted twice.
+    m.event(
+        &Event::ActivationFailed {
+            app: hello.clone(),
+            seq: 2,
+            reason: "prefetch: compile: not a component".into(),
+        },
+        |_| false,
+    );
+    assert_eq!(m.snapshot().apps[&hello].failed, 0);
+    let text = render(&Scrape {
+        mesh: m.snapshot(),
+        ..Scrape::default()
+    });
+    assert_eq!(
+        samples(&text, "fleetcast_prefetches_total"),
+        [
+            r#"fleetcast_prefetches_total{app="hello",result="ok"} 1"#,
+            r#"fleetcast_prefetches_total{app="hello",result="failed"} 1"#,
+            r#"fleetcast_prefetches_total{app="hello",result="cancelled"} 2"#,
+        ]
+    );
+    assert!(text.contains("# HELP fleetcast_prefetches_total "));
+    assert!(text.contains("# TYPE fleetcast_prefetches_total counter"));
     check_exposition(&text);
 }

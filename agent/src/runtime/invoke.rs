@@ -19,6 +19,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Body;
 use tokio::sync::oneshot;
+
+use crate::runtime::metrics::Served;
 use wasmtime_wasi_http::WasiHttpView as _;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -271,7 +273,16 @@ where
         }
     };
     let status = resp.status().as_u16();
-    metrics.record_response(status, started.elapsed());
+    let latency = started.elapsed();
+    metrics.record_response(status, latency);
+    if judged {
+        let served = match &outcome {
+            RequestOutcome::Trap(_) => Served::Trap,
+            RequestOutcome::Timeout(_) => Served::Timeout,
+            _ => Served::Status(status),
+        };
+        metrics.record_served(served, latency);
+    }
     if status >= 500 {
         rt.count_error();
     }

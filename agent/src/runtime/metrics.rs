@@ -32,6 +32,7 @@
 
 #[cfg(test)]
 pub(crate) mod exposition;
+mod health;
 mod histogram;
 mod prometheus;
 
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use self::health::{AppHealth, HealthCounters, Served, SwapMark};
 pub use self::histogram::{
     Histogram, HistogramSnapshot, INSTANTIATE_BUCKETS_US, LATENCY_BUCKETS_US,
 };
@@ -75,6 +77,8 @@ pub struct ReleaseMetrics {
     latency: Histogram,
     /// Time to instantiate the guest.
     instantiate: Histogram,
+    /// What a staged rollout judges the release by (requests that say something about it).
+    health: HealthCounters,
 }
 
 impl Default for ReleaseMetrics {
@@ -97,7 +101,19 @@ impl ReleaseMetrics {
             too_large: AtomicU64::new(0),
             latency: Histogram::new(LATENCY_BUCKETS_US),
             instantiate: Histogram::new(INSTANTIATE_BUCKETS_US),
+            health: HealthCounters::default(),
         }
+    }
+
+    /// A request that says something about the release's health (not shed, not refused for
+    /// its size) was `served` after `latency`: counted for staged rollouts.
+    pub fn record_served(&self, served: Served, latency: Duration) {
+        self.health.record(served, latency);
+    }
+
+    /// The release's health counts so far (see [`HealthCounters`]).
+    pub fn health(&self) -> fleetcast_protocol::rollout::Health {
+        self.health.snapshot()
     }
 
     /// One request finished its response head with `status` after `latency`.

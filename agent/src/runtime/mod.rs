@@ -59,7 +59,8 @@ pub use self::config::RuntimeConfig;
 pub use self::engine::{CompileCache, CompileCacheStats, EngineError, RuntimeEngine};
 pub use self::host::Host;
 pub use self::limits::Limits;
-use self::metrics::{Metrics, ReleaseMetrics};
+pub use self::metrics::AppHealth;
+use self::metrics::{Metrics, ReleaseMetrics, SwapMark};
 use self::trial::TrialCounters;
 use crate::routes::Deployments;
 
@@ -145,6 +146,8 @@ pub struct Runtime {
     metrics: Arc<Metrics>,
     /// Notified when a request finishes on a release on trial (the supervisor re-judges it).
     trial_events: Arc<tokio::sync::Notify>,
+    /// Per app, the mark taken when what serves went into its slot (staged rollouts' health).
+    swaps: std::sync::Mutex<HashMap<String, SwapMark>>,
 }
 
 impl Runtime {
@@ -178,6 +181,7 @@ impl Runtime {
             stats: Stats::default(),
             metrics: Arc::default(),
             trial_events: Arc::default(),
+            swaps: std::sync::Mutex::default(),
         })
     }
 
@@ -273,13 +277,50 @@ impl Runtime {
         })
     }
 
-    /// Puts `deployed` in its app's slot in one atomic store; returns what it replaced.
+    /// Puts `deployed` in its app's slot in one atomic store; returns what it replaced. Marks
+    /// the swap for the app's health ([`Runtime::health`]).
     pub fn swap_in(&self, deployed: Arc<Deployed>) -> Option<Arc<Deployed>> {
-        self.slot(&deployed.meta.app).swap(Some(deployed))
+        let mut swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
+        let app = deployed.meta.app.clone();
+        let digest = fleetcast_protocol::Digest::from_hex(&deployed.meta.digest);
+        let metrics = deployed.metrics.clone();
+        let old = self.slot(&app).swap(Some(deployed));
+        match digest {
+            Some(digest) => {
+                let mark = SwapMark::after(swaps.get(&app), digest, metrics);
+                swaps.insert(app, mark);
+            }
+            None => {
+                swaps.remove(&app);
+            }
+        }
+        old
+    }
+
+    /// Per app that serves: its release's digest, what it served since it was swapped in here,
+    /// and what the release it replaced had served until then (zeros when nothing served
+    /// before it in this process). Requests shed or refused for their size are not counted.
+    pub fn health(&self) -> Vec<AppHealth> {
+        let swaps = self.swaps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<AppHealth> = swaps
+            .iter()
+            .map(|(app, m)| AppHealth {
+                app: app.clone(),
+                digest: m.digest,
+                new: m.since(),
+                old: m.old.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.app.cmp(&b.app));
+        out
     }
 
     /// Removes the app; returns what was deployed. In-flight requests finish.
     pub fn undeploy(&self, app: &str) -> Option<Arc<Deployed>> {
+        self.swaps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
         let slot = self
             .apps
             .read()

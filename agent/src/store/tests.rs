@@ -19,6 +19,7 @@ fn a_store_of_another_format_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+use fleetcast_protocol::wire::HistoryEntry;
 use fleetcast_protocol::{AppName, Head, HeadKind};
 
 #[test]
@@ -336,14 +337,18 @@ fn a_format_3_store_is_migrated_and_its_heads_still_verify() {
             .insert("a", postcard::to_stdvec(&state).unwrap())
             .unwrap();
         db.flush().unwrap();
-        // A format-3 record does not decode as a format-4 one: the migration is needed.
+        // A format-3 record does not decode as a current one: the migration is needed.
         let raw = db.open_tree("apps").unwrap().get("a").unwrap().unwrap();
-        assert!(postcard::from_bytes::<AppRecord>(&raw).is_err());
+        assert_ne!(
+            postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(),
+            Some(&recs[0])
+        );
     }
     let s = Store::open(dir.path()).unwrap();
+    // 3 → 4 → 5 in one open.
     assert_eq!(
         s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
-        &4u32.to_be_bytes()
+        &STORE_FORMAT.to_be_bytes()
     );
     let got = s.records().unwrap();
     assert_eq!(got, recs, "the same records, at epoch 0");
@@ -359,6 +364,149 @@ fn a_format_3_store_is_migrated_and_its_heads_still_verify() {
     drop(s);
     // Opening again is a no-op.
     assert_eq!(Store::open(dir.path()).unwrap().records().unwrap(), recs);
+}
+
+/// Writes `rec` as store format 4 did: the head with an epoch, without a plan.
+fn put_format_4_record(db: &sled::Db, rec: &AppRecord) {
+    use fleetcast_protocol::head::HeadSignature;
+    #[derive(Serialize)]
+    struct V4Head<'a> {
+        fleet: &'a str,
+        app: &'a AppName,
+        seq: u64,
+        release: &'a Release,
+        kind: HeadKind,
+        issued_at_ms: u64,
+        epoch: u64,
+    }
+    #[derive(Serialize)]
+    struct V4Signed<'a> {
+        head: V4Head<'a>,
+        signatures: &'a [HeadSignature],
+    }
+    #[derive(Serialize)]
+    struct V4Record<'a> {
+        head: V4Signed<'a>,
+        history: &'a [HistoryEntry],
+    }
+    let h = &rec.head.head;
+    assert!(h.plan.is_none(), "format 4 had no plans");
+    let old = V4Record {
+        head: V4Signed {
+            head: V4Head {
+                fleet: &h.fleet,
+                app: &h.app,
+                seq: h.seq,
+                release: &h.release,
+                kind: h.kind,
+                issued_at_ms: h.issued_at_ms,
+                epoch: h.epoch,
+            },
+            signatures: &rec.head.signatures,
+        },
+        history: &rec.history,
+    };
+    db.open_tree("apps")
+        .unwrap()
+        .insert(h.app.as_str(), postcard::to_stdvec(&old).unwrap())
+        .unwrap();
+}
+
+#[test]
+fn a_format_4_store_is_migrated_and_its_heads_still_verify() {
+    use fleetcast_protocol::trust::Trust;
+    let dir = tempfile::tempdir().unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let mut recs = Vec::new();
+    // Epoch 0 (v2 signing bytes) and epoch 3 (v3 signing bytes): both must still verify.
+    for (name, seq, epoch) in [("a", 3u64, 0u64), ("shop", 11, 3)] {
+        let mut r = release(name.as_bytes());
+        r.app = AppName::new(name).unwrap();
+        let head = Head {
+            fleet: "prod".into(),
+            app: r.app.clone(),
+            seq,
+            release: r,
+            kind: HeadKind::Release,
+            issued_at_ms: 1_700_000_000_000 + seq,
+            epoch,
+            plan: None,
+        }
+        .sign(&key);
+        let prev = AppRecord::advance(None, &head, 8);
+        recs.push(AppRecord::advance(Some(&prev), &head, 8));
+    }
+    let state = ServingState {
+        committed: Some(ReleaseRef {
+            seq: 3,
+            release: recs[0].head.head.release.clone(),
+        }),
+        ..ServingState::default()
+    };
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &4u32.to_be_bytes()).unwrap();
+        for rec in &recs {
+            put_format_4_record(&db, rec);
+        }
+        db.open_tree("serving")
+            .unwrap()
+            .insert("a", postcard::to_stdvec(&state).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+        // A format-4 record does not decode as a format-5 one: the migration is needed.
+        let raw = db.open_tree("apps").unwrap().get("a").unwrap().unwrap();
+        assert_ne!(
+            postcard::from_bytes::<AppRecord>(&raw).ok().as_ref(),
+            Some(&recs[0])
+        );
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        s.db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        &5u32.to_be_bytes()
+    );
+    let got = s.records().unwrap();
+    assert_eq!(got, recs, "the same records, without a plan");
+    let trust = Trust::legacy(
+        "prod".into(),
+        vec![fleetcast_protocol::PublicKey::from(&key.verifying_key())],
+    );
+    // The epoch-0 head verifies under the lab root; the epoch-3 one keeps its v3 bytes.
+    trust.verify_stored_head(&got[0].head).unwrap();
+    for (rec, want) in got.iter().zip(&recs) {
+        assert!(rec.head.head.plan.is_none());
+        assert_eq!(
+            rec.head.head.signing_bytes(),
+            want.head.head.signing_bytes()
+        );
+        assert_eq!(rec.history.len(), 2);
+    }
+    assert_eq!(s.states().unwrap().remove("a"), Some(state));
+    drop(s);
+    // Opening again is a no-op.
+    assert_eq!(Store::open(dir.path()).unwrap().records().unwrap(), recs);
+}
+
+#[test]
+fn a_damaged_format_4_record_is_refused_and_the_store_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("store")).unwrap();
+        db.insert(FORMAT_KEY, &4u32.to_be_bytes()).unwrap();
+        db.open_tree("apps")
+            .unwrap()
+            .insert("a", &b"xx"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("stored record of app \"a\""), "{err}");
+    let db = sled::open(dir.path().join("store")).unwrap();
+    assert_eq!(
+        db.get(FORMAT_KEY).unwrap().unwrap().as_ref(),
+        &4u32.to_be_bytes()
+    );
 }
 
 #[test]

@@ -19,7 +19,8 @@ use crate::supervisor::api::{Command, SupervisorConfig};
 use crate::supervisor::error::RollbackError;
 use crate::supervisor::lifecycle::{Counter, Effect, Lifecycle, StepOutcome, SwapTo, Write};
 use crate::supervisor::pipeline::{
-    CancelToken, CompileCtx, Compiled, PrepareError, deployed, load_cached, prepare, smoke,
+    self as pipe, CancelToken, CompileCtx, Compiled, PrepareError, deployed, load_cached, prepare,
+    smoke,
 };
 use crate::supervisor::types::{Failpoint, NodeInput, Now};
 use crate::supervisor::view::{self, ActivationTiming, AppView, RollbackDone};
@@ -99,6 +100,11 @@ enum Done {
         seq: u64,
         outcome: StepOutcome,
     },
+    Prefetched {
+        release: Release,
+        seq: u64,
+        outcome: StepOutcome,
+    },
 }
 
 /// What carrying out one effect produced, for a caller that waits on it.
@@ -116,6 +122,8 @@ pub struct Actor {
     pub rx: mpsc::UnboundedReceiver<Command>,
     compile_slots: Arc<Semaphore>,
     cancels: BTreeMap<AppName, (u64, Arc<CancelToken>)>,
+    /// The prefetch running (one at a time): its app, seq and cancel token.
+    prefetch_cancel: Option<(AppName, u64, Arc<CancelToken>)>,
     pending: BTreeMap<(AppName, u64), Pending>,
     tasks: JoinSet<Done>,
 }
@@ -136,6 +144,7 @@ impl Actor {
             node,
             rx,
             cancels: BTreeMap::new(),
+            prefetch_cancel: None,
             pending: BTreeMap::new(),
             tasks: JoinSet::new(),
         }
@@ -157,6 +166,11 @@ impl Actor {
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
                     Ok(Done::Compiled(c)) => self.compiled(c),
                     Ok(Done::Smoked { app, seq, outcome }) => self.smoked(app, seq, outcome),
+                    Ok(Done::Prefetched { release, seq, outcome }) => {
+                        self.prefetch_cancel = None;
+                        let fx = self.lc.prefetched(&release.app, seq, &release, outcome);
+                        self.apply(fx);
+                    }
                     Err(e) => tracing::error!("an activation pipeline panicked: {e}"),
                 },
                 cmd = self.rx.recv() => match cmd {
@@ -166,6 +180,9 @@ impl Actor {
                 () = events.notified() => self.judge(),
                 () = timer => self.judge(),
             }
+            // An activation that ended may let a prefetch start.
+            let fx = self.lc.start_prefetch();
+            self.apply(fx);
         }
         // Tasks hold the store; let them end (compiles cannot be interrupted), drop their
         // results, then persist what a clean stop means for the trials in progress.
@@ -184,6 +201,10 @@ impl Actor {
         match cmd {
             Command::Activate(act) => {
                 let fx = self.lc.activate(act);
+                self.apply(fx);
+            }
+            Command::Prefetch(p) => {
+                let fx = self.lc.prefetch(p);
                 self.apply(fx);
             }
             Command::Cancel { app, seq } => {
@@ -350,6 +371,42 @@ impl Actor {
                     Counter::Revert => m.record_revert(),
                     Counter::LocalRollback => m.record_local_rollback(),
                 }
+            }
+            Effect::StartPrefetch(p) => {
+                let h = &p.head.head;
+                let (release, seq) = (h.release.clone(), h.seq);
+                let cancel = Arc::new(CancelToken::default());
+                self.prefetch_cancel = Some((release.app.clone(), seq, cancel.clone()));
+                let (store, runtime) = (self.io.store.clone(), self.io.runtime.clone());
+                let content = p.content;
+                self.tasks.spawn(async move {
+                    let outcome =
+                        pipe::prefetch(store, runtime, release.clone(), content, cancel).await;
+                    Done::Prefetched {
+                        release,
+                        seq,
+                        outcome,
+                    }
+                });
+            }
+            Effect::CancelPrefetch { app, seq } => {
+                if let Some((_, _, token)) = self
+                    .prefetch_cancel
+                    .as_ref()
+                    .filter(|(a, s, _)| *a == app && *s == seq)
+                {
+                    token.cancel();
+                }
+            }
+            Effect::PersistSame { act, state } => {
+                let result = off_the_reactor(|| self.io.store.commit(&act.record, &state));
+                if result.is_ok() {
+                    Failpoint::Persist.hit();
+                }
+                let fx =
+                    self.lc
+                        .recorded(Now::read(), &act, *state, result.map_err(|e| e.to_string()));
+                self.apply(fx);
             }
             Effect::Notify(input) => {
                 if let Input::Activated { app, seq, .. } = &input {

@@ -1,7 +1,7 @@
 //! How the rest of the agent talks to the supervisor: its settings, its commands, its handle.
 
 use fleetcast_protocol::AppName;
-use fleetcast_protocol::node::Activation;
+use fleetcast_protocol::node::{Activation, Prefetch};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::trial::TrialConfig;
@@ -44,7 +44,10 @@ pub struct SupervisorConfig {
 pub enum Command {
     /// Run the pipeline for a verified head (from the protocol node).
     Activate(Box<Activation>),
-    /// A newer head waits behind the activation of `seq`.
+    /// Compile and store the release of a head whose wave leaves this node out, without
+    /// swapping it in (from the protocol node); answered with `Input::Prefetched`.
+    Prefetch(Box<Prefetch>),
+    /// A newer head waits behind the activation (or prefetch) of `seq`.
     Cancel { app: AppName, seq: u64 },
     /// An operator's local rollback: serve a cached release of `app` (`to`: a version; default
     /// the newest cached release that is neither serving nor the last one that failed here).

@@ -4,7 +4,8 @@
 //! ([`super::actor`]) carries out, in order.
 //!
 //! Method grammar: `activate`, `cancel`, `compiled`, `persisted`, `smoked`, `judge_trials`,
-//! `rolled_back`, `restore`, `clean_stop` and `serving_lost` are inputs; `poll_timeout`,
+//! `rolled_back`, `restore`, `clean_stop`, `serving_lost`, and for staged rollouts
+//! (`staged.rs`) `prefetch`, `prefetched`, `recorded` and `start_prefetch` are inputs; `poll_timeout`,
 //! `rollback_target` and the getters only read. An input whose effects ask for a result
 //! (`StartCompile` → [`Lifecycle::compiled`], `PersistRecord` → [`Lifecycle::persisted`],
 //! `StartSmoke` → [`Lifecycle::smoked`], a `Swap` that cannot load → [`Lifecycle::serving_lost`])
@@ -15,11 +16,11 @@
 //! is followed by "on trial" (or the commit), and [`Lifecycle::restore`] decides from that
 //! alone (see [`plan_restore`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetcast_protocol::node::{Activation, Input};
+use fleetcast_protocol::node::{Activation, Input, Prefetch};
 use fleetcast_protocol::{ActivationError, AppName, AppRecord, Digest, Release};
 
 use crate::runtime::trial::{TrialCounters, TrialPolicy, Verdict};
@@ -28,13 +29,14 @@ use crate::supervisor::error::RollbackError;
 pub use crate::supervisor::types::{NodeInput, Now, failure};
 
 mod model;
+mod staged;
 mod start;
 #[cfg(test)]
 mod tests;
 
 pub use self::model::{
-    Activating, AppLife, Counter, Effect, LifecycleConfig, Serving, StepOutcome, SwapTo, Trial,
-    Write,
+    Activating, AppLife, Counter, Effect, LifecycleConfig, Prefetching, Serving, StepOutcome,
+    SwapTo, Trial, Write,
 };
 pub use self::start::{RestorePlan, plan_restore};
 
@@ -43,6 +45,10 @@ pub use self::start::{RestorePlan, plan_restore};
 pub struct Lifecycle {
     cfg: LifecycleConfig,
     apps: BTreeMap<AppName, AppLife>,
+    /// Prefetches waiting for their turn (at most one per app), oldest first.
+    queued: VecDeque<Box<Prefetch>>,
+    /// The prefetch running.
+    prefetching: Option<Prefetching>,
 }
 
 impl Lifecycle {
@@ -50,6 +56,8 @@ impl Lifecycle {
         Lifecycle {
             cfg,
             apps: BTreeMap::new(),
+            queued: VecDeque::new(),
+            prefetching: None,
         }
     }
 
@@ -79,8 +87,12 @@ impl Lifecycle {
     pub fn activate(&mut self, act: Box<Activation>) -> Vec<Effect> {
         let h = &act.head.head;
         let (app, seq) = (h.app.clone(), h.seq);
+        let mut fx = self.unstage(&app, &h.release.digest);
+        if self.already_serves(&act) {
+            fx.extend(self.persist_same(act));
+            return fx;
+        }
         let life = self.apps.entry(app.clone()).or_default();
-        let mut fx = Vec::new();
         let new = Activating {
             seq,
             cancelled: false,
@@ -95,6 +107,9 @@ impl Lifecycle {
 
     /// A newer head waits behind the activation of `seq`.
     pub fn cancel(&mut self, app: &AppName, seq: u64) -> Vec<Effect> {
+        if let Some(fx) = self.cancel_prefetch(app, seq) {
+            return fx;
+        }
         match self
             .apps
             .get_mut(app)
@@ -360,11 +375,12 @@ impl Lifecycle {
         fx
     }
 
-    /// Whether some app keeps `digest` compiled.
+    /// Whether some app keeps `digest` compiled (cached, or staged for a later wave).
     fn keeps(&self, digest: &Digest) -> bool {
-        self.apps
-            .values()
-            .any(|a| a.state.cached.iter().any(|c| c.digest == *digest))
+        self.apps.values().any(|a| {
+            a.state.cached.iter().any(|c| c.digest == *digest)
+                || a.staged.as_ref().is_some_and(|s| s.digest == *digest)
+        })
     }
 
     /// The release on trial failed: back to the committed release, by this agent alone.
@@ -577,6 +593,14 @@ impl Lifecycle {
     /// not a failure). Activations in progress are dropped.
     pub fn clean_stop(&mut self) -> Vec<Effect> {
         let mut fx = Vec::new();
+        self.queued.clear();
+        if let Some(p) = self.prefetching.as_mut() {
+            p.cancelled = true;
+            fx.push(Effect::CancelPrefetch {
+                app: p.app.clone(),
+                seq: p.seq,
+            });
+        }
         for (app, life) in &mut self.apps {
             if let Some(r) = life.activation.take() {
                 fx.push(Effect::CancelCompile {

@@ -21,6 +21,13 @@
 //! 7. **commit** — once the trial passes it becomes the committed release; compiled artifacts
 //!    beyond the newest `cached_releases` of the app are dropped.
 //!
+//! Staged rollouts ([`Command::Prefetch`]): a head whose wave leaves this node out has its
+//! release compiled (or loaded) and its source and artifact stored, one prefetch at a time and
+//! only while no activation is in progress, on the blocking pool, touching no slot, record or
+//! serving state; the release stays compiled (never trimmed) while it is the app's staged one,
+//! so the next wave's activation is a load, a smoke check and a swap. The head of a new wave
+//! of the release that already serves here only writes its record (no compile, no swap).
+//!
 //! Layout: [`lifecycle`] decides (no IO: every transition above, local rollback, restore at
 //! start, cancellation); `actor` carries out its effects; `pipeline` is the IO of steps 1–2
 //! and 4; `restore` reads the store at start; [`view`] is what `/status` shows.
@@ -55,7 +62,9 @@ pub use self::error::{RollbackError, Stopped};
 pub use self::pipeline::{PrepareError, prepare, smoke_check};
 pub use self::restore::{Restored, restore};
 pub use self::types::{NodeInput, Now, unix_ms};
-pub use self::view::{ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, TrialView};
+pub use self::view::{
+    ActivationTiming, AppView, CachedView, ReleaseView, RollbackDone, StagedView, TrialView,
+};
 
 use crate::runtime::Runtime;
 use crate::store::Store;

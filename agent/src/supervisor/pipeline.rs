@@ -58,6 +58,9 @@ impl CancelToken {
         self.cancelled.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
     async fn cancelled(&self) {
         loop {
             let notified = self.notify.notified();
@@ -128,6 +131,43 @@ impl CompileCtx {
         .await
         .map_err(|e| StepOutcome::Failed(format!("the compile task failed: {e}")))?
         .map_err(|e| StepOutcome::Failed(e.to_string()))
+    }
+}
+
+/// A prefetch: compile (or load) `release` and store its source and its artifact, touching
+/// no slot, record or serving state. Stopped if `cancel` fires before the compile starts;
+/// once it runs it runs to its end. On the blocking pool, so requests are never held up.
+pub async fn prefetch(
+    store: Store,
+    runtime: Arc<Runtime>,
+    release: Release,
+    content: Option<Vec<u8>>,
+    cancel: Arc<CancelToken>,
+) -> StepOutcome {
+    let task = tokio::task::spawn_blocking(move || {
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        let prepared = prepare(&store, &runtime, &release, content.as_deref())?;
+        // From the shared compile cache the artifact may not be in this agent's own store
+        // yet: a later activation loads it from there.
+        let compat = runtime.compat_hash();
+        if !store.has_compiled(&release.digest, &compat)? {
+            store.put_compiled(&release.digest, &compat, &prepared.artifact)?;
+        }
+        if let Some(content) = &content
+            && !store.has_blob(&release.digest)?
+        {
+            store.put_blob(&release, content)?;
+        }
+        store.flush()?;
+        Ok::<_, PrepareError>(true)
+    });
+    match task.await {
+        Ok(Ok(true)) => StepOutcome::Done,
+        Ok(Ok(false)) => StepOutcome::Cancelled,
+        Ok(Err(e)) => StepOutcome::Failed(e.to_string()),
+        Err(e) => StepOutcome::Failed(format!("the prefetch task failed: {e}")),
     }
 }
 

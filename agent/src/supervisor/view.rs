@@ -49,6 +49,79 @@ pub struct AppView {
     pub since_ms: Option<u64>,
     /// The serving release's health path, if it names one.
     pub health_path: Option<String>,
+    /// A release held for a later wave of a staged rollout (its wave leaves this agent out).
+    pub staged: Option<StagedView>,
+    /// The rollout wave of the head in force ("wave 2 of 4 (10%)"), from the node.
+    pub wave: Option<String>,
+    /// One line for people: what serves, and what is staged.
+    pub summary: String,
+}
+
+/// A release staged for a later wave: fetched, verified and (`prefetched`) compiled here, so a
+/// promotion is a load and a swap.
+#[derive(Debug, Clone, Serialize)]
+pub struct StagedView {
+    pub version: String,
+    pub digest: String,
+    /// This agent compiled it (its artifact is in the cache).
+    pub prefetched: bool,
+    /// The staged head (from the node).
+    pub seq: Option<u64>,
+    /// Its wave: "wave 1 of 4 (1%)" (from the node).
+    pub wave: Option<String>,
+}
+
+impl AppView {
+    /// Fills in what the node knows of the app's rollout (`st`: its status of the app), then
+    /// the summary line.
+    pub fn with_node(mut self, st: Option<&fleetcast_protocol::wire::AppStatus>) -> Self {
+        if let Some(st) = st {
+            self.wave = st.plan.as_ref().map(|p| p.describe());
+            if let Some(s) = &st.staged {
+                let v = self.staged.get_or_insert_with(|| StagedView {
+                    version: s.release.version.to_string(),
+                    digest: s.release.digest.to_hex(),
+                    prefetched: false,
+                    seq: None,
+                    wave: None,
+                });
+                v.seq = Some(s.seq);
+                v.wave = s.plan.as_ref().map(|p| p.describe());
+            }
+        }
+        self.summary = summary(&self);
+        self
+    }
+}
+
+/// "shop: serving 1.4.0 (seq 7); 1.5.0 prefetched, seq 9, wave 1 of 4 (1%) leaves this agent
+/// out".
+pub fn summary(v: &AppView) -> String {
+    let mut line = match &v.serving {
+        Some(s) => format!("{}: serving {} (seq {})", v.app, s.version, s.seq),
+        None => format!("{}: nothing serves", v.app),
+    };
+    match v.state {
+        "trial" => line.push_str(", on trial"),
+        "local-override" => line.push_str(", local override"),
+        "reverted" => line.push_str(&format!(", seq {} reverted here", v.seq)),
+        "activating" => line.push_str(&format!(", activating seq {}", v.seq)),
+        _ => {}
+    }
+    if let Some(w) = &v.wave {
+        line.push_str(&format!(", {w}"));
+    }
+    if let Some(s) = &v.staged {
+        let how = if s.prefetched { "prefetched" } else { "stored" };
+        line.push_str(&format!("; {} {how}", s.version));
+        if let Some(seq) = s.seq {
+            line.push_str(&format!(", seq {seq}"));
+        }
+        if let Some(w) = &s.wave {
+            line.push_str(&format!(", {w} leaves this agent out"));
+        }
+    }
+    line
 }
 
 impl AppView {
@@ -211,5 +284,14 @@ pub fn app_view(
             .serving
             .as_ref()
             .and_then(|s| s.release.release.policy.health_path.clone()),
+        staged: life.staged.as_ref().map(|r| StagedView {
+            version: r.version.to_string(),
+            digest: r.digest.to_hex(),
+            prefetched: compiled(r),
+            seq: None,
+            wave: None,
+        }),
+        wave: None,
+        summary: String::new(),
     }
 }

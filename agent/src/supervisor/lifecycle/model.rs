@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetcast_protocol::node::Activation;
+use fleetcast_protocol::node::{Activation, Prefetch};
 use fleetcast_protocol::{AppName, AppRecord, Digest, Release};
 
 use crate::runtime::trial::{TrialConfig, TrialCounters, TrialPolicy};
@@ -129,6 +129,22 @@ pub enum Effect {
         counter: Counter,
     },
     Notify(NodeInput),
+    /// Compile (or load) a release whose head's wave leaves this node out and store its
+    /// source and artifact, off the actor, touching no slot, record or serving state; the
+    /// result comes back through `Lifecycle::prefetched`.
+    StartPrefetch(Box<Prefetch>),
+    /// Stop the prefetch of `seq` if it has not started compiling (a running one runs on).
+    CancelPrefetch {
+        app: AppName,
+        seq: u64,
+    },
+    /// The head of a release that already serves (a new wave of it): its record and `state`
+    /// (the same release, under the new seq) in one transaction, flushed; the result comes
+    /// back through `Lifecycle::recorded`. No compile, smoke check, swap or trial.
+    PersistSame {
+        act: Box<Activation>,
+        state: Box<ServingState>,
+    },
 }
 
 /// What serves for an app, as far as the lifecycle knows.
@@ -169,6 +185,18 @@ pub struct AppLife {
     pub fallback: Option<ReleaseRef>,
     pub trial: Option<Trial>,
     pub activation: Option<Activating>,
+    /// A release prefetched for a head whose wave leaves this node out: kept compiled (never
+    /// trimmed) until another head of the app supersedes it. In memory only.
+    pub staged: Option<Release>,
+}
+
+/// The prefetch in progress (one at a time, across apps).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefetching {
+    pub app: AppName,
+    pub seq: u64,
+    /// A newer head arrived: stopped if it has not started compiling.
+    pub cancelled: bool,
 }
 
 /// The result of a step that ran off the actor.

@@ -647,3 +647,4 @@ fn a_release_policy_sets_its_own_trial() {
 }
 
 mod restart;
+mod staged;
