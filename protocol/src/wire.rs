@@ -188,9 +188,9 @@ pub struct Tally {
     /// swap.
     pub prefetched: u32,
     /// Requests served by the head's release on the nodes in the wave that run it.
-    pub health_new: Health,
+    pub health_new: Box<Health>,
     /// Requests served, on those same nodes, by the release it replaced there.
-    pub health_old: Health,
+    pub health_old: Box<Health>,
     /// Increases with every tally its sender sends. Messages travel on separate streams and may
     /// arrive out of order: a receiver ignores a tally older than the last one it kept from
     /// the same peer.

@@ -280,9 +280,23 @@ impl<P: Peer> Node<P> {
         if !self.activation.is_activating(&app, seq, true) {
             return;
         }
-        if let Err(e) = result {
-            let reason = format!("prefetch: {e}");
-            return self.on_activated_err(now, app, reason);
+        match result {
+            Ok(()) => {}
+            Err(ActivationError::Cancelled) => {
+                // A newer head superseded it: nothing failed; the newer head starts.
+                let Some(p) = self.activation.take(&app) else {
+                    return;
+                };
+                self.drop_transfer_if_unused(&p.head.head.release.digest);
+                if let Some(next) = p.next {
+                    self.start(now, None, next, false);
+                }
+                return;
+            }
+            Err(e) => {
+                let reason = format!("prefetch: {e}");
+                return self.on_activated_err(now, app, reason);
+            }
         }
         let p = self.activation.take(&app).expect("checked above");
         let rel = &p.head.head.release;

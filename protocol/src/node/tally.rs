@@ -31,6 +31,18 @@ use super::io::Outbox;
 
 /// How long the root's count must be still before it is sent down the tree.
 pub(super) const FLEET_SETTLE: Duration = Duration::from_millis(500);
+/// How long after the last wave's bake its health still counts (then tallies stop changing
+/// with every request: a finished rollout costs no messages).
+pub(super) const HEALTH_AFTER_BAKE: Duration = Duration::from_secs(60);
+
+/// Whether health reports count for a head (see [`HeadTally::health_until`]).
+#[derive(Debug, Clone, Copy)]
+enum HealthWindow {
+    Open,
+    Until(Instant),
+    Closed,
+}
+
 /// Longest the root holds back a changing fleet count before sending it down the tree.
 pub(super) const FLEET_MAX_WAIT: Duration = Duration::from_secs(2);
 /// Tally sends a node may make back to back before pacing sets in.
@@ -52,6 +64,10 @@ pub(super) struct HeadTally<P> {
     id: Digest,
     /// The head's release: health reports for it count here.
     digest: Digest,
+    /// Until when health reports count: while a staged head's wave is open (any wave but the
+    /// last: the driver advances or halts it), and for the last wave its bake and
+    /// [`HEALTH_AFTER_BAKE`] after this node accepted it; never for a head without a plan.
+    health_until: HealthWindow,
     /// Hops from where the head entered the mesh.
     round: u16,
     /// This node's place in the tally tree: `round` at first, the new parent's rank + 1 after
@@ -89,6 +105,11 @@ impl<P> HeadTally<P> {
             epoch: head.head.epoch,
             id: head.id(),
             digest: head.head.release.digest,
+            health_until: match &head.head.plan {
+                None => HealthWindow::Closed,
+                Some(p) if p.is_last() => HealthWindow::Closed,
+                Some(_) => HealthWindow::Open,
+            },
             round,
             rank: round,
             poisoned_at: None,
@@ -179,6 +200,10 @@ impl<P: Peer> Tallies<P> {
     ) {
         let mut st = HeadTally::new(head, round, Some(from));
         st.root = offer.is_none();
+        if let Some(p) = head.head.plan.as_ref().filter(|p| p.is_last()) {
+            let bake = Duration::from_millis(p.gates.bake_ms);
+            st.health_until = HealthWindow::Until(now + bake + HEALTH_AFTER_BAKE);
+        }
         if let Some(r) = offer {
             st.offers.insert(from, r);
         }
@@ -273,12 +298,20 @@ impl<P: Peer> Tallies<P> {
         let Some(h) = self.heads.get_mut(app).filter(|h| h.digest == digest) else {
             return;
         };
+        let open = match h.health_until {
+            HealthWindow::Open => true,
+            HealthWindow::Until(t) => now < t,
+            HealthWindow::Closed => false,
+        };
+        if !open {
+            return;
+        }
         let Some(own) = h.own.as_mut().filter(|o| o.active == 1) else {
             return;
         };
-        if own.health_new != new || own.health_old != old {
-            own.health_new = new;
-            own.health_old = old;
+        if *own.health_new != new || *own.health_old != old {
+            own.health_new = Box::new(new);
+            own.health_old = Box::new(old);
             h.dirty = true;
             self.arm(now);
         }

@@ -159,8 +159,8 @@ fn tally(in_wave: u32, active: u32, failed: u32, new: Health, old: Health) -> Ta
         active,
         failed,
         pending: in_wave.saturating_sub(active + failed),
-        health_new: new,
-        health_old: old,
+        health_new: Box::new(new),
+        health_old: Box::new(old),
         ..Tally::default()
     }
 }

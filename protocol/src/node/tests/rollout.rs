@@ -36,6 +36,15 @@ fn split(net: &Net, sh: &SignedHead) -> (Plan, Vec<usize>) {
     (plan, included)
 }
 
+/// `sh` as a one-wave rollout (100%) with a 1 s bake, at `seq`.
+fn whole_fleet(sh: &SignedHead, seq: u64) -> SignedHead {
+    let gates = Gates {
+        bake_ms: 1000,
+        ..Gates::default()
+    };
+    with_plan(sh, Plan::new(vec![FULL], gates).unwrap(), seq)
+}
+
 /// The newest subtree tally the fake `p` heard for `seq`.
 fn last_tally(net: &mut Net, p: usize, seq: u64) -> Tally {
     net.take(p)
@@ -227,7 +236,7 @@ fn a_prefetch_that_fails_counts_failed() {
 fn health_is_summed_up_the_tree_for_the_release_that_runs() {
     let mut net = Net::new(3, |i| (0..i).collect());
     let body = scenario::content(1, 20_000);
-    let sh = head(1, &body);
+    let sh = whole_fleet(&head(1, &body), 1);
     let (p, _) = net.publish(0, &sh, &body);
     net.run();
     let digest = sh.head.release.digest;
@@ -280,7 +289,7 @@ fn a_count_that_keeps_changing_still_comes_down_the_tree() {
     use crate::node::tally::{FLEET_MAX_WAIT, FLEET_SETTLE};
     let mut net = Net::new(3, |i| (0..i).collect());
     let body = scenario::content(1, 20_000);
-    let sh = head(1, &body);
+    let sh = whole_fleet(&head(1, &body), 1);
     net.publish(0, &sh, &body);
     net.run();
     net.advance(FLEET_SETTLE * 2);
@@ -359,4 +368,61 @@ fn content_prefetched_before_a_restart_is_used_from_the_store() {
         .expect("node 1 activates the last wave");
     assert!(a.1.content.is_none(), "from the store");
     assert_eq!(asked(&net), before, "no chunk fetched");
+}
+
+/// Health counts only while a rollout is being judged: for the last wave, its bake and a
+/// minute after; never for a head without a plan. A finished rollout costs no messages.
+#[test]
+fn health_stops_counting_after_the_last_wave_and_never_counts_without_a_plan() {
+    use crate::node::tally::HEALTH_AFTER_BAKE;
+    let mut net = Net::new(2, |i| (0..i).collect());
+    let body = scenario::content(1, 20_000);
+    let plain = head(1, &body);
+    let digest = plain.head.release.digest;
+    let (p, _) = net.publish(0, &plain, &body);
+    net.run();
+    let mut h = Health::default();
+    h.record(Duration::from_millis(1), false);
+    let feed = |net: &mut Net, h: &Health| {
+        for i in 0..2 {
+            let (new, old) = (h.clone(), Health::default());
+            net.input(
+                i,
+                Input::Health {
+                    app: app(),
+                    digest,
+                    new,
+                    old,
+                },
+            );
+        }
+    };
+    feed(&mut net, &h);
+    net.run();
+    net.advance(Duration::from_millis(300));
+    assert_eq!(
+        last_tally(&mut net, p, 1).health_new.requests,
+        0,
+        "no plan: not counted"
+    );
+
+    let staged = whole_fleet(&plain, 2);
+    let (p, _) = net.publish(0, &staged, &body);
+    net.run();
+    feed(&mut net, &h);
+    net.run();
+    net.advance(Duration::from_millis(300));
+    assert_eq!(last_tally(&mut net, p, 2).health_new.requests, 2);
+    net.advance(Duration::from_millis(1000) + HEALTH_AFTER_BAKE);
+    h.record(Duration::from_millis(1), false);
+    feed(&mut net, &h);
+    net.run();
+    net.advance(Duration::from_millis(300));
+    let later: Vec<Message> = net.take(p);
+    assert!(
+        !later
+            .iter()
+            .any(|m| matches!(m, Message::Tally(TallyMsg::Subtree(t)) if t.seq == 2)),
+        "no tally sent for health after the window: {later:?}"
+    );
 }
