@@ -138,9 +138,6 @@ impl fmt::Display for ConnId {
     }
 }
 
-// A message is most events' payload and moves by value through the event channel: boxing it
-// would cost an allocation per frame received. (Its size is `Message`'s: tallies carry health.)
-#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum NetEvent {
     Connected {

@@ -310,8 +310,8 @@ impl<P: Peer> Tallies<P> {
             return;
         };
         if *own.health_new != new || *own.health_old != old {
-            own.health_new = Box::new(new);
-            own.health_old = Box::new(old);
+            *own.health_new = new;
+            *own.health_old = old;
             h.dirty = true;
             self.arm(now);
         }

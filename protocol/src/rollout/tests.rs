@@ -33,7 +33,8 @@ fn the_extremes_of_the_hash_map_inside_the_range() {
     // The bucket is (x * FULL) >> 64: x = u64::MAX gives FULL - 1, x = 0 gives 0.
     let top = ((u128::from(u64::MAX) * u128::from(FULL)) >> 64) as u16;
     assert_eq!(top, FULL - 1);
-    assert_eq!(((0u128 * u128::from(FULL)) >> 64) as u16, 0);
+    let bottom = ((u128::from(u64::MIN) * u128::from(FULL)) >> 64) as u16;
+    assert_eq!(bottom, 0);
 }
 
 #[test]
