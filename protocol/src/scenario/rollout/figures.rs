@@ -193,6 +193,8 @@ pub struct ResumeFigures {
     /// Two restarted nodes and two joined ones (one in wave 2, one out each) followed wave 2:
     /// how long after they came up.
     pub restarted_and_joined_followed: Option<Duration>,
+    /// What each of them ran then.
+    pub followers: Vec<String>,
     pub static_for: Duration,
     pub static_checks: usize,
     /// Most nodes not where wave 2 puts them at any check with no operator (0: fail-static).
@@ -219,6 +221,9 @@ impl fmt::Display for ResumeFigures {
             "  restarts and joins mid-rollout follow wave 2: {}",
             ms(self.restarted_and_joined_followed)
         )?;
+        for w in &self.followers {
+            writeln!(f, "    {w}")?;
+        }
         writeln!(
             f,
             "  no operator for {} s: {} checks, at most {} node(s) off wave 2 (fail-static)",

@@ -92,11 +92,28 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
             && running(s, restart_out) == Some(old)
             && staged_seq(s, restart_out) == Some(wave2_seq)
             && running(s, join_in) == Some(new)
-            && running(s, join_out).is_none()
+            && running(s, join_out) == Some(old)
             && staged_seq(s, join_out) == Some(wave2_seq)
     };
     let t_back = sim.now;
     let follow = run_until_tick(&mut sim, sc.deadline, followed).then(|| sim.now - t_back);
+    let show = |s: &Sim, id: Id, what: &str| {
+        let on = match running(s, id) {
+            Some(d) if d == new => "the new release",
+            Some(d) if d == old => "the old release",
+            Some(_) => "another release",
+            None => "nothing",
+        };
+        let staged =
+            staged_seq(s, id).map_or("nothing staged".into(), |q| format!("seq {q} staged"));
+        format!("{what} {id}: runs {on}, {staged}")
+    };
+    let followers = vec![
+        show(&sim, restart_in, "restarted, in wave 2,"),
+        show(&sim, restart_out, "restarted, outside wave 2,"),
+        show(&sim, join_in, "joined, in wave 2,"),
+        show(&sim, join_out, "joined, outside wave 2,"),
+    ];
     // No operator: the fleet stays at wave 2.
     let mut worst = 0;
     let mut checks = 0;
@@ -131,6 +148,7 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
         wave_2_settled: settled,
         in_wave_2: in_wave2,
         restarted_and_joined_followed: follow,
+        followers,
         static_for: STATIC_FOR,
         static_checks: checks,
         misplaced_worst: worst,
