@@ -144,7 +144,7 @@ impl fmt::Display for HaltFigures {
             f,
             "  halted at wave:           {}",
             self.halted_at_wave
-                .map_or("-".into(), |w| format!("{}", w + 1))
+                .map_or("-".into(), |w| format!("{} (the first is 1)", w + 1))
         )?;
         writeln!(
             f,
