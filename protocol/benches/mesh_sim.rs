@@ -82,7 +82,7 @@ fn rollouts(nodes: usize, seed: u64) {
     let head = format!(
         "waves {}, bake {} s, {} requests/s per node, trial {} s",
         waves.join("/"),
-        ro.bake.as_secs(),
+        ro.gates.bake_ms / 1000,
         ro.rps,
         ro.trial.as_secs()
     );

@@ -31,8 +31,8 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub struct Rollout {
     /// Cumulative waves, basis points.
     pub waves: Vec<u16>,
-    /// The bake of every wave.
-    pub bake: Duration,
+    /// The gates of every wave (the scenarios' default: the CLI's, with a 3 s bake).
+    pub gates: Gates,
     /// Requests per node per second.
     pub rps: u32,
     /// How long a trial runs before a failing release is reverted.
@@ -47,7 +47,10 @@ impl Default for Rollout {
     fn default() -> Self {
         Rollout {
             waves: vec![100, 1000, 5000, FULL],
-            bake: Duration::from_secs(3),
+            gates: Gates {
+                bake_ms: 3_000,
+                ..Gates::default()
+            },
             rps: 100,
             trial: Duration::from_secs(1),
             swap: Duration::from_millis(5),
@@ -58,11 +61,8 @@ impl Default for Rollout {
 
 impl Rollout {
     pub fn plan(&self) -> Plan {
-        let gates = Gates {
-            bake_ms: self.bake.as_millis() as u64,
-            ..Gates::default()
-        };
-        Plan::new(self.waves.clone(), gates).expect("the scenario's waves are well formed")
+        Plan::new(self.waves.clone(), self.gates.clone())
+            .expect("the scenario's waves are well formed")
     }
 }
 

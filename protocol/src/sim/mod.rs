@@ -23,6 +23,13 @@
 //!
 //! Faults can be injected per node ([`Faults`]): a lying node corrupts every chunk it serves, a
 //! silent one never answers chunk requests.
+//!
+//! Each node's runtime is simulated too ([`Workload`], `workload.rs`): which release serves
+//! each app ([`SimNode::runs`], and every release that ever did, [`SimNode::ran`]), requests at
+//! a per-node rate with a per-release error share and latency, health fed to the node every
+//! second while a rollout's release serves, and trials that fail on a hash share of the nodes
+//! (reverted by the shell, [`Input::Reverted`]). Activating from the store is a swap
+//! ([`Workload::swap`]); activating the release that already serves answers at once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -84,6 +91,8 @@ impl Default for SimConfig {
     }
 }
 
+// Most deliveries are messages: boxing them would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Delivery {
     Msg {
         conn: Conn,
@@ -164,6 +173,8 @@ pub struct SimNode {
     pub ran: BTreeMap<Digest, Instant>,
     /// When each release's trial first failed here (and the shell reverted it).
     pub reverted: BTreeMap<Digest, Instant>,
+    /// Trials that failed here (a release reverted), every time.
+    pub trials_failed: u32,
     health_gen: u64,
     /// The highest position accepted per app since the node (re)started, for the seq check.
     accepted_seq: BTreeMap<AppName, Position>,
@@ -340,6 +351,7 @@ impl Sim {
                 runs: BTreeMap::new(),
                 ran: BTreeMap::new(),
                 reverted: BTreeMap::new(),
+                trials_failed: 0,
                 health_gen: 0,
                 accepted_seq: BTreeMap::new(),
                 upload_free: self.now,

@@ -285,6 +285,7 @@ impl Sim {
             }
         }
         n.reverted.entry(digest).or_insert(now);
+        n.trials_failed += 1;
         let reason = "trial failed: the release answered errors in its trial".to_string();
         self.input(
             id,
