@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use crate::head::HeadKind;
+use crate::release::Digest;
 use crate::rollout::{FULL, Gate, Gates, Plan, includes};
 use crate::scenario::rollout::{
     self as ro, Rollout, all_on, fleet_on_release_1, head, release, running,
 };
 use crate::scenario::{Scenario, content};
-use crate::sim::node_id;
+use crate::sim::{Behaviour, Workload, node_id};
 use crate::sim_tests::seed;
 
 /// The WAN model at `n` nodes with a 1 MiB release (fast enough for the test suite).
@@ -190,4 +191,73 @@ fn a_full_wave_leaves_no_node_out() {
     sim.run(Duration::from_secs(2));
     let t = &sim.publisher.tallies[&(ro::shop(), 2)];
     assert_eq!((t.nodes, t.in_wave, t.active), (400, 400, 400), "{t:?}");
+}
+
+/// The latency model and the p99 gate: a release 75× slower than the one it replaces halts.
+#[test]
+fn a_slow_release_is_halted_by_the_latency_gate() {
+    let seed = seed(8);
+    let sc = wan(200, seed);
+    let r = Rollout {
+        waves: vec![500, FULL],
+        gates: Gates {
+            bake_ms: 3_000,
+            max_p99_increase_pct: Some(50),
+            ..Gates::default()
+        },
+        ..Rollout::default()
+    };
+    let slow = Behaviour {
+        latency: Duration::from_millis(300),
+        ..Behaviour::default()
+    };
+    let fig = ro::run_bad(&sc, &r, slow);
+    eprintln!("{fig}");
+    assert_eq!(
+        fig.halted.as_ref().map(|h| h.0),
+        Some(Gate::Latency),
+        "{fig}"
+    );
+    assert_eq!(fig.halted_at_wave, Some(0));
+    assert!(
+        fig.halt_to_reverted.is_some(),
+        "every node went back to the old release"
+    );
+}
+
+/// Which nodes fail a trial is a fixed hash share: about the share asked, the same on every
+/// call, other nodes for another seed.
+#[test]
+fn trial_failures_are_a_deterministic_hash_share_of_the_nodes() {
+    let seed = seed(9);
+    let w = Workload {
+        releases: [(
+            Digest::of(b"bad"),
+            Behaviour {
+                trial_fail_bp: 2000,
+                ..Behaviour::default()
+            },
+        )]
+        .into(),
+        ..Workload::default()
+    };
+    let bad = Digest::of(b"bad");
+    let failing: Vec<usize> = (0..10_000)
+        .filter(|i| w.fails_trial(seed, &bad, *i))
+        .collect();
+    assert!(
+        (1800..2200).contains(&failing.len()),
+        "{} of 10,000",
+        failing.len()
+    );
+    let again: Vec<usize> = (0..10_000)
+        .filter(|i| w.fails_trial(seed, &bad, *i))
+        .collect();
+    assert_eq!(failing, again);
+    let other: Vec<usize> = (0..10_000)
+        .filter(|i| w.fails_trial(seed + 1, &bad, *i))
+        .collect();
+    assert_ne!(failing, other);
+    let good = Digest::of(b"good");
+    assert!((0..10_000).all(|i| !w.fails_trial(seed, &good, i)));
 }

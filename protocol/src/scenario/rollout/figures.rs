@@ -155,7 +155,7 @@ impl fmt::Display for HaltFigures {
         )?;
         writeln!(
             f,
-            "  ever ran it:              {} nodes, {} of the fleet (goal ≤ 1.5%)",
+            "  ever ran it:              {} nodes, {} of the fleet (goal with a 1% first wave: ≤ 1.5%)",
             self.ever_ran,
             share(self.ever_ran, self.nodes)
         )?;
