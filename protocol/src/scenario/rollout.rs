@@ -509,5 +509,5 @@ pub fn run_bad_errors(sc: &Scenario, ro: &Rollout) -> HaltFigures {
     run_bad(sc, ro, bad)
 }
 
-mod more;
-pub use more::{run_partitioned_canary, run_resume};
+mod recovery;
+pub use recovery::{run_partitioned_canary, run_resume};
