@@ -2,7 +2,7 @@
 //! records, each scenario ending with a census of the fleet (its round trip at the publisher
 //! and census messages per node), then the staged rollouts (waves 1%, 10%, 50%, 100%, a 3 s bake).
 //! `cargo bench --workspace --bench mesh_sim [-- nodes [seed]]`; `ONLY_WAN=1`: the reference
-//! WAN model only (no 5% loss runs); `ONLY_ROLLOUTS=1`: the rollouts only.
+//! WAN model only (no 5% loss runs); `ONLY_ROLLOUTS=1`: the rollouts only (`=good`, `trial`, `errors`, `resume` or `canary`: that one).
 
 use std::time::{Duration, Instant};
 
@@ -86,34 +86,49 @@ fn rollouts(nodes: usize, seed: u64) {
         ro.rps,
         ro.trial.as_secs()
     );
-    let t = Instant::now();
-    let good = rollout::run_good(&sc, &ro);
-    println!(
-        "\n== staged rollout of a good release ({head}) ==\n{good}  (simulated in {:.1} s wall)",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let trial = rollout::run_bad_trial(&sc, &ro);
-    println!(
-        "\n== a release whose trial fails on 20% of the nodes ==\n{trial}  (simulated in {:.1} s wall)",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let errors = rollout::run_bad_errors(&sc, &ro);
-    println!(
-        "\n== a release answering 5xx on half its requests, no trap ==\n{errors}  (simulated in {:.1} s wall)",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let resume = rollout::run_resume(&sc, &ro);
-    println!(
-        "\n== the operator dies after pushing wave 2, then a resume ==\n{resume}  (simulated in {:.1} s wall)",
-        t.elapsed().as_secs_f64()
-    );
-    let t = Instant::now();
-    let canary = rollout::run_partitioned_canary(&sc, &ro);
-    println!(
-        "\n== a 5xx release, a canary partitioned as it takes it (before the halt), then healed ==\n{canary}  (simulated in {:.1} s wall)",
-        t.elapsed().as_secs_f64()
-    );
+    // ONLY_ROLLOUTS=resume (or good, trial, errors, canary): that scenario only.
+    let only = std::env::var("ONLY_ROLLOUTS").unwrap_or_default();
+    let run = |name: &str| {
+        !["good", "trial", "errors", "resume", "canary"].contains(&only.as_str()) || only == name
+    };
+    if run("good") {
+        let t = Instant::now();
+        let good = rollout::run_good(&sc, &ro);
+        println!(
+            "\n== staged rollout of a good release ({head}) ==\n{good}  (simulated in {:.1} s wall)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if run("trial") {
+        let t = Instant::now();
+        let trial = rollout::run_bad_trial(&sc, &ro);
+        println!(
+            "\n== a release whose trial fails on 20% of the nodes ==\n{trial}  (simulated in {:.1} s wall)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if run("errors") {
+        let t = Instant::now();
+        let errors = rollout::run_bad_errors(&sc, &ro);
+        println!(
+            "\n== a release answering 5xx on half its requests, no trap ==\n{errors}  (simulated in {:.1} s wall)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if run("resume") {
+        let t = Instant::now();
+        let resume = rollout::run_resume(&sc, &ro);
+        println!(
+            "\n== the operator dies after pushing wave 2, then a resume ==\n{resume}  (simulated in {:.1} s wall)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if run("canary") {
+        let t = Instant::now();
+        let canary = rollout::run_partitioned_canary(&sc, &ro);
+        println!(
+            "\n== a 5xx release, a canary partitioned as it takes it (before the halt), then healed ==\n{canary}  (simulated in {:.1} s wall)",
+            t.elapsed().as_secs_f64()
+        );
+    }
 }

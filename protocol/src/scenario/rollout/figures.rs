@@ -204,6 +204,11 @@ pub struct ResumeFigures {
     pub resume_to_done: Option<Duration>,
     pub all_active: usize,
     pub done: bool,
+    /// The resumed driver's last verdict and the counts it judged (publisher's tally), and
+    /// the fleet size it expected.
+    pub last_verdict: String,
+    pub last_counts: String,
+    pub expect: u32,
 }
 
 impl fmt::Display for ResumeFigures {
@@ -240,7 +245,15 @@ impl fmt::Display for ResumeFigures {
             f,
             "  at the end: {} of {} live nodes active (driver done: {})",
             self.all_active, self.live, self.done
-        )
+        )?;
+        if !self.done {
+            writeln!(
+                f,
+                "  the resumed driver (expecting {} nodes) last said {}, on {}",
+                self.expect, self.last_verdict, self.last_counts
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -136,6 +136,13 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
     let t_resume = sim.now;
     drive(&mut sim, &mut op, t_resume + sc.deadline * 4, |_, _| false);
     let done_at = op.done().then_some(sim.now);
+    let verdict = op.driver.as_ref().map(|d| format!("{:?}", d.verdict()));
+    let counts = op.last.as_ref().map(|t| {
+        format!(
+            "seq {}: {} nodes, {} in the wave, {} active, {} pending, {} prefetched, {} failed",
+            t.seq, t.nodes, t.in_wave, t.active, t.pending, t.prefetched, t.failed
+        )
+    });
     let last = op.seq;
     run_until_tick(&mut sim, sc.deadline, |s| all_on(s, &new, last));
     let live = sim.live();
@@ -159,6 +166,9 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
             .filter(|id| running(&sim, **id) == Some(new))
             .count(),
         done: op.done(),
+        last_verdict: verdict.unwrap_or_default(),
+        last_counts: counts.unwrap_or_default(),
+        expect,
     }
 }
 
