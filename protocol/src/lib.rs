@@ -53,4 +53,6 @@ pub use wire::{
 #[cfg(test)]
 mod scenario_tests;
 #[cfg(test)]
+mod sim_rollout_tests;
+#[cfg(test)]
 mod sim_tests;

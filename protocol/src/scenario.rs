@@ -2,7 +2,8 @@
 //! them at a few hundred nodes with fixed seeds and asserts the targets; `cargo bench -p
 //! fleetcast-protocol --bench mesh_sim` runs them at 10,000 nodes and prints the figures.
 //! After a release a scenario can also count the fleet with a census ([`measure_census`]):
-//! its round-trip time at the publisher and the census messages per node.
+//! its round-trip time at the publisher and the census messages per node. Staged rollouts
+//! (waves, gates, halts, resume) are in [`rollout`].
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -16,6 +17,8 @@ use crate::release::{AppName, Release};
 use crate::sim::{Id, Sim, SimConfig, addr_of, node_id};
 use crate::trust::{Role, Roles, Root, SignedRoot, Trust};
 use crate::wire::{Census, Focus, NodeId};
+
+pub mod rollout;
 
 /// One fleet-wide release scenario.
 #[derive(Clone, Debug)]

@@ -23,6 +23,13 @@
 //!
 //! Faults can be injected per node ([`Faults`]): a lying node corrupts every chunk it serves, a
 //! silent one never answers chunk requests.
+//!
+//! Each node's runtime is simulated too ([`Workload`], `workload.rs`): which release serves
+//! each app ([`SimNode::runs`], and every release that ever did, [`SimNode::ran`]), requests at
+//! a per-node rate with a per-release error share and latency, health fed to the node every
+//! second while a rollout's release serves, and trials that fail on a hash share of the nodes
+//! (reverted by the shell, [`Input::Reverted`]). Activating from the store is a swap
+//! ([`Workload::swap`]); activating the release that already serves answers at once.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -40,6 +47,9 @@ mod net;
 mod shell;
 #[cfg(test)]
 mod trust_tests;
+mod workload;
+
+pub use workload::{Behaviour, Running, Workload};
 
 /// A simulated node id.
 pub type Id = usize;
@@ -81,6 +91,8 @@ impl Default for SimConfig {
     }
 }
 
+// Most deliveries are messages: boxing them would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Delivery {
     Msg {
         conn: Conn,
@@ -98,6 +110,10 @@ enum Delivery {
     Activated(AppName, u64, Result<(), ActivationError>),
     Prefetched(AppName, u64, Result<(), ActivationError>),
     Timer,
+    /// A health period of the node's runtime ended (the chain's generation).
+    Health(u64),
+    /// The trial of a release that fails here is over: revert it.
+    Trial(AppName, Digest),
 }
 
 #[derive(Debug)]
@@ -150,6 +166,16 @@ pub struct SimNode {
     pub chunks_served: u64,
     /// Chunk requests a silent node left unanswered.
     pub requests_ignored: u64,
+    /// What serves each app here (the simulated runtime, [`Workload`]); kept across a crash
+    /// like the agent's store.
+    pub runs: BTreeMap<AppName, Running>,
+    /// When each release first served here (ever ran it).
+    pub ran: BTreeMap<Digest, Instant>,
+    /// When each release's trial first failed here (and the shell reverted it).
+    pub reverted: BTreeMap<Digest, Instant>,
+    /// Trials that failed here (a release reverted), every time.
+    pub trials_failed: u32,
+    health_gen: u64,
     /// The highest position accepted per app since the node (re)started, for the seq check.
     accepted_seq: BTreeMap<AppName, Position>,
     upload_free: Instant,
@@ -236,6 +262,8 @@ pub struct Sim {
     pub traffic: Traffic,
     /// Content the simulated runtime refuses to activate.
     pub accepts: fn(&[u8]) -> bool,
+    /// Requests, health reports and trial faults of the simulated runtime ([`Sim::set_workload`]).
+    pub workload: Workload,
     /// Events emitted (only when `record_events`).
     pub events: Vec<(Id, Event)>,
     /// Connections a node closed, with the peer (if a node) and the reason (only when
@@ -291,6 +319,7 @@ impl Sim {
             publisher: Publisher::default(),
             traffic: Traffic::default(),
             accepts: |_| true,
+            workload: Workload::default(),
             events: Vec::new(),
             disconnects: Vec::new(),
             record_events: true,
@@ -319,6 +348,11 @@ impl Sim {
                 faults: Faults::default(),
                 chunks_served: 0,
                 requests_ignored: 0,
+                runs: BTreeMap::new(),
+                ran: BTreeMap::new(),
+                reverted: BTreeMap::new(),
+                trials_failed: 0,
+                health_gen: 0,
                 accepted_seq: BTreeMap::new(),
                 upload_free: self.now,
                 timer_at: None,
@@ -326,6 +360,7 @@ impl Sim {
             },
         );
         self.drain(id);
+        self.arm_health(id);
     }
 
     /// Ids of live nodes.
@@ -374,6 +409,16 @@ impl Sim {
                 self.publisher_receive(conn, msg);
             }
             return;
+        }
+        let d = match d {
+            Delivery::Health(gen_) => return self.health_tick(id, gen_),
+            Delivery::Trial(app, digest) => return self.trial_failed(id, app, digest),
+            d => d,
+        };
+        if let Delivery::Activated(app, seq, Ok(())) = &d
+            && self.nodes.get(&id).is_some_and(|n| n.alive())
+        {
+            self.swapped(id, app, *seq);
         }
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
@@ -434,6 +479,7 @@ impl Sim {
                 n.timer_at = None;
                 Input::Timeout
             }
+            Delivery::Health(_) | Delivery::Trial(..) => unreachable!("handled above"),
         };
         node.handle(now, input);
         self.drain(id);

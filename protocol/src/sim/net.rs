@@ -208,7 +208,9 @@ impl Sim {
         let records: Vec<AppRecord> = n.disk.records.values().cloned().collect();
         n.node = Some(Node::new(now, cfg, records, n.disk.blobs.iter().copied()));
         n.upload_free = now;
+        n.restarted(now);
         self.drain(id);
+        self.arm_health(id);
     }
 
     /// Splits the nodes: `side(id)` picks each node's side. Connections across break.

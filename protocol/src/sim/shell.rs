@@ -230,8 +230,10 @@ impl Sim {
                 Ok(())
             }
         };
+        let stored = a.content.is_none();
+        let delay = self.activation_delay(id, &h.app, &h.release.digest, stored);
         let d = Delivery::Activated(h.app.clone(), h.seq, result);
-        let at = self.now + self.cfg.activate_delay;
+        let at = self.now + delay;
         self.schedule(at, id, d);
     }
 
