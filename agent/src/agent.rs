@@ -598,6 +598,26 @@ impl Actor {
                     }
                 }
                 Output::Activate(act) => self.supervisor.send(Command::Activate(act)),
+                // STOPGAP (publisher helper, h-pub), to be replaced by the agent's prefetch
+                // (h-agent): store the content without compiling or swapping, so the next
+                // wave activates it from the store.
+                Output::Prefetch(p) => {
+                    let h = &p.head.head;
+                    let result = match &p.content {
+                        Some(c) => self.store.put_blob(&h.release, c).map_err(|e| {
+                            fleetcast_protocol::node::ActivationError::Refused {
+                                stage: "persist".into(),
+                                reason: format!("{e:#}"),
+                            }
+                        }),
+                        None => Ok(()),
+                    };
+                    let _ = self.done_tx.send(Input::Prefetched {
+                        app: h.app.clone(),
+                        seq: h.seq,
+                        result,
+                    });
+                }
                 Output::CancelActivation { app, seq } => {
                     self.supervisor.send(Command::Cancel { app, seq })
                 }
