@@ -693,5 +693,9 @@ fn log_event(e: &Event) {
         Event::RootRefused { reason } => {
             tracing::warn!(%reason, "fleet roots refused; the trusted root stays as it was")
         }
+        // STOPGAP (h-pub) until the agent's prefetch lands (h-agent).
+        Event::Prefetched { app, seq, version } => {
+            tracing::info!(%app, seq, %version, "prefetched (outside the wave)")
+        }
     }
 }

@@ -158,7 +158,11 @@ impl MeshMetrics {
             }
             Event::Activated { app, .. } => self.heads().app(app).activated += 1,
             Event::ActivationFailed { app, .. } => self.heads().app(app).failed += 1,
-            Event::Neighbor { .. } | Event::RootAdopted { .. } | Event::RootRefused { .. } => {}
+            // STOPGAP (h-pub): Prefetched is not counted until the agent's prefetch lands.
+            Event::Neighbor { .. }
+            | Event::RootAdopted { .. }
+            | Event::RootRefused { .. }
+            | Event::Prefetched { .. } => {}
         }
     }
 

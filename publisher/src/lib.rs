@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Keygen(commands::keygen::Keygen),
-    Release(commands::release::ReleaseFlags),
+    Release(Box<commands::release::ReleaseFlags>),
     Rollback(commands::rollback::RollbackFlags),
     Rollout(commands::rollout::Rollout),
     Status(commands::status::Status),

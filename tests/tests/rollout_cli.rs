@@ -166,6 +166,36 @@ async fn a_good_release_is_promoted_wave_by_wave_and_status_says_100() {
     assert_eq!(halted[0]["rolled_back_to"]["version"], "1.0.0");
     assert_eq!(a.last()["result"], "aborted", "{a:#?}");
     until_every_agent_serves(&fleet, "1.0.0").await;
+
+    // The same release again, as a person sees it: a line per wave, then the result.
+    let r = release(
+        &fleet,
+        "hello-v2.wasm",
+        "2.0.0",
+        &["--waves", "50%,100%", "--bake", "500ms"],
+    )
+    .await;
+    println!("{}", r.stdout);
+    r.expect(0);
+    assert!(
+        r.stdout.contains("the fleet has 4 agents (census)"),
+        "{r:#?}"
+    );
+    assert!(
+        r.stdout.contains("gates: bake 500ms, --max-failed 0, --max-error-rate +1%, --max-p99-increase off, --min-requests 0"),
+        "{r:#?}"
+    );
+    assert!(
+        r.stdout
+            .contains("wave 2/2 100%: 4 of 4 active (in wave), 0 failed, "),
+        "{r:#?}"
+    );
+    assert!(
+        r.stdout
+            .contains("promoted to 100%: 4 of 4 agents run hello 2.0.0"),
+        "{r:#?}"
+    );
+    until_every_agent_serves(&fleet, "2.0.0").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

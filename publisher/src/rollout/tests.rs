@@ -271,7 +271,7 @@ fn app(history: &[Release], seq: u64) -> AppStatus {
 #[test]
 fn the_newest_head_is_the_staged_one_when_it_is_newer() {
     let (v1, v2) = (rel("1.0.0", b"one"), rel("2.0.0", b"two"));
-    let mut a = app(&[v1.clone()], 1);
+    let mut a = app(std::slice::from_ref(&v1), 1);
     a.plan = None;
     let n = newest(&a);
     assert_eq!((n.pos.seq, n.in_force, n.plan.is_none()), (1, true, true));
@@ -312,7 +312,7 @@ fn a_halt_goes_back_to_the_release_before_the_rollout() {
     let b = app(&[v1.clone(), v2.clone()], 2);
     assert_eq!(halt_target(Some(&b), &v3), Some(v2.clone()));
     // The app's first release: nothing to go back to.
-    let c = app(&[v3.clone()], 1);
+    let c = app(std::slice::from_ref(&v3), 1);
     assert_eq!(halt_target(Some(&c), &v3), None);
     assert_eq!(halt_target(None, &v3), None);
     // The same release under the same digest twice in a row is skipped.
