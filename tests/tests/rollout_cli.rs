@@ -270,3 +270,74 @@ async fn a_release_that_fails_its_trial_is_halted_by_the_failed_gate_and_rolled_
     assert_eq!(pushed.last().unwrap()["kind"], "rollback", "{pushed:?}");
     until_every_agent_serves(&fleet, "1.0.0").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_stops_its_driver_and_resume_promotes_it_from_another_process() {
+    let fleet = fleet_on_v1().await;
+    let key = fleet.key().display().to_string();
+    let entry = fleet.agent(0).quic_addr().to_string();
+    // The driver, with a bake long enough for the pause to come during its first wave; the
+    // pause, as soon as agent 0 holds a staged head.
+    let driver = release(
+        &fleet,
+        "hello-v2.wasm",
+        "2.0.0",
+        &["--waves", "50%,100%", "--bake", "4s", "--json"],
+    );
+    let pauser = async {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let st = fleet.agent(0).status().await.unwrap();
+            let staged = st
+                .apps
+                .iter()
+                .any(|a| a.plan.is_some() || a.staged.as_ref().is_some_and(|s| s.plan.is_some()));
+            if staged {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no staged head on agent 0");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        fleetcast(&[
+            "rollout", "pause", "--app", "hello", "--key", &key, "--peer", &entry, "--json",
+        ])
+        .await
+    };
+    let (d, p) = tokio::join!(driver, pauser);
+    p.expect(0);
+    assert_eq!(p.last()["result"], "paused", "{p:#?}");
+    d.expect(6);
+    let e = d.last();
+    assert_eq!(e["kind"], "superseded", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("someone paused the rollout"),
+        "{e}"
+    );
+    let st = fleetcast(&[
+        "rollout", "status", "--app", "hello", "--peer", &entry, "--json",
+    ])
+    .await;
+    st.expect(0);
+    let s = st.last();
+    assert_eq!(s["plan"]["paused"], true, "{s}");
+    assert_eq!(s["verdict"]["state"], "paused", "{s}");
+    // Pausing again is nothing to do.
+    let again = fleetcast(&[
+        "rollout", "pause", "--app", "hello", "--key", &key, "--peer", &entry,
+    ])
+    .await;
+    again.expect(0);
+    assert!(again.stdout.contains("already paused"), "{again:#?}");
+
+    // Another process resumes it from where it stopped and drives it to 100%.
+    let r = fleetcast(&[
+        "rollout", "resume", "--app", "hello", "--key", &key, "--peer", &entry, "--json",
+    ])
+    .await;
+    r.expect(0);
+    assert_eq!(r.last()["result"], "promoted", "{r:#?}");
+    until_every_agent_serves(&fleet, "2.0.0").await;
+}

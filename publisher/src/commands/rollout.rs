@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fleetcast_protocol::rollout::{self, Plan, Verdict};
-use fleetcast_protocol::wire::{NodeStatus, Outcome, Tally};
+use fleetcast_protocol::wire::{NodeStatus, Outcome, Position, Tally};
 use fleetcast_protocol::{AppName, AppStatus, HeadKind};
 use tokio::time::Instant;
 
@@ -16,7 +16,7 @@ use crate::error::{CliError, Result};
 use crate::json::{self, Event};
 use crate::out::{Out, OutArgs};
 use crate::rollout::{self as view, Newest};
-use crate::session::{News, STATUS_TIMEOUT, Session};
+use crate::session::{STATUS_TIMEOUT, Session};
 use crate::signing::{self, IdentityArgs};
 use crate::target::{Target, TargetArgs, secs};
 
@@ -341,7 +341,7 @@ impl Control {
                 if action == Action::Resume {
                     return d.run(next).await.map(|_| ());
                 }
-                let outcome = peer_took(&mut d.session, &app, pos.seq, timeout).await?;
+                let outcome = peer_took(&mut d.session, &app, pos, timeout).await?;
                 out.say(format!(
                     "paused {app} {} at {} (seq {}; the peer agent: {outcome}): agents stay where they are, a driver that sees it stops (exit 6); `fleetcast rollout resume --app {app}` goes on",
                     d.release.version,
@@ -371,28 +371,54 @@ fn done(d: &Drive<'_>, result: &str, t: &Tally) -> json::Done {
     }
 }
 
-/// Waits for the peer agent's own outcome of the head at `seq`; a refusal is exit 1.
-async fn peer_took(s: &mut Session, app: &AppName, seq: u64, within: Duration) -> Result<Outcome> {
+/// Waits until the peer agent holds the head at `pos` (its status says so; a rejection it
+/// reports is exit 1, nothing within `within` exit 4). Returns what it does with it.
+async fn peer_took(
+    s: &mut Session,
+    app: &AppName,
+    pos: Position,
+    within: Duration,
+) -> Result<String> {
     let deadline = Instant::now() + within;
     loop {
-        match s.next_news(deadline).await? {
-            None => {
-                return Err(CliError::timeout(format!(
-                    "the peer agent did not take the head at seq {seq} within {}: check `fleetcast rollout status --app {app}`",
-                    secs(within)
-                )));
-            }
-            Some(News::Report(r)) if r.node == s.peer() && r.app == *app && r.seq == seq => {
-                if let Outcome::Rejected(why) = &r.outcome {
-                    return Err(CliError::refused(format!(
-                        "the peer agent {} rejected the head at seq {seq}: {why}",
-                        r.node.short()
-                    )));
-                }
-                return Ok(r.outcome);
-            }
-            Some(_) => {}
+        let st = s.status(STATUS_TIMEOUT).await?;
+        if let Some(r) = st
+            .reports
+            .iter()
+            .find(|r| r.node == st.node && r.app == *app && r.seq == pos.seq)
+            && let Outcome::Rejected(why) = &r.outcome
+        {
+            return Err(CliError::refused(format!(
+                "the peer agent {} rejected the head at seq {}: {why}",
+                r.node.short(),
+                pos.seq
+            )));
         }
+        if crate::position::held(&st, app) >= pos {
+            let here = st
+                .apps
+                .iter()
+                .find(|a| a.app == *app)
+                .map(view::newest)
+                .filter(|n| n.pos == pos)
+                .map(|n| {
+                    if n.in_force {
+                        "runs it"
+                    } else {
+                        "holds it staged"
+                    }
+                })
+                .unwrap_or("accepted it");
+            return Ok(here.to_string());
+        }
+        if Instant::now() >= deadline {
+            return Err(CliError::timeout(format!(
+                "the peer agent did not take the head at seq {} within {}: check `fleetcast rollout status --app {app}`",
+                pos.seq,
+                secs(within)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
