@@ -32,9 +32,17 @@ pub struct Rollout {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum RolloutCmd {
+    /// The app's newest head on the agent: its wave, the fleet's counts, the gates and what
+    /// they say. Needs no keys.
     Status(StatusCmd),
+    /// Sign a head at the same wave, paused: agents stay where they are, and a driver that
+    /// sees it stops (exit 6). `rollout resume` goes on.
     Pause(Control),
+    /// Sign a head unpaused, then drive the rollout from its wave as `release --waves` does
+    /// (exit 0 at 100%, 5 halted by a gate): after a pause, or when the driving process died.
     Resume(Control),
+    /// Sign a rollback to the release before the rollout; exit 0 once the canaries are back
+    /// (4 if not within --timeout).
     Abort(Control),
 }
 
@@ -56,10 +64,7 @@ pub struct StatusCmd {
     pub out: OutArgs,
 }
 
-/// `pause`: a head at the same wave, paused (a driver that sees it stops, exit 6; agents stay
-/// where they are). `resume`: a head unpaused, then this process drives the rollout from that
-/// wave, as `release --waves` does (exit 0 at 100%, 5 halted). `abort`: a signed rollback to
-/// the release before the rollout; exit 0 once the canaries are back.
+/// The flags of `rollout pause|resume|abort` (each signs a new head at seq + 1).
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Examples:\n  fleetcast rollout pause --app shop --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollout resume --app shop --key ops.key --peer 127.0.0.1:7401 --timeout 120\n  fleetcast rollout abort --app shop --key ops.key --peer 127.0.0.1:7401"
