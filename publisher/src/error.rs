@@ -17,6 +17,13 @@ pub enum ErrorKind {
     Unreachable,
     /// The fleet did not reach the goal within `--timeout`. Exit code 4.
     Timeout,
+    /// A staged rollout (`release --waves`, `rollout resume`) was halted by a gate and rolled
+    /// back to the release before (or, with none before, left paused at its wave). Exit code 5.
+    Halted,
+    /// A staged rollout this process drove was taken over: someone paused it, aborted it or
+    /// pushed another head for the app; this driver stopped and changed nothing more. Exit
+    /// code 6.
+    Superseded,
 }
 
 impl ErrorKind {
@@ -27,6 +34,8 @@ impl ErrorKind {
             ErrorKind::Usage => 2,
             ErrorKind::Unreachable => 3,
             ErrorKind::Timeout => 4,
+            ErrorKind::Halted => 5,
+            ErrorKind::Superseded => 6,
         }
     }
 
@@ -37,6 +46,8 @@ impl ErrorKind {
             ErrorKind::Usage => "usage",
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Halted => "halted",
+            ErrorKind::Superseded => "superseded",
         }
     }
 }
@@ -70,6 +81,14 @@ impl CliError {
 
     pub fn timeout(message: impl Into<String>) -> Self {
         CliError::new(ErrorKind::Timeout, message)
+    }
+
+    pub fn halted(message: impl Into<String>) -> Self {
+        CliError::new(ErrorKind::Halted, message)
+    }
+
+    pub fn superseded(message: impl Into<String>) -> Self {
+        CliError::new(ErrorKind::Superseded, message)
     }
 
     /// The exit code this error ends the process with.
@@ -112,6 +131,8 @@ mod tests {
             (ErrorKind::Usage, 2, "usage"),
             (ErrorKind::Unreachable, 3, "unreachable"),
             (ErrorKind::Timeout, 4, "timeout"),
+            (ErrorKind::Halted, 5, "halted"),
+            (ErrorKind::Superseded, 6, "superseded"),
         ];
         for (kind, code, name) in all {
             assert_eq!((kind.code(), kind.name()), (code, name));

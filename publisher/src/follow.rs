@@ -327,6 +327,7 @@ mod tests {
             rejected: 0,
             samples,
             version,
+            ..Tally::default()
         }
     }
 

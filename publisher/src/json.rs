@@ -5,6 +5,13 @@
 //! prints one result prints one object (`keygen`, `status`, `history`, `demo`); `release` and
 //! `rollback` print events as they happen (`pushed`, `peer`, `agent`, `progress`, `census`) and
 //! end with `done`. A failure ends with `error` instead, whatever the command.
+//!
+//! A staged rollout (`release --waves`, `rollout resume`) prints `pushed` for every head it
+//! signs (one per wave), `rollout` whenever the open wave's numbers or verdict change (see
+//! [`Rollout`]), and ends with `done` (`result: "promoted"`) or, halted by a gate, with
+//! `halted` ([`Halted`]) then `error` (code 5, kind `halted`). `rollout abort` ends with
+//! `halted` (gate null) then `done` (`result: "aborted"`); `rollout pause` with `done`
+//! (`result: "paused"`); `rollout status` prints one `rollout-status` ([`RolloutStatus`]).
 
 use fleetcast_protocol::wire::{
     Census, CensusEntry, Missing, NodeStatus, Outcome, Report, ServeState, Tally,
@@ -13,6 +20,11 @@ use fleetcast_protocol::{AppStatus, Release};
 use serde::Serialize;
 
 use crate::error::CliError;
+
+mod rollout;
+pub use rollout::{
+    GatesJson, Halted, HealthJson, PlanJson, Rollout, RolloutStatus, VerdictJson, WaveCounts,
+};
 
 /// One line of `--json` output.
 #[derive(Serialize, Debug)]
@@ -33,6 +45,9 @@ pub enum Event {
     Enrolled(Enrolled),
     RootsPushed(RootsPushed),
     Demo(Demo),
+    Rollout(Box<Rollout>),
+    RolloutStatus(Box<RolloutStatus>),
+    Halted(Halted),
     Error(Error),
 }
 
@@ -219,7 +234,8 @@ impl From<&Tally> for TallyJson {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct AgentOutcome {
     pub node: String,
-    /// `active`, `failed`, `rejected` or `stale`.
+    /// `active`, `failed`, `rejected`, `stale` or `prefetched` (outside a staged wave: the
+    /// release is stored and compiled, ready to swap).
     pub outcome: String,
     pub reason: Option<String>,
 }
@@ -241,6 +257,7 @@ pub fn outcome_parts(o: &Outcome) -> (&'static str, Option<String>) {
         Outcome::Active => ("active", None),
         Outcome::Failed(r) => ("failed", Some(r.clone())),
         Outcome::Rejected(r) => ("rejected", Some(r.clone())),
+        Outcome::Prefetched => ("prefetched", None),
         Outcome::Stale { current } => (
             "stale",
             Some(format!("the agent already holds seq {current}")),
@@ -522,7 +539,8 @@ pub struct Demo {
 pub struct Error {
     /// The exit code.
     pub code: u8,
-    /// `refused`, `usage`, `unreachable` or `timeout`.
+    /// `refused`, `usage`, `unreachable`, `timeout`, `halted` (a gate halted a staged
+    /// rollout) or `superseded` (another head took the rollout over).
     pub kind: String,
     pub message: String,
 }

@@ -17,6 +17,7 @@ pub mod json;
 pub mod out;
 pub mod plan;
 pub mod position;
+pub mod rollout;
 pub mod session;
 pub mod signing;
 pub mod table;
@@ -32,7 +33,7 @@ pub use error::{CliError, ErrorKind};
     name = "fleetcast",
     version,
     about = "Ship signed WebAssembly components to a fleet of edge agents",
-    after_help = "Exit codes: 0 done, 1 refused by the fleet, 2 usage (nothing sent), 3 unreachable, 4 timed out.\n\nExample:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast demo\n\nWith a fleet root (keys and trust):\n  fleetcast fleet init --out fleet --root-keys 3 --root-threshold 2 --release-keys 3 --release-threshold 2\n  fleetcast node enroll --fleet fleet --node $(fleetcast-agent id --data-dir edge1) --out edge1/node.cert\n  fleetcast release app.wasm --app shop --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --peer 127.0.0.1:7401\n  fleetcast fleet rotate --fleet fleet --replace release-1 --root-key fleet/keys/root-1.key --root-key fleet/keys/root-2.key\n  fleetcast fleet push --fleet fleet --peer 127.0.0.1:7401 --key fleet/keys/release-2.key"
+    after_help = "Exit codes: 0 done, 1 refused by the fleet, 2 usage (nothing sent), 3 unreachable, 4 timed out, 5 a staged rollout halted by a gate (rolled back), 6 a staged rollout taken over (someone paused, aborted or replaced it; this driver stopped).\n\nExample:\n  fleetcast keygen --out ops.key\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401\n  fleetcast rollback --app hello --key ops.key --peer 127.0.0.1:7401\n  fleetcast status --peer 127.0.0.1:7401\n  fleetcast history --app hello --peer 127.0.0.1:7401\n  fleetcast release shop.wasm --app shop --version 1.5.0 --key ops.key --peer 127.0.0.1:7401 --waves 1%,10%,50%,100% --bake 60s\n  fleetcast rollout status --app shop --peer 127.0.0.1:7401\n  fleetcast demo\n\nWith a fleet root (keys and trust):\n  fleetcast fleet init --out fleet --root-keys 3 --root-threshold 2 --release-keys 3 --release-threshold 2\n  fleetcast node enroll --fleet fleet --node $(fleetcast-agent id --data-dir edge1) --out edge1/node.cert\n  fleetcast release app.wasm --app shop --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --peer 127.0.0.1:7401\n  fleetcast fleet rotate --fleet fleet --replace release-1 --root-key fleet/keys/root-1.key --root-key fleet/keys/root-2.key\n  fleetcast fleet push --fleet fleet --peer 127.0.0.1:7401 --key fleet/keys/release-2.key"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -42,8 +43,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Keygen(commands::keygen::Keygen),
-    Release(commands::release::ReleaseFlags),
+    Release(Box<commands::release::ReleaseFlags>),
     Rollback(commands::rollback::RollbackFlags),
+    Rollout(commands::rollout::Rollout),
     Status(commands::status::Status),
     History(commands::history::History),
     Fleet(commands::fleet::Fleet),
@@ -60,6 +62,7 @@ impl Cli {
             Command::Keygen(c) => c.format.json,
             Command::Release(c) => c.out.json,
             Command::Rollback(c) => c.out.json,
+            Command::Rollout(c) => c.json(),
             Command::Status(c) => c.out.json || c.raw,
             Command::History(c) => c.out.json,
             Command::Fleet(c) => c.json(),
@@ -75,6 +78,7 @@ impl Cli {
             Command::Keygen(c) => c.execute(),
             Command::Release(c) => c.execute().await,
             Command::Rollback(c) => c.execute().await,
+            Command::Rollout(c) => c.execute().await,
             Command::Status(c) => c.execute().await,
             Command::History(c) => c.execute().await,
             Command::Fleet(c) => c.execute().await,

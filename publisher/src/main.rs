@@ -1,6 +1,7 @@
 //! `fleetcast`: the operator CLI. All logic lives in the library; this parses flags and maps
 //! the outcome to the documented exit codes: 0 done, 1 refused by the fleet, 2 usage, 3
-//! unreachable, 4 timed out ([`fleetcast::ErrorKind::code`]).
+//! unreachable, 4 timed out, 5 a staged rollout halted by a gate (and rolled back), 6 a staged
+//! rollout taken over by another head (paused, aborted) ([`fleetcast::ErrorKind::code`]).
 
 use std::process::ExitCode;
 

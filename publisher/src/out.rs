@@ -223,6 +223,86 @@ impl Drop for Progress {
     }
 }
 
+/// The live view of a staged rollout: one line per wave, redrawn in place on a terminal
+/// (a spinner with the line), printed again when its numbers change otherwise. `--json`
+/// callers emit their `rollout` events themselves (nothing is drawn).
+pub struct Live {
+    out: Out,
+    bar: Option<ProgressBar>,
+    last_key: Option<String>,
+    last_line: String,
+}
+
+impl Live {
+    pub fn new(out: &Out) -> Live {
+        let bar = out.interactive().then(|| {
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg}").expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Live {
+            out: out.clone(),
+            bar,
+            last_key: None,
+            last_line: String::new(),
+        }
+    }
+
+    /// Shows `line`; `key` says what changed (a plain line is printed only when it does).
+    /// Returns whether `key` changed.
+    pub fn show(&mut self, line: &str, key: &str) -> bool {
+        let changed = self.last_key.as_deref() != Some(key);
+        self.last_key = Some(key.to_string());
+        self.last_line = line.to_string();
+        match &self.bar {
+            Some(bar) => bar.set_message(line.to_string()),
+            None if changed => self.out.say(line),
+            None => {}
+        }
+        changed
+    }
+
+    /// The wave is over: its last line stays on the screen (on a terminal), the next wave's
+    /// line starts below it.
+    pub fn end_wave(&mut self) {
+        if let Some(bar) = &self.bar
+            && !self.last_line.is_empty()
+        {
+            let line = self.last_line.clone();
+            bar.suspend(|| self.out.say(line));
+        }
+        self.last_key = None;
+        self.last_line.clear();
+    }
+
+    /// A human line above the live one.
+    pub fn say(&self, line: impl Display) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| self.out.say(line)),
+            None => self.out.say(line),
+        }
+    }
+
+    /// Leaves the last line on the screen and removes the spinner.
+    pub fn finish(&mut self) {
+        self.end_wave();
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// `n` bytes for people: `512 B`, `48.0 KiB`, `1.2 MiB`.
 pub fn bytes(n: u64) -> String {
     const K: f64 = 1024.0;

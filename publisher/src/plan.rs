@@ -325,6 +325,8 @@ mod tests {
             last_error: None,
             serving: None,
             local_override: false,
+            plan: None,
+            staged: None,
         }
     }
 

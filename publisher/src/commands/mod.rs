@@ -1,6 +1,7 @@
 //! One module per `fleetcast` command.
 
 pub mod demo;
+pub mod drive;
 pub mod fleet;
 pub mod history;
 pub mod keygen;
@@ -9,5 +10,6 @@ pub mod publish;
 pub mod push;
 pub mod release;
 pub mod rollback;
+pub mod rollout;
 pub mod sign;
 pub mod status;

@@ -52,7 +52,9 @@ pub struct PushArgs {
     /// Wait until this many agents (the peer included) run the release (implies --wait).
     #[arg(long, value_name = "N")]
     pub expect: Option<usize>,
-    /// Give up after this many seconds (exit 4).
+    /// Give up after this many seconds (exit 4). With --waves the deadline is per wave: each
+    /// wave gets its --bake plus this to settle and pass (a halt's rollback gets this to
+    /// bring the canaries back).
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
 }

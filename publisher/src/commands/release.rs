@@ -4,9 +4,14 @@ use fleetcast_protocol::{DEFAULT_CHUNK_SIZE, HeadKind, Release, RunPolicy};
 
 use fleetcast_protocol::wire::Position;
 
+use std::time::Duration;
+
+use fleetcast_protocol::rollout;
+
+use super::drive::{self, Drive};
 use super::publish::{
-    PushArgs, PushOutcome, SignArgs, already_active, app_name, build_head, next_position, open_at,
-    push_signed, read_key,
+    Opened, PushArgs, PushOutcome, SignArgs, already_active, app_name, build_head, next_position,
+    open_at, push_signed, read_key,
 };
 use crate::error::{CliError, Result};
 use crate::headfile::{HeadFile, relative_component};
@@ -19,7 +24,7 @@ use crate::target::{LIBRARY_CONNECT_TIMEOUT, OptTargetArgs, Target};
 /// Sign a component as the next release of an app and send it into the mesh.
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "A version names one set of bytes: releasing a version again with other bytes is refused (exit 2); the same bytes as an earlier version under a new one are allowed; releasing exactly what is active does nothing (exit 0).\n\nUnder a fleet root a head needs the release threshold of distinct release keys: give them all (--key, repeatable), or sign in turn: --sign-only --out FILE writes a head file with the first signatures, `fleetcast sign FILE --key ...` adds more, `fleetcast push FILE` sends it. The seq and epoch come from the agent (--peer), or from --seq and --epoch (or --fleet DIR's root) without one.\n\nExamples:\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401 --wait\n  fleetcast release app.wasm --app shop --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --peer 127.0.0.1:7401\n  fleetcast release app.wasm --app shop --version 1.0.1 --fleet fleet --key fleet/keys/release-1.key --sign-only --out shop-1.0.1.head --peer 127.0.0.1:7401\n  fleetcast release app.wasm --app shop --version 1.0.2 --fleet fleet --key fleet/keys/release-1.key --sign-only --out shop-1.0.2.head --seq 3   # offline: seq given, epoch from fleet/root.json"
+    after_help = "A version names one set of bytes: releasing a version again with other bytes is refused (exit 2); the same bytes as an earlier version under a new one are allowed; releasing exactly what is active does nothing (exit 0).\n\nUnder a fleet root a head needs the release threshold of distinct release keys: give them all (--key, repeatable), or sign in turn: --sign-only --out FILE writes a head file with the first signatures, `fleetcast sign FILE --key ...` adds more, `fleetcast push FILE` sends it. The seq and epoch come from the agent (--peer), or from --seq and --epoch (or --fleet DIR's root) without one.\n\nExamples:\n  fleetcast release hello.wasm --app hello --version 1.0.0 --key ops.key --peer 127.0.0.1:7401 --wait\n  fleetcast release app.wasm --app shop --version 1.0.0 --fleet fleet --key fleet/keys/release-1.key --key fleet/keys/release-2.key --peer 127.0.0.1:7401\n  fleetcast release app.wasm --app shop --version 1.0.1 --fleet fleet --key fleet/keys/release-1.key --sign-only --out shop-1.0.1.head --peer 127.0.0.1:7401\n  fleetcast release app.wasm --app shop --version 1.0.2 --fleet fleet --key fleet/keys/release-1.key --sign-only --out shop-1.0.2.head --seq 3   # offline: seq given, epoch from fleet/root.json\n\nStaged (--waves): the first wave's head carries the signed plan; this process follows each wave (live view: one line per wave), opens the next when the gates pass (a new head per wave, signed with the same --key set), and halts on a failing gate: a signed rollback to the release before, exit 5. Exit 0: promoted to 100%. Exit 6: someone paused, aborted or replaced the rollout meanwhile. If this process dies the fleet stays at its wave: `fleetcast rollout resume` goes on from any machine with the keys. With --sign-only the head file carries the plan and nothing is driven.\n  fleetcast release shop.wasm --app shop --version 1.5.0 --key ops.key --peer 127.0.0.1:7401 --waves 1%,10%,50%,100% --bake 60s --max-failed 0 --max-error-rate +1%\n  fleetcast release shop.wasm --app shop --version 1.5.1 --key ops.key --peer 127.0.0.1:7401 --waves 5%,100% --bake 2m --max-p99-increase +50% --min-requests 1000 --json"
 )]
 pub struct ReleaseFlags {
     /// Release a version lower than the one the peer agent serves (to go back to a version in
@@ -28,6 +33,8 @@ pub struct ReleaseFlags {
     pub allow_downgrade: bool,
     #[command(flatten)]
     pub cmd: ReleaseCmd,
+    #[command(flatten)]
+    pub waves: crate::rollout::WaveArgs,
     #[command(flatten)]
     pub sign: SignArgs,
     #[command(flatten)]
@@ -61,6 +68,7 @@ pub struct SignOnlyArgs {
 impl ReleaseFlags {
     pub async fn execute(self) -> Result<()> {
         let out = Out::new(self.out.json);
+        let staged = self.waves.plan()?;
         let signers = self.sign.signers()?;
         let mut cmd = self.cmd;
         self.sign.apply(&mut cmd.push, &signers);
@@ -77,11 +85,17 @@ impl ReleaseFlags {
                     &self.offline,
                     self.allow_downgrade,
                     &signers,
+                    staged,
                     &out,
                 )
                 .await;
         }
         let target = Target::from_args(&self.target.required("release")?).await?;
+        if let Some(plan) = staged {
+            return cmd
+                .run_staged(&target, self.allow_downgrade, &signers, plan, &out)
+                .await;
+        }
         cmd.run_with(&target, self.allow_downgrade, &signers, &out)
             .await
             .map(|_| ())
@@ -223,6 +237,67 @@ impl ReleaseCmd {
         }
     }
 
+    /// `--waves`: checks and signs the first wave's head, counts the fleet (a census), pushes
+    /// the head and drives the rollout ([`crate::commands::drive`]) to 100% or to a halt.
+    pub async fn run_staged(
+        self,
+        target: &Target,
+        allow_downgrade: bool,
+        signers: &Signers,
+        staged: rollout::Plan,
+        out: &Out,
+    ) -> Result<()> {
+        let (release, wasm) = self.build()?;
+        let app = release.app.clone();
+        let opened = open_at(target, &self.push, &app).await?;
+        let p = match plan::release(opened.current.as_ref(), release, allow_downgrade)? {
+            Plan::AlreadyActive { message, .. } => {
+                return already_active(&self.push, opened, &message, out)
+                    .await
+                    .map(|_| ());
+            }
+            Plan::Push(p) => *p,
+        };
+        out.say(&p.message);
+        let pos = next_position(&opened, &app, signers)?;
+        let trust = opened.status.trust.clone();
+        // Signed (and its signatures counted) before anything is sent.
+        let first = drive::sign(
+            &opened.fleet,
+            &p.release,
+            HeadKind::Release,
+            pos,
+            Some(staged.clone()),
+            signers,
+            &trust,
+        )?;
+        let Opened {
+            mut session,
+            fleet,
+            current,
+            status,
+            ..
+        } = opened;
+        let census = drive::count_fleet(&mut session, &status, out).await?;
+        session.serve(p.release.clone(), wasm);
+        let mut d = Drive {
+            session,
+            fleet,
+            app,
+            release: p.release.clone(),
+            pos,
+            epoch: pos.epoch,
+            signers,
+            trust,
+            before: current.clone(),
+            census,
+            timeout: Duration::from_secs(self.push.timeout),
+            out,
+        };
+        d.push(&first, current.as_ref().map(|a| &a.active), None)?;
+        d.run(staged).await.map(|_| ())
+    }
+
     /// `--sign-only`: signs the next head (position from the agent at `target`, or `--seq`)
     /// and writes it as a head file; nothing is pushed.
     pub async fn sign_only(
@@ -231,6 +306,7 @@ impl ReleaseCmd {
         flags: &SignOnlyArgs,
         allow_downgrade: bool,
         signers: &Signers,
+        staged: Option<rollout::Plan>,
         out: &Out,
     ) -> Result<()> {
         let file = flags
@@ -295,10 +371,16 @@ impl ReleaseCmd {
                 ));
             }
         };
-        let head = signing::sign_all(
-            build_head(fleet, &plan, HeadKind::Release, pos),
-            &signers.keys,
-        );
+        let mut unsigned = build_head(fleet, &plan, HeadKind::Release, pos);
+        if let Some(p) = staged {
+            out.say(format!(
+                "the head carries the plan: {}; {}",
+                p.describe(),
+                crate::rollout::gates_line(&p.gates)
+            ));
+            unsigned.plan = Some(p);
+        }
+        let head = signing::sign_all(unsigned, &signers.keys);
         let count = signing::tally(&head, signers.root.as_ref(), agent_trust.as_ref());
         let hf = HeadFile::new(head, Some(relative_component(&file, &self.file)));
         hf.write(&file)?;

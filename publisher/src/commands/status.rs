@@ -395,6 +395,8 @@ pub(crate) mod tests {
             last_error: None,
             serving: None,
             local_override: false,
+            plan: None,
+            staged: None,
         }
     }
 
@@ -459,6 +461,7 @@ pub(crate) mod tests {
                 rejected: 0,
                 samples: vec![],
                 version: 7,
+                ..Tally::default()
             }],
             seqs: vec![
                 (
