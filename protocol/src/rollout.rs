@@ -75,7 +75,9 @@ pub struct Gates {
     /// `None`: not judged.
     pub max_p99_increase_pct: Option<u32>,
     /// Requests the new release must have served in the wave before the rate and latency gates
-    /// judge it (fewer: they hold the wave; 0: they judge whatever there is).
+    /// judge it, and before the wave may pass (fewer: the wave holds; a 1% rate needs about a
+    /// hundred requests to mean anything). 0: judge whatever there is, and pass a wave that
+    /// served nothing (a fleet without traffic).
     pub min_requests: u64,
 }
 
@@ -86,7 +88,7 @@ impl Default for Gates {
             max_failed: 0,
             max_error_rate_bp: Some(100),
             max_p99_increase_pct: None,
-            min_requests: 0,
+            min_requests: 100,
         }
     }
 }
@@ -454,11 +456,7 @@ pub fn judge(plan: &Plan, tally: &Tally, settled_for: Option<Duration>) -> Verdi
     match settled_for {
         Some(d) if d >= bake => Verdict::Pass,
         Some(d) => Verdict::Hold {
-            why: format!(
-                "baking: {}s of {}s",
-                d.as_secs(),
-                bake.as_secs_f64().ceil() as u64
-            ),
+            why: format!("baking: {} of {}", duration(d), duration(bake)),
         },
         None => Verdict::Hold {
             why: format!(
@@ -466,6 +464,20 @@ pub fn judge(plan: &Plan, tally: &Tally, settled_for: Option<Duration>) -> Verdi
                 tally.active, tally.in_wave, tally.pending
             ),
         },
+    }
+}
+
+/// A duration for people: "750ms", "12s", "2m30s".
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 60, s % 60) {
+        (0, s) => format!("{s}s"),
+        (m, 0) => format!("{m}m"),
+        (m, s) => format!("{m}m{s}s"),
     }
 }
 
@@ -480,6 +492,10 @@ pub fn ms(v: u32) -> String {
 fn pct_u32(bp: u32) -> String {
     pct(bp.min(u32::from(u16::MAX)) as u16)
 }
+
+/// How long the fleet's count must stay the same before a driver takes it as the fleet when it
+/// is below the census it started from (nodes went down, or a count was lost under churn).
+pub const COUNT_STILL_MS: u64 = 5_000;
 
 /// Whether the wave of `tally`'s head has settled: it includes someone, none of them is still
 /// fetching or activating, and at least `expect` nodes counted themselves.
@@ -509,6 +525,10 @@ pub struct Driver {
     plan: Plan,
     /// Nodes the fleet is expected to have (0: do not wait for a count).
     expect: u32,
+    /// The fleet's count last seen, and since when (ms) it has not changed: a count still for
+    /// [`COUNT_STILL_MS`] is taken as the fleet (some of `expect` are down, or their counts
+    /// were lost on the way).
+    nodes_seen: (u32, u64),
     /// When (caller's clock, ms) the open wave was seen settled, since when it bakes.
     settled_at: Option<u64>,
     last: Verdict,
@@ -521,6 +541,7 @@ impl Driver {
         Driver {
             plan,
             expect,
+            nodes_seen: (0, 0),
             settled_at: None,
             last: Verdict::Hold {
                 why: "no counts yet".into(),
@@ -539,7 +560,12 @@ impl Driver {
 
     /// The fleet's count of the open wave's head, at `now_ms` (the caller's monotonic clock).
     pub fn on_tally(&mut self, now_ms: u64, tally: &Tally) -> Step {
-        let settled = settled(tally, self.expect);
+        if self.nodes_seen.0 != tally.nodes {
+            self.nodes_seen = (tally.nodes, now_ms);
+        }
+        let still = now_ms.saturating_sub(self.nodes_seen.1) >= COUNT_STILL_MS;
+        let expect = if still { 0 } else { self.expect };
+        let settled = settled(tally, expect);
         if !settled {
             self.settled_at = None;
         } else if self.settled_at.is_none() {
@@ -549,8 +575,8 @@ impl Driver {
             .settled_at
             .map(|t| Duration::from_millis(now_ms.saturating_sub(t)));
         self.last = judge(&self.plan, tally, for_);
-        if self.expect > 0 && tally.nodes >= self.expect && tally.in_wave == 0 && tally.failed == 0
-        {
+        let counted = self.expect > 0 && (tally.nodes >= self.expect || still && tally.nodes > 0);
+        if counted && tally.in_wave == 0 && tally.failed == 0 && tally.pending == 0 {
             // The whole fleet counted itself and the wave includes none of it (1% of a small
             // fleet): there is nothing to bake.
             self.last = Verdict::Pass;
@@ -574,6 +600,7 @@ impl Driver {
     /// The head of `plan` (the next wave) was pushed: judge it from now on.
     pub fn advanced(&mut self, plan: Plan) {
         self.plan = plan;
+        self.nodes_seen = (0, 0);
         self.settled_at = None;
         self.last = Verdict::Hold {
             why: "the new wave has not reported yet".into(),

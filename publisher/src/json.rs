@@ -262,7 +262,6 @@ pub fn outcome_parts(o: &Outcome) -> (&'static str, Option<String>) {
             "stale",
             Some(format!("the agent already holds seq {current}")),
         ),
-        Outcome::Prefetched => ("prefetched", None),
     }
 }
 

@@ -81,7 +81,15 @@ async fn a_good_release_is_promoted_wave_by_wave_and_status_says_100() {
         &fleet,
         "hello-v2.wasm",
         "2.0.0",
-        &["--waves", "50%,100%", "--bake", "1s", "--json"],
+        &[
+            "--waves",
+            "50%,100%",
+            "--bake",
+            "1s",
+            "--min-requests",
+            "0",
+            "--json",
+        ],
     )
     .await;
     r.expect(0);
@@ -172,7 +180,14 @@ async fn a_good_release_is_promoted_wave_by_wave_and_status_says_100() {
         &fleet,
         "hello-v2.wasm",
         "2.0.0",
-        &["--waves", "50%,100%", "--bake", "500ms"],
+        &[
+            "--waves",
+            "50%,100%",
+            "--bake",
+            "500ms",
+            "--min-requests",
+            "0",
+        ],
     )
     .await;
     println!("{}", r.stdout);
@@ -282,7 +297,15 @@ async fn a_paused_rollout_stops_its_driver_and_resume_promotes_it_from_another_p
         &fleet,
         "hello-v2.wasm",
         "2.0.0",
-        &["--waves", "50%,100%", "--bake", "4s", "--json"],
+        &[
+            "--waves",
+            "50%,100%",
+            "--bake",
+            "4s",
+            "--min-requests",
+            "0",
+            "--json",
+        ],
     );
     let pauser = async {
         let deadline = Instant::now() + TIMEOUT;

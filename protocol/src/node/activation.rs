@@ -100,6 +100,13 @@ impl Activations {
         self.overrides.get(app)
     }
 
+    /// The release this node reverted from after its trial (the record in force, replaced by
+    /// the release before), if that is what happened to `app` last.
+    pub fn reverted_from(&self, app: &AppName) -> Option<Digest> {
+        self.overrides.get(app).filter(|s| !s.local_override)?;
+        self.apps.get(app).map(|r| r.head.head.release.digest)
+    }
+
     /// Why `app`'s most recent head was not activated, or was reverted.
     pub fn last_error(&self, app: &AppName) -> Option<&str> {
         self.errors.get(app).map(String::as_str)

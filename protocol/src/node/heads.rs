@@ -188,6 +188,15 @@ impl<P: Peer> Node<P> {
             self.tally.set_counts(now, &sh.head.app, sh.head.seq, own);
         }
         let (app, seq) = (sh.head.app.clone(), sh.head.seq);
+        if sh.head.plan.is_some() && in_wave && self.activation.reverted_from(&app) == Some(digest)
+        {
+            // A later wave of a release that failed its trial here: it fails here again.
+            let reason = format!(
+                "{} {} failed its trial on this agent in an earlier wave; not activated again",
+                app, sh.head.release.version
+            );
+            return self.failed_here(now, &sh, reason);
+        }
         if self
             .activation
             .begin(sh, cached, hold, in_wave, &mut self.out)

@@ -266,6 +266,7 @@ fn the_driver_bakes_from_when_the_wave_settled_then_advances_to_done() {
         vec![100, FULL],
         Gates {
             bake_ms: 1000,
+            min_requests: 10,
             ..Gates::default()
         },
     )
@@ -331,5 +332,62 @@ fn a_wave_that_includes_nobody_of_a_counted_fleet_passes_at_once() {
     match Driver::new(p, 5).on_tally(0, &empty) {
         Step::Advance(next) => assert_eq!(next.wave, 1),
         s => panic!("{s:?}"),
+    }
+}
+
+#[test]
+fn by_default_a_wave_waits_for_a_hundred_requests_before_it_judges_rates_or_passes() {
+    let p = plan(Gates::default());
+    let early = tally(10, 10, 0, health(3, 1, 1), Health::default());
+    let v = judge(&p, &early, Some(Duration::from_secs(600)));
+    assert!(
+        matches!(&v, Verdict::Hold { why } if why.contains("3 of --min-requests 100")),
+        "{v:?}"
+    );
+    let judged = tally(10, 10, 0, health(100, 34, 1), Health::default());
+    assert!(matches!(
+        judge(&p, &judged, None),
+        Verdict::Halt {
+            gate: Gate::ErrorRate,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_count_below_the_census_that_stays_still_is_taken_as_the_fleet() {
+    let p = Plan::new(
+        vec![5000, FULL],
+        Gates {
+            bake_ms: 0,
+            min_requests: 0,
+            ..Gates::default()
+        },
+    )
+    .unwrap();
+    let mut d = Driver::new(p.clone(), 10);
+    // 8 of 10 counted (two went down after the census): not settled yet, then taken.
+    let t = Tally {
+        nodes: 8,
+        in_wave: 4,
+        active: 4,
+        ..Tally::default()
+    };
+    assert_eq!(d.on_tally(1_000, &t), Step::Wait);
+    assert_eq!(d.on_tally(1_000 + COUNT_STILL_MS - 1, &t), Step::Wait);
+    assert!(matches!(
+        d.on_tally(1_000 + COUNT_STILL_MS, &t),
+        Step::Advance(_)
+    ));
+    // A count still growing is waited for.
+    let mut d = Driver::new(p, 10);
+    for (i, n) in (1..=8).enumerate() {
+        let t = Tally {
+            nodes: n,
+            in_wave: n / 2,
+            active: n / 2,
+            ..Tally::default()
+        };
+        assert_eq!(d.on_tally(i as u64 * 1_000, &t), Step::Wait);
     }
 }

@@ -91,8 +91,6 @@ impl Default for SimConfig {
     }
 }
 
-// Most deliveries are messages: boxing them would cost an allocation per message for nothing.
-#[allow(clippy::large_enum_variant)]
 enum Delivery {
     Msg {
         conn: Conn,

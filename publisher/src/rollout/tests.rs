@@ -148,8 +148,8 @@ fn the_live_line_reads_the_wave_from_the_tally() {
         active: 98,
         prefetched: 900,
         pending: 2,
-        health_new: health(1000, 4, 4),
-        health_old: health(1000, 3, 4),
+        health_new: Box::new(health(1000, 4, 4)),
+        health_old: Box::new(health(1000, 3, 4)),
         ..Tally::default()
     };
     let v = Verdict::Hold {

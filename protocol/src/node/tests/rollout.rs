@@ -426,3 +426,44 @@ fn health_stops_counting_after_the_last_wave_and_never_counts_without_a_plan() {
         "no tally sent for health after the window: {later:?}"
     );
 }
+
+/// A canary whose trial failed (it reverted) does not run the release again when a later wave
+/// (a looser `max_failed` let it go on) includes it: it counts failed for that wave's head.
+#[test]
+fn a_canary_that_reverted_does_not_run_the_release_again_in_a_later_wave() {
+    let mut net = Net::new(4, |i| (0..i).collect());
+    let (b1, b2) = (scenario::content(1, 20_000), scenario::content(2, 20_000));
+    net.publish(0, &head(1, &b1), &b1);
+    net.run();
+    let v2 = signed("shop", 2, &b2, 8 * 1024, HeadKind::Release);
+    let (plan, canaries) = split(&net, &v2);
+    net.publish(0, &with_plan(&v2, plan.clone(), 2), &b2);
+    net.run();
+    let c = canaries[0];
+    let v1_release = net.nodes[c].app(&app()).unwrap().history[0].release.clone();
+    net.input(
+        c,
+        Input::Reverted {
+            app: app(),
+            seq: 2,
+            reason: "trial: 3 traps".into(),
+            serving: Some(v1_release),
+        },
+    );
+    net.run();
+    let before = net.activations.iter().filter(|(n, _)| *n == c).count();
+    let (p, _) = net.publish(0, &with_plan(&v2, plan.advanced().unwrap(), 3), &b2);
+    net.run();
+    let after = net.activations.iter().filter(|(n, _)| *n == c).count();
+    assert_eq!(before, after, "the canary does not activate it again");
+    let others = (0..4).filter(|i| *i != c).all(|i| net.seq(i) == Some(3));
+    assert!(others, "the rest of the fleet takes the last wave");
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p, 3);
+    assert_eq!((t.failed, t.active, t.in_wave), (1, 3, 4), "{t:?}");
+    let err = net.nodes[c].status().apps[0].last_error.clone().unwrap();
+    assert!(
+        err.contains("failed its trial on this agent in an earlier wave"),
+        "{err}"
+    );
+}
