@@ -1,7 +1,8 @@
 //! `fleetcast demo`: a local fleet of real `fleetcast-agent` processes on loopback, walked
 //! through the fleet root (init, enrollment, 2-of-3 release signatures), release, swap under
-//! load, rollback, an offline restart, and a rotation of a release key after which a head
-//! signed with the rotated-out key is refused.
+//! load, rollback, an offline restart, a rotation of a release key after which a head
+//! signed with the rotated-out key is refused, and a staged release of a bad version that
+//! halts itself at its first wave (`demo/staged.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ use crate::session::News;
 use crate::session::{STATUS_TIMEOUT, Session};
 use crate::signing::{Signers, read_key, sign_all};
 use crate::target::{ConnectArgs, Target};
+
+mod staged;
 
 const HELLO_V1: &[u8] = include_bytes!("../../../tests/guests/hello-v1.wasm");
 const HELLO_V2: &[u8] = include_bytes!("../../../tests/guests/hello-v2.wasm");
@@ -315,10 +318,12 @@ impl Demo {
             "2. enroll and start agents: fleetcast node enroll --node $(fleetcast-agent id --data-dir agentN); each joins the mesh through two earlier agents (its contacts); only agent1 hears from the publisher",
         );
         let mut agents: Vec<Agent> = Vec::new();
+        let mut nodes: Vec<NodeId> = Vec::new();
         let mut contacts: Vec<Vec<SocketAddr>> = Vec::new();
         for i in 1..=self.agents {
             let name = format!("agent{i}");
             let node = enroll(bin, dir, &name, &root).await?;
+            nodes.push(node);
             let peers = demo_contacts(&agents, i);
             let a = spawn_agent(bin, dir, &name, &peers).await?;
             out.say(format!(
@@ -600,7 +605,23 @@ impl Demo {
 
         step(
             out,
-            "12. fleetcast status --peer agent1 --key fleet/keys/release-2.key   (where the releases entered the mesh)",
+            "12. a staged release of a bad version halts itself: waves, a canary trial that fails, the failed gate, a signed rollback",
+        );
+        staged::halt_a_bad_release(
+            out,
+            dir,
+            &fleet,
+            &agents,
+            &nodes,
+            agents[0].quic,
+            "2.0.0",
+            (&release_2, within),
+        )
+        .await?;
+
+        step(
+            out,
+            "13. fleetcast status --peer agent1 --key fleet/keys/release-2.key   (where the releases entered the mesh)",
         );
         let mut s = Session::connect_as(&entry, Some(&release_2)).await?;
         let st = s.status(STATUS_TIMEOUT).await?;
@@ -611,7 +632,7 @@ impl Demo {
         step(
             out,
             &format!(
-                "13. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
+                "14. fleetcast status --peer {}   (any agent knows the fleet's count: it comes down the tree once settled)",
                 far.name
             ),
         );
