@@ -139,8 +139,7 @@ async fn twenty_agents_a_good_release_is_promoted_and_a_release_failing_on_some_
     let rollout = events(&lines, "rollout");
     let first = rollout
         .iter()
-        .filter(|e| e["plan"]["wave"] == 1)
-        .last()
+        .rfind(|e| e["plan"]["wave"] == 1)
         .unwrap_or_else(|| panic!("no rollout event for wave 1: {r:#?}"));
     let c = &first["counts"];
     assert_eq!(c["in_wave"], 3, "{first}");
