@@ -252,7 +252,22 @@ pub fn render(st: &NodeStatus, census: std::result::Result<&Census, &str>) -> St
                 );
             }
             let held = accepted(st, app);
-            if held > active_position(a) {
+            let staged = a.staged.as_ref().map(|x| {
+                let pos = Position {
+                    epoch: x.epoch,
+                    seq: x.seq,
+                };
+                let wave = x.plan.as_ref().map_or_else(String::new, |p| {
+                    format!(", {} of its rollout", p.describe())
+                });
+                let _ = writeln!(
+                    o,
+                    "  {app}: {} prefetched (seq {}{wave}): the wave leaves this agent out, {} keeps serving",
+                    x.release.version, x.seq, a.active.version
+                );
+                pos
+            });
+            if held > active_position(a) && staged.is_none_or(|p| p < held) {
                 let _ = writeln!(
                     o,
                     "  {app}: {held} accepted, not active here (fetching, activating or failed)"
@@ -560,6 +575,38 @@ pub(crate) mod tests {
             text.contains("  hello: fleet 3 on seq 2 (2.0.0), 1 reverted to 1.0.0"),
             "{text}"
         );
+    }
+
+    /// A head whose wave leaves the agent out shows as prefetched, with its wave, and not as
+    /// "accepted, not active here".
+    #[test]
+    fn a_staged_head_shows_as_prefetched_with_its_wave() {
+        use fleetcast_protocol::rollout::{FULL, Gates, Plan};
+        let mut st = status();
+        let beta = st
+            .apps
+            .iter_mut()
+            .find(|a| a.app.as_str() == "beta")
+            .unwrap();
+        beta.staged = Some(fleetcast_protocol::wire::Staged {
+            seq: 2,
+            epoch: 0,
+            kind: HeadKind::Release,
+            release: rel("beta", "0.2.0", b"b2"),
+            plan: Some(Plan::new(vec![100, FULL], Gates::default()).unwrap()),
+            issued_at_ms: 0,
+        });
+        st.seqs
+            .push((AppName::new("beta").unwrap(), Position { epoch: 0, seq: 2 }));
+        let text = render(&st, Ok(&census()));
+        assert!(
+            text.contains(
+                "beta: 0.2.0 prefetched (seq 2, wave 1 of 2 (1%) of its rollout): the wave leaves this agent out, 0.1.0 keeps serving"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("beta: 0:2 accepted"), "{text}");
+        assert!(!text.contains("accepted, not active here"), "{text}");
     }
 
     #[test]
