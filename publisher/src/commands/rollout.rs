@@ -433,9 +433,13 @@ mod tests {
     use fleetcast_protocol::rollout::Gates;
 
     fn plan(wave: u8) -> Plan {
+        let gates = Gates {
+            min_requests: 0,
+            ..Gates::default()
+        };
         Plan {
             wave,
-            ..Plan::new(vec![5000, 10_000], Gates::default()).unwrap()
+            ..Plan::new(vec![5000, 10_000], gates).unwrap()
         }
     }
 
