@@ -168,7 +168,6 @@ impl Activations {
     /// cancel an activation in flight: a compile still queued or running is wasted work now.
     pub fn supersede<P>(&mut self, sh: &SignedHead, out: &mut Outbox<P>) -> Superseded {
         let app = sh.head.app.clone();
-        self.staged.remove(&app);
         let Some(p) = self.pending.get_mut(&app) else {
             return Superseded::Nothing;
         };
@@ -199,6 +198,8 @@ impl Activations {
         out: &mut Outbox<P>,
     ) -> bool {
         let app = sh.head.app.clone();
+        // A newer head starts: an older staged one is superseded.
+        self.staged.remove(&app);
         if !in_wave {
             if cached {
                 self.stage_head(sh, out);

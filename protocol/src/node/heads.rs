@@ -177,8 +177,14 @@ impl<P: Peer> Node<P> {
             cached,
         });
         let release = sh.head.release.clone();
-        let in_wave = sh.head.includes(&self.cfg.node);
-        let base = self.own_tally(&sh);
+        // Once a rollout is past its first wave (its canaries passed the gates), a node that
+        // holds no release of the app and none staged (it joined mid-rollout) has nothing to keep
+        // serving: it runs the wave's release whatever its bucket, rather than serve nothing.
+        let empty = self.activation.applied(&sh.head.app) == Position::default()
+            && self.activation.staged(&sh.head.app).is_none();
+        let past_first = sh.head.plan.as_ref().is_some_and(|p| p.wave > 0);
+        let in_wave = sh.head.includes(&self.cfg.node) || empty && past_first;
+        let base = self.own_tally(in_wave);
         if sh.head.plan.is_some() {
             // Every node counts itself for a staged head, in its wave or not: the fleet's size.
             let own = Tally {
@@ -195,7 +201,7 @@ impl<P: Peer> Node<P> {
                 "{} {} failed its trial on this agent in an earlier wave; not activated again",
                 app, sh.head.release.version
             );
-            return self.failed_here(now, &sh, reason);
+            return self.failed_here(now, &sh, reason, true);
         }
         if self
             .activation
@@ -269,7 +275,7 @@ impl<P: Peer> Node<P> {
         let report = self.activation.activated(&p, &mut self.out);
         let own = Tally {
             active: 1,
-            ..self.own_tally(&p.head)
+            ..self.own_tally(true)
         };
         self.tally
             .set_own(now, &app, seq, own, report, &mut self.out);
@@ -313,7 +319,7 @@ impl<P: Peer> Node<P> {
         self.drop_transfer_if_unused(&rel.digest);
         let own = Tally {
             prefetched: 1,
-            ..self.own_tally(&p.head)
+            ..self.own_tally(false)
         };
         self.tally.set_counts(now, &app, seq, own);
         self.activation.stage_head(p.head, &mut self.out);
@@ -335,12 +341,12 @@ impl<P: Peer> Node<P> {
         self.tally.set_health(now, app, digest, new, old);
     }
 
-    /// This node's own count for `sh`, before its outcome: it holds the head, and whether the
-    /// head's wave includes it.
-    fn own_tally(&self, sh: &SignedHead) -> Tally {
+    /// This node's own count for a head, before its outcome: it holds the head, and whether it
+    /// runs it (`in_wave`: its wave includes the node, or the node had no release of the app).
+    fn own_tally(&self, in_wave: bool) -> Tally {
         Tally {
             nodes: 1,
-            in_wave: u32::from(sh.head.includes(&self.cfg.node)),
+            in_wave: u32::from(in_wave),
             ..Tally::default()
         }
     }
@@ -350,7 +356,7 @@ impl<P: Peer> Node<P> {
             return;
         };
         self.drop_transfer_if_unused(&p.head.head.release.digest);
-        self.failed_here(now, &p.head, reason);
+        self.failed_here(now, &p.head, reason, !p.prefetch);
         if let Some(next) = p.next {
             self.start(now, None, next, false);
         }
@@ -365,17 +371,18 @@ impl<P: Peer> Node<P> {
         serving: Option<Release>,
     ) {
         if let Some(head) = self.activation.reverted(app, seq, serving) {
-            self.failed_here(now, &head, reason);
+            self.failed_here(now, &head, reason, true);
         }
     }
 
     /// `head` failed on this node: kept for status, counted failed in the tallies.
-    fn failed_here(&mut self, now: Instant, head: &SignedHead, reason: String) {
+    /// `in_wave`: it failed running (activation, trial), not prefetching.
+    fn failed_here(&mut self, now: Instant, head: &SignedHead, reason: String, in_wave: bool) {
         let report = self.activation.failed(head, reason, &mut self.out);
         let own = Tally {
             failed: 1,
             samples: vec![report.clone()],
-            ..self.own_tally(head)
+            ..self.own_tally(in_wave)
         };
         let (app, seq) = (&head.head.app, head.head.seq);
         self.tally

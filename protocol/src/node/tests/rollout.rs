@@ -467,3 +467,47 @@ fn a_canary_that_reverted_does_not_run_the_release_again_in_a_later_wave() {
         "{err}"
     );
 }
+
+/// Past the first wave, a node with no release of the app has nothing to keep serving: the
+/// head runs on it whatever its bucket (an agent that joins mid-rollout is not left serving
+/// nothing) and it counts in the wave. In the first wave (a staged first release) it stays out.
+#[test]
+fn past_the_first_wave_a_node_with_no_release_of_the_app_runs_it_whatever_its_bucket() {
+    let mut net = Net::new(6, |i| (0..i).collect());
+    let body = scenario::content(3, 20_000);
+    let sh = signed("shop", 1, &body, 8 * 1024, HeadKind::Release);
+    let (first, canaries) = split(&net, &sh);
+    assert!(canaries.len() < 6);
+    // Wave 2 is one basis point more than wave 1 (it adds at most the median node).
+    let w = first.waves[0];
+    let plan = Plan::new(vec![w, w + 1, FULL], Gates::default()).unwrap();
+    let (p, _) = net.publish(0, &with_plan(&sh, plan.clone(), 1), &body);
+    net.run();
+    for i in 0..6 {
+        assert_eq!(
+            activated(&net, i, 1),
+            canaries.contains(&i),
+            "wave 1, node {i}"
+        );
+    }
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p, 1);
+    assert_eq!((t.nodes, t.in_wave), (6, canaries.len() as u32), "{t:?}");
+
+    // A new node joins at wave 2: it runs it whatever its bucket; the others keep their place.
+    net.add(6, vec![0], [], []);
+    net.run();
+    let (p, _) = net.publish(0, &with_plan(&sh, plan.advanced().unwrap(), 2), &body);
+    net.run();
+    assert!(activated(&net, 6, 2), "the joined node runs wave 2");
+    let digest = sh.head.release.digest;
+    for i in 0..6 {
+        let runs = activated(&net, i, 2);
+        let inside = crate::rollout::includes(&digest, &net.nodes[i].status().node, w + 1);
+        assert_eq!(runs, inside, "wave 2, node {i}: by its bucket");
+        assert!(inside || net.nodes[i].staged(&app()).is_some(), "node {i}");
+    }
+    net.advance(Duration::from_millis(300));
+    let t = last_tally(&mut net, p, 2);
+    assert_eq!(t.nodes, 7, "{t:?}");
+}

@@ -38,10 +38,13 @@ fn first_id(from: Id, digest: &Digest, fraction: u16, inside: bool) -> Id {
 }
 
 /// Live nodes not where wave `fraction` puts them: in it and not running `new`, or out of it
-/// and running `new`.
-fn misplaced(sim: &Sim, new: &Digest, fraction: u16) -> usize {
+/// and running `new`. `either`: nodes that joined with no release of the app, which may run
+/// either (the old one if a neighbour handed them its head first, else the wave's: they had
+/// nothing to keep serving).
+fn misplaced(sim: &Sim, new: &Digest, fraction: u16, either: &[Id]) -> usize {
     sim.live()
         .into_iter()
+        .filter(|id| !either.contains(id))
         .filter(|id| includes(new, &node_id(*id), fraction) != (running(sim, *id) == Some(*new)))
         .count()
 }
@@ -50,7 +53,9 @@ fn misplaced(sim: &Sim, new: &Digest, fraction: u16) -> usize {
 pub const STATIC_FOR: Duration = Duration::from_secs(20);
 
 /// (4) The operator's process dies right after it pushed wave 2: the fleet stays there (a node
-/// that restarts, and one that joins, follow wave 2); then a new driver over the newest head's
+/// that restarts follows wave 2 by its bucket; one that joins with no release of the app runs
+/// the old release if a neighbour handed it that head first, else the wave's, having nothing
+/// else to serve); then a new driver over the newest head's
 /// plan completes the rollout.
 pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
     let (mut sim, r1) = fleet_on_release_1(sc, ro);
@@ -74,7 +79,7 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
     });
     op.crash();
     let wave2_seq = op.seq;
-    let settled = run_until_tick(&mut sim, sc.deadline, |s| misplaced(s, &new, w2) == 0);
+    let settled = run_until_tick(&mut sim, sc.deadline, |s| misplaced(s, &new, w2, &[]) == 0);
     // Mid-rollout: the two crashed nodes restart, two new ones join.
     sim.restart(restart_in);
     sim.restart(restart_out);
@@ -92,8 +97,10 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
             && running(s, restart_out) == Some(old)
             && staged_seq(s, restart_out) == Some(wave2_seq)
             && running(s, join_in) == Some(new)
-            && running(s, join_out) == Some(old)
-            && staged_seq(s, join_out) == Some(wave2_seq)
+            // Joined empty: the old release with the wave staged if a neighbour handed it the
+            // old head first, else the wave's release (it had nothing to keep serving).
+            && (running(s, join_out) == Some(new)
+                || running(s, join_out) == Some(old) && staged_seq(s, join_out) == Some(wave2_seq))
     };
     let t_back = sim.now;
     let follow = run_until_tick(&mut sim, sc.deadline, followed).then(|| sim.now - t_back);
@@ -120,7 +127,7 @@ pub fn run_resume(sc: &Scenario, ro: &Rollout) -> ResumeFigures {
     let t_static = sim.now;
     while sim.now < t_static + STATIC_FOR {
         sim.run(Duration::from_secs(1));
-        worst = worst.max(misplaced(&sim, &new, w2));
+        worst = worst.max(misplaced(&sim, &new, w2, &[join_out]));
         let newest = sim
             .live()
             .iter()
