@@ -260,6 +260,9 @@ fn compiled_key(digest: &Digest, compat: &[u8; 32]) -> [u8; 64] {
 /// heads carry the epoch of the fleet root they are signed under, and the `trust` tree holds
 /// the root chain. Format 5: heads carry a rollout plan. Format 2, 3 and 4 stores are migrated
 /// in place when opened, one format at a time ([`migrate`]).
+/// How long opening waits for a store's lock (see [`Store::open_with`]).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub const STORE_FORMAT: u32 = 5;
 const FORMAT_KEY: &[u8] = b"fleetcast-store-format";
 
@@ -296,23 +299,40 @@ impl Store {
         Store::open_with(dir, StoreOptions::default())
     }
 
-    /// Opens (or creates) the store under `dir` with `options`.
+    /// Opens (or creates) the store under `dir` with `options`. A store locked by someone else
+    /// is waited for up to [`LOCK_WAIT`] (the last writes of one this process just closed), then
+    /// refused in words.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|error| StoreError::CreateDir {
             path: dir.to_path_buf(),
             error,
         })?;
         let path = dir.join("store");
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&path)
             .flush_every_ms(options.flush_every_ms)
             .temporary(options.temporary)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|error| StoreError::Open {
-                path: path.clone(),
-                error,
-            })?;
+            .cache_capacity(options.cache_bytes);
+        // A store this process just closed may hold its lock a moment longer: sled's last
+        // background writes still own the file. Wait for that, a bounded time, before calling it
+        // another agent's.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.to_string().starts_with("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => {
+                    break r.map_err(|error| StoreError::Open {
+                        path: path.clone(),
+                        error,
+                    })?;
+                }
+            }
+        };
         migrate::check_format(&db, &path)?;
         Ok(Store {
             blobs: db.open_tree("blobs")?,
