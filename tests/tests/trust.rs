@@ -464,11 +464,20 @@ async fn an_unenrolled_node_and_a_stranger_operator_are_refused_at_the_handshake
     fleetcast(&["status", "--peer", &t.peer(), "--key", &t.key("release-3")])
         .await
         .expect(0);
-    assert_eq!(
-        agent.status().await.unwrap().links,
-        before,
-        "no link was kept"
-    );
+    // The admitted operator's link closes when its process exits; the agent hears the close a
+    // moment later (on a loaded machine, not always before the next status request).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let links = agent.status().await.unwrap().links;
+        if links == before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a link was kept: {links} links, {before} before"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
