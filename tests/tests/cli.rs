@@ -9,33 +9,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::cli::{Run, fleetcast};
+use common::cli::{Run, fleetcast, release};
 use common::{Fleet, guest};
 use fleetcast_protocol::Digest;
 use serde_json::Value;
-
-/// The arguments of `fleetcast release FILE --app hello --version V` to agent 0, plus `more`.
-async fn release(fleet: &Fleet, file: &str, version: &str, more: &[&str]) -> Run {
-    let (file, key, peer) = (
-        guest(file).display().to_string(),
-        fleet.key().display().to_string(),
-        fleet.agent(0).quic_addr().to_string(),
-    );
-    let mut args = vec![
-        "release",
-        &file,
-        "--app",
-        "hello",
-        "--version",
-        version,
-        "--key",
-        &key,
-        "--peer",
-        &peer,
-    ];
-    args.extend_from_slice(more);
-    fleetcast(&args).await
-}
 
 /// `fleetcast rollback --app hello` to agent 0, plus `more`.
 async fn rollback(fleet: &Fleet, more: &[&str]) -> Run {

@@ -14,36 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::cli::{Run, fleetcast};
-use common::{Fleet, TIMEOUT, guest};
+use common::cli::{fleetcast, release};
+use common::{Fleet, TIMEOUT, until_every_agent_serves};
 use fleetcast::http_get;
 use serde_json::Value;
 use tokio::time::Instant;
 
 const AGENTS: usize = 4;
-
-/// `fleetcast release FILE --app hello --version V` to agent 0, plus `more`.
-async fn release(fleet: &Fleet, file: &str, version: &str, more: &[&str]) -> Run {
-    let (file, key, peer) = (
-        guest(file).display().to_string(),
-        fleet.key().display().to_string(),
-        fleet.agent(0).quic_addr().to_string(),
-    );
-    let mut args = vec![
-        "release",
-        &file,
-        "--app",
-        "hello",
-        "--version",
-        version,
-        "--key",
-        &key,
-        "--peer",
-        &peer,
-    ];
-    args.extend_from_slice(more);
-    fleetcast(&args).await
-}
 
 /// Four agents, each joined through agent 0, all serving hello 1.0.0.
 async fn fleet_on_v1() -> Fleet {
@@ -53,21 +30,6 @@ async fn fleet_on_v1() -> Fleet {
         .expect(0);
     until_every_agent_serves(&fleet, "1.0.0").await;
     fleet
-}
-
-async fn until_every_agent_serves(fleet: &Fleet, version: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let v = fleet.versions().await;
-        if v.iter().all(|s| s == version) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every agent serves {version} within {TIMEOUT:?}: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn events_named<'a>(lines: &'a [Value], name: &str) -> Vec<&'a Value> {

@@ -11,53 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::cli::{Run, fleetcast};
-use common::{Fleet, TIMEOUT, guest};
+use common::cli::release;
+use common::{Fleet, guest, until_every_agent_serves};
 use fleetcast::http_get;
 use fleetcast_protocol::Digest;
 use fleetcast_protocol::rollout::{bucket, pct};
 use fleetcast_protocol::wire::NodeId;
 use serde_json::Value;
-use tokio::time::Instant;
 
 const AGENTS: usize = 20;
-
-async fn release(fleet: &Fleet, file: &str, version: &str, more: &[&str]) -> Run {
-    let (file, key, peer) = (
-        guest(file).display().to_string(),
-        fleet.key().display().to_string(),
-        fleet.agent(0).quic_addr().to_string(),
-    );
-    let mut args = vec![
-        "release",
-        &file,
-        "--app",
-        "hello",
-        "--version",
-        version,
-        "--key",
-        &key,
-        "--peer",
-        &peer,
-    ];
-    args.extend_from_slice(more);
-    fleetcast(&args).await
-}
-
-async fn until_every_agent_serves(fleet: &Fleet, version: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let v = fleet.versions().await;
-        if v.iter().all(|s| s == version) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every agent serves {version} within {TIMEOUT:?}: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// 20 agents; agent i joins through agents i-1 and i/2 (a connected mesh, no hub).
 async fn fleet_on_v1() -> Fleet {

@@ -111,3 +111,27 @@ pub async fn fleetcast(args: &[&str]) -> Run {
         took: t.elapsed(),
     }
 }
+
+/// `fleetcast release FILE --app hello --version V --key <fleet key> --peer <agent 0>`, plus
+/// `more`: a release as an operator runs it against a test fleet.
+pub async fn release(fleet: &super::Fleet, file: &str, version: &str, more: &[&str]) -> Run {
+    let (file, key, peer) = (
+        super::guest(file).display().to_string(),
+        fleet.key().display().to_string(),
+        fleet.agent(0).quic_addr().to_string(),
+    );
+    let mut args = vec![
+        "release",
+        &file,
+        "--app",
+        "hello",
+        "--version",
+        version,
+        "--key",
+        &key,
+        "--peer",
+        &peer,
+    ];
+    args.extend_from_slice(more);
+    fleetcast(&args).await
+}

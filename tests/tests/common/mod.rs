@@ -150,3 +150,19 @@ pub async fn serves(a: &AgentHandle) -> String {
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits (up to [`TIMEOUT`]) until every running agent serves `version` of hello.
+pub async fn until_every_agent_serves(fleet: &Fleet, version: &str) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let v = fleet.versions().await;
+        if v.iter().all(|s| s == version) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every agent serves {version} within {TIMEOUT:?}: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
