@@ -73,7 +73,14 @@ impl Cli {
         }
     }
 
+    /// Runs the command, then waits for the connections it closed to say so to their agents.
     pub async fn execute(self) -> Result<(), CliError> {
+        let r = self.run().await;
+        session::flush_closed().await;
+        r
+    }
+
+    async fn run(self) -> Result<(), CliError> {
         match self.command {
             Command::Keygen(c) => c.execute(),
             Command::Release(c) => c.execute().await,

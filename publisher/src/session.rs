@@ -63,6 +63,34 @@ pub struct Session {
     pub bytes_served: u64,
 }
 
+/// Endpoints of sessions that ended, their connection closed but the close maybe not yet sent:
+/// the process waits for them before it exits ([`flush_closed`]), so an agent hears that the
+/// operator left at once rather than at its idle timeout.
+static CLOSED: std::sync::Mutex<Vec<NetHandle>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.net.close(self.conn, "the operator's command ended");
+        if let Ok(mut closed) = CLOSED.lock() {
+            closed.push(self.net.clone());
+        }
+    }
+}
+
+/// Waits until every ended session's close reached its agent (each at most
+/// `fleetcast_net::SHUTDOWN_GRACE`, all at once). `fleetcast` calls it before it exits.
+pub async fn flush_closed() {
+    let handles = CLOSED
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default();
+    let mut set = JoinSet::new();
+    for h in handles {
+        set.spawn(async move { h.shutdown().await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
 impl Session {
     /// Connects to the agent at `addr`, trying for `within`.
     pub async fn connect(addr: SocketAddr, within: Duration) -> Result<Session> {
